@@ -1,0 +1,150 @@
+// pybind11 module linneuron._core: thin bindings over the CPU kernels, on raw pointers, sizes and element strides.
+//
+// The Python layer validates shapes, dtypes and memory before calling in; these bindings only check what would
+// otherwise crash (negative sizes, null pointers) and release the GIL around every kernel.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "gemm.h"
+#include "runtime.h"
+#include "workspace.h"
+
+namespace py = pybind11;
+using linneuron::Surrogate;
+
+namespace {
+
+// Element types by code; the codes are part of the binding ABI (python/linneuron/_dtypes.py).
+enum DType : int { kFloat32 = 0, kFloat64 = 1 };
+
+template <typename T>
+const T* cptr(std::uintptr_t p) {
+  return reinterpret_cast<const T*>(p);
+}
+template <typename T>
+T* mptr(std::uintptr_t p) {
+  return reinterpret_cast<T*>(p);
+}
+
+void require(bool ok, const char* what) {
+  if (!ok) throw std::invalid_argument(what);
+}
+
+void check_dtype(int dtype) { require(dtype == kFloat32 || dtype == kFloat64, "_core: unknown dtype code"); }
+
+template <typename T>
+linneuron::GemmArgs<T> make_gemm_args(int64_t m, int64_t n, int64_t k, std::uintptr_t a, int64_t a_rs, int64_t a_cs,
+                                      std::uintptr_t b, int64_t b_rs, int64_t b_cs, std::uintptr_t c, int64_t c_rs,
+                                      int64_t c_cs, std::uintptr_t bias, int64_t bias_stride, bool accumulate,
+                                      bool step) {
+  linneuron::GemmArgs<T> g;
+  g.m = m, g.n = n, g.k = k;
+  g.a = cptr<T>(a), g.a_rs = a_rs, g.a_cs = a_cs;
+  g.b = cptr<T>(b), g.b_rs = b_rs, g.b_cs = b_cs;
+  g.c = mptr<T>(c), g.c_rs = c_rs, g.c_cs = c_cs;
+  g.bias = bias ? cptr<T>(bias) : nullptr, g.bias_stride = bias_stride;
+  g.accumulate = accumulate, g.step = step;
+  return g;
+}
+
+void gemm(int dtype, int64_t m, int64_t n, int64_t k, std::uintptr_t a, int64_t a_rs, int64_t a_cs,
+          std::uintptr_t b, int64_t b_rs, int64_t b_cs, std::uintptr_t c, int64_t c_rs, int64_t c_cs,
+          std::uintptr_t bias, int64_t bias_stride, bool accumulate, bool step) {
+  check_dtype(dtype);
+  require(m >= 0 && n >= 0 && k >= 0, "_core.gemm: negative size");
+  if (m == 0 || n == 0) return;
+  require(c != 0, "_core.gemm: null output");
+  require(k == 0 || (a != 0 && b != 0), "_core.gemm: null operand");
+  py::gil_scoped_release release;
+  if (dtype == kFloat32)
+    linneuron::gemm(make_gemm_args<float>(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, c_cs, bias, bias_stride,
+                                          accumulate, step));
+  else
+    linneuron::gemm(make_gemm_args<double>(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, c_cs, bias, bias_stride,
+                                           accumulate, step));
+}
+
+void step_forward(int dtype, int64_t rows, int64_t cols, std::uintptr_t in, int64_t in_rs, int64_t in_cs,
+                  std::uintptr_t out, int64_t out_rs, int64_t out_cs) {
+  check_dtype(dtype);
+  require(rows >= 0 && cols >= 0, "_core.step: negative size");
+  if (rows == 0 || cols == 0) return;
+  require(in != 0 && out != 0, "_core.step: null pointer");
+  py::gil_scoped_release release;
+  if (dtype == kFloat32)
+    linneuron::step_forward(rows, cols, cptr<float>(in), in_rs, in_cs, mptr<float>(out), out_rs, out_cs);
+  else
+    linneuron::step_forward(rows, cols, cptr<double>(in), in_rs, in_cs, mptr<double>(out), out_rs, out_cs);
+}
+
+void step_backward(int dtype, int64_t rows, int64_t cols, std::uintptr_t z, int64_t z_rs, int64_t z_cs,
+                   std::uintptr_t gy, int64_t gy_rs, int64_t gy_cs, std::uintptr_t gz, int64_t gz_rs, int64_t gz_cs,
+                   int surrogate, double alpha) {
+  check_dtype(dtype);
+  require(rows >= 0 && cols >= 0, "_core.step_backward: negative size");
+  require(surrogate >= 0 && surrogate <= 3, "_core.step_backward: unknown surrogate code");
+  if (rows == 0 || cols == 0) return;
+  require(z != 0 && gy != 0 && gz != 0, "_core.step_backward: null pointer");
+  const auto kind = static_cast<Surrogate>(surrogate);
+  py::gil_scoped_release release;
+  if (dtype == kFloat32)
+    linneuron::step_backward(rows, cols, cptr<float>(z), z_rs, z_cs, cptr<float>(gy), gy_rs, gy_cs, mptr<float>(gz),
+                             gz_rs, gz_cs, kind, static_cast<float>(alpha));
+  else
+    linneuron::step_backward(rows, cols, cptr<double>(z), z_rs, z_cs, cptr<double>(gy), gy_rs, gy_cs,
+                             mptr<double>(gz), gz_rs, gz_cs, kind, alpha);
+}
+
+void bias_grad(int dtype, int64_t m, int64_t n, std::uintptr_t dy, int64_t dy_rs, int64_t dy_cs, std::uintptr_t db,
+               int64_t db_stride, bool accumulate) {
+  check_dtype(dtype);
+  require(m >= 0 && n >= 0, "_core.bias_grad: negative size");
+  if (n == 0) return;
+  require(db != 0 && (m == 0 || dy != 0), "_core.bias_grad: null pointer");
+  py::gil_scoped_release release;
+  if (dtype == kFloat32)
+    linneuron::bias_grad(m, n, cptr<float>(dy), dy_rs, dy_cs, mptr<float>(db), db_stride, accumulate);
+  else
+    linneuron::bias_grad(m, n, cptr<double>(dy), dy_rs, dy_cs, mptr<double>(db), db_stride, accumulate);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "linneuron CPU kernels (C++/OpenMP) on raw pointers; use linneuron.numpy or linneuron.functional.";
+  m.attr("FLOAT32") = static_cast<int>(kFloat32);
+  m.attr("FLOAT64") = static_cast<int>(kFloat64);
+
+  m.def("gemm", &gemm, "C = [C +] A B [+ bias] [then step]; see src/cpp/gemm.h", py::arg("dtype"), py::arg("m"),
+        py::arg("n"), py::arg("k"), py::arg("a"), py::arg("a_rs"), py::arg("a_cs"), py::arg("b"), py::arg("b_rs"),
+        py::arg("b_cs"), py::arg("c"), py::arg("c_rs"), py::arg("c_cs"), py::arg("bias"), py::arg("bias_stride"),
+        py::arg("accumulate"), py::arg("step"));
+  m.def("step_forward", &step_forward, "out = H(in) over a strided rows x cols grid", py::arg("dtype"),
+        py::arg("rows"), py::arg("cols"), py::arg("src"), py::arg("src_rs"), py::arg("src_cs"), py::arg("out"),
+        py::arg("out_rs"), py::arg("out_cs"));
+  m.def("step_backward", &step_backward, "grad_z = grad_y * surrogate'(z) over a strided rows x cols grid",
+        py::arg("dtype"), py::arg("rows"), py::arg("cols"), py::arg("z"), py::arg("z_rs"), py::arg("z_cs"),
+        py::arg("grad_y"), py::arg("gy_rs"), py::arg("gy_cs"), py::arg("grad_z"), py::arg("gz_rs"),
+        py::arg("gz_cs"), py::arg("surrogate"), py::arg("alpha"));
+  m.def("bias_grad", &bias_grad, "db = [db +] column sums of dY", py::arg("dtype"), py::arg("m"), py::arg("n"),
+        py::arg("dy"), py::arg("dy_rs"), py::arg("dy_cs"), py::arg("db"), py::arg("db_stride"),
+        py::arg("accumulate"));
+
+  m.def("get_num_threads", &linneuron::num_threads);
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw std::invalid_argument("set_num_threads(): n must be >= 1, got " + std::to_string(n));
+    linneuron::set_num_threads(n);
+  });
+  m.def("openmp_enabled", &linneuron::openmp_enabled);
+  m.def("compiled_isas", &linneuron::compiled_isas);
+  m.def("supported_isas", &linneuron::supported_isas);
+  m.def("active_isa", &linneuron::active_isa);
+  m.def("set_active_isa", &linneuron::set_active_isa,
+        "Switch the micro-kernel family; returns False if it is not compiled or this CPU lacks it");
+  m.def("workspace_bytes", &linneuron::workspace_bytes);
+  m.def("workspace_peak_bytes", &linneuron::workspace_peak_bytes);
+}

@@ -1,0 +1,126 @@
+// Bandwidth-bound kernels: the unit step, its surrogate backward, and the bias gradient (column sums).
+#include <algorithm>
+#include <vector>
+
+#include "gemm.h"
+#include "runtime.h"
+
+namespace linneuron {
+namespace {
+
+// Below this many elements a parallel region costs more than the work.
+constexpr int64_t kParallelGrain = 1 << 15;
+
+int threads_for(int64_t elements) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), elements / kParallelGrain)));
+}
+
+// Calls row_fn(r, c_begin, c_end) over a rows x cols grid, split across threads. A single long row (the common
+// flattened case) is split by columns; otherwise whole rows are handed out.
+template <typename RowFn>
+void for_each_row_range(int64_t rows, int64_t cols, RowFn row_fn) {
+  const int nthreads = threads_for(rows * cols);
+  if (rows == 1) {
+    const int64_t chunks = nthreads;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+    for (int64_t ch = 0; ch < chunks; ++ch) row_fn(0, cols * ch / chunks, cols * (ch + 1) / chunks);
+    return;
+  }
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+  for (int64_t r = 0; r < rows; ++r) row_fn(r, 0, cols);
+}
+
+}  // namespace
+
+template <typename T>
+void step_forward(int64_t rows, int64_t cols, const T* in, int64_t in_rs, int64_t in_cs, T* out, int64_t out_rs,
+                  int64_t out_cs) {
+  if (rows <= 0 || cols <= 0) return;
+  for_each_row_range(rows, cols, [=](int64_t r, int64_t c0, int64_t c1) {
+    const T* src = in + r * in_rs;
+    T* dst = out + r * out_rs;
+    if (in_cs == 1 && out_cs == 1) {
+      for (int64_t c = c0; c < c1; ++c) dst[c] = unit_step(src[c]);
+    } else {
+      for (int64_t c = c0; c < c1; ++c) dst[c * out_cs] = unit_step(src[c * in_cs]);
+    }
+  });
+}
+
+template <typename T>
+void step_backward(int64_t rows, int64_t cols, const T* z, int64_t z_rs, int64_t z_cs, const T* grad_y,
+                   int64_t gy_rs, int64_t gy_cs, T* grad_z, int64_t gz_rs, int64_t gz_cs, Surrogate kind, T alpha) {
+  if (rows <= 0 || cols <= 0) return;
+  for_each_row_range(rows, cols, [=](int64_t r, int64_t c0, int64_t c1) {
+    const T* zr = z + r * z_rs;
+    const T* gyr = grad_y + r * gy_rs;
+    T* gzr = grad_z + r * gz_rs;
+    for (int64_t c = c0; c < c1; ++c)
+      gzr[c * gz_cs] = gyr[c * gy_cs] * surrogate_derivative(kind, zr[c * z_cs], alpha);
+  });
+}
+
+template <typename T>
+void bias_grad(int64_t m, int64_t n, const T* dy, int64_t dy_rs, int64_t dy_cs, T* db, int64_t db_stride,
+               bool accumulate) {
+  if (n <= 0) return;
+  // db(j) = sum over fixed row chunks c of (sum over rows of chunk c, in order). The chunking depends on the shape
+  // only, so any split of the work across threads performs exactly the same additions.
+  constexpr int64_t kChunk = 256;
+  const int64_t n_chunks = std::max<int64_t>(1, (m + kChunk - 1) / kChunk);
+  auto chunk_sum = [=](int64_t chunk, int64_t j0, int64_t j1, T* out) {
+    for (int64_t j = j0; j < j1; ++j) out[j - j0] = T(0);
+    const int64_t r1 = std::min(m, (chunk + 1) * kChunk);
+    for (int64_t r = chunk * kChunk; r < r1; ++r) {
+      const T* row = dy + r * dy_rs;
+      if (dy_cs == 1) {
+        for (int64_t j = j0; j < j1; ++j) out[j - j0] += row[j];
+      } else {
+        for (int64_t j = j0; j < j1; ++j) out[j - j0] += row[j * dy_cs];
+      }
+    }
+  };
+  auto finish = [=](int64_t j, T total) {
+    T& dst = db[j * db_stride];
+    dst = accumulate ? dst + total : total;
+  };
+
+  const int nthreads = threads_for(m * n);
+  if (n_chunks == 1 || n >= 4 * nthreads * 16 || nthreads == 1) {
+    // Enough columns to share out: each thread owns a column range and walks every chunk of it.
+    constexpr int64_t kCols = 64;
+    const int64_t col_blocks = (n + kCols - 1) / kCols;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+    for (int64_t cb = 0; cb < col_blocks; ++cb) {
+      const int64_t j0 = cb * kCols, j1 = std::min(n, j0 + kCols);
+      T total[kCols], part[kCols];
+      for (int64_t j = 0; j < j1 - j0; ++j) total[j] = T(0);
+      for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
+        chunk_sum(chunk, j0, j1, part);
+        for (int64_t j = 0; j < j1 - j0; ++j) total[j] += part[j];
+      }
+      for (int64_t j = j0; j < j1; ++j) finish(j, total[j - j0]);
+    }
+    return;
+  }
+  // Few columns, many rows: threads share the chunks, then the partial sums are added in chunk order.
+  std::vector<T> partial(static_cast<std::size_t>(n_chunks * n));
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+  for (int64_t chunk = 0; chunk < n_chunks; ++chunk) chunk_sum(chunk, 0, n, partial.data() + chunk * n);
+  for (int64_t j = 0; j < n; ++j) {
+    T total = T(0);
+    for (int64_t chunk = 0; chunk < n_chunks; ++chunk) total += partial[chunk * n + j];
+    finish(j, total);
+  }
+}
+
+#define LINNEURON_INSTANTIATE(T)                                                                                   \
+  template void step_forward<T>(int64_t, int64_t, const T*, int64_t, int64_t, T*, int64_t, int64_t);               \
+  template void step_backward<T>(int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t, int64_t, T*,     \
+                                 int64_t, int64_t, Surrogate, T);                                                  \
+  template void bias_grad<T>(int64_t, int64_t, const T*, int64_t, int64_t, T*, int64_t, bool);
+LINNEURON_INSTANTIATE(float)
+LINNEURON_INSTANTIATE(double)
+#undef LINNEURON_INSTANTIATE
+
+}  // namespace linneuron

@@ -1,0 +1,115 @@
+// Run-time state of the CPU backend: thread count, micro-kernel selection (CPU detection, LINNEURON_ISA), workspace.
+#include "runtime.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+
+#include "microkernel.h"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace linneuron {
+namespace {
+
+int default_threads() {
+#if defined(_OPENMP)
+  return std::max(1, omp_get_max_threads());
+#else
+  return 1;
+#endif
+}
+
+std::atomic<int>& thread_setting() {
+  static std::atomic<int> threads{default_threads()};
+  return threads;
+}
+
+bool cpu_supports(const std::string& isa) {
+  if (isa == "portable") return true;
+#if defined(__x86_64__) || defined(_M_X64)
+  __builtin_cpu_init();
+  if (isa == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (isa == "avx512") return __builtin_cpu_supports("avx512f");
+#endif
+  return false;
+}
+
+std::string initial_isa() {
+  const std::vector<std::string> usable = supported_isas();
+  if (const char* forced = std::getenv("LINNEURON_ISA")) {
+    // An unusable request falls back to the best family; linneuron.info() shows which one is really in use.
+    if (std::find(usable.begin(), usable.end(), std::string(forced)) != usable.end()) return forced;
+  }
+  return usable.front();
+}
+
+std::atomic<int>& active_index() {
+  // Index into compiled_isas(); an atomic so that Python threads may switch and read it concurrently.
+  static std::atomic<int> index{[] {
+    const std::vector<std::string> all = compiled_isas();
+    return static_cast<int>(std::find(all.begin(), all.end(), initial_isa()) - all.begin());
+  }()};
+  return index;
+}
+
+}  // namespace
+
+int num_threads() { return thread_setting().load(std::memory_order_relaxed); }
+void set_num_threads(int n) { thread_setting().store(std::max(1, n), std::memory_order_relaxed); }
+
+bool openmp_enabled() {
+#if defined(_OPENMP)
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::vector<std::string> compiled_isas() {
+  std::vector<std::string> isas;
+#if defined(LINNEURON_HAVE_AVX512)
+  isas.push_back("avx512");
+#endif
+#if defined(LINNEURON_HAVE_AVX2)
+  isas.push_back("avx2");
+#endif
+  isas.push_back("portable");
+  return isas;
+}
+
+std::vector<std::string> supported_isas() {
+  std::vector<std::string> isas;
+  for (const std::string& isa : compiled_isas())
+    if (cpu_supports(isa)) isas.push_back(isa);
+  return isas;
+}
+
+std::string active_isa() { return compiled_isas()[active_index().load()]; }
+
+bool set_active_isa(const std::string& name) {
+  const std::vector<std::string> all = compiled_isas();
+  const auto it = std::find(all.begin(), all.end(), name);
+  if (it == all.end() || !cpu_supports(name)) return false;
+  active_index().store(static_cast<int>(it - all.begin()));
+  return true;
+}
+
+template <typename T>
+const MicroKernel<T>& active_micro_kernel() {
+  const std::string isa = active_isa();
+#if defined(LINNEURON_HAVE_AVX512)
+  if (isa == "avx512") return avx512_micro_kernel<T>();
+#endif
+#if defined(LINNEURON_HAVE_AVX2)
+  if (isa == "avx2") return avx2_micro_kernel<T>();
+#endif
+  return portable_micro_kernel<T>();
+}
+
+template const MicroKernel<float>& active_micro_kernel<float>();
+template const MicroKernel<double>& active_micro_kernel<double>();
+
+}  // namespace linneuron
