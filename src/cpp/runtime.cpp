@@ -46,10 +46,15 @@ std::string initial_isa() {
   return usable.front();
 }
 
+const std::vector<std::string>& compiled_isa_table() {
+  static const std::vector<std::string> table = compiled_isas();
+  return table;
+}
+
 std::atomic<int>& active_index() {
   // Index into compiled_isas(); an atomic so that Python threads may switch and read it concurrently.
   static std::atomic<int> index{[] {
-    const std::vector<std::string> all = compiled_isas();
+    const std::vector<std::string>& all = compiled_isa_table();
     return static_cast<int>(std::find(all.begin(), all.end(), initial_isa()) - all.begin());
   }()};
   return index;
@@ -87,10 +92,10 @@ std::vector<std::string> supported_isas() {
   return isas;
 }
 
-std::string active_isa() { return compiled_isas()[active_index().load()]; }
+std::string active_isa() { return compiled_isa_table()[active_index().load()]; }
 
 bool set_active_isa(const std::string& name) {
-  const std::vector<std::string> all = compiled_isas();
+  const std::vector<std::string>& all = compiled_isa_table();
   const auto it = std::find(all.begin(), all.end(), name);
   if (it == all.end() || !cpu_supports(name)) return false;
   active_index().store(static_cast<int>(it - all.begin()));
@@ -99,14 +104,21 @@ bool set_active_isa(const std::string& name) {
 
 template <typename T>
 const MicroKernel<T>& active_micro_kernel() {
-  const std::string isa = active_isa();
+  // Called on every GEMM: compare table indices, not strings.
+  static const std::vector<const MicroKernel<T>*> kernels = [] {
+    std::vector<const MicroKernel<T>*> table;
+    for (const std::string& isa : compiled_isa_table()) {
 #if defined(LINNEURON_HAVE_AVX512)
-  if (isa == "avx512") return avx512_micro_kernel<T>();
+      if (isa == "avx512") table.push_back(&avx512_micro_kernel<T>());
 #endif
 #if defined(LINNEURON_HAVE_AVX2)
-  if (isa == "avx2") return avx2_micro_kernel<T>();
+      if (isa == "avx2") table.push_back(&avx2_micro_kernel<T>());
 #endif
-  return portable_micro_kernel<T>();
+      if (isa == "portable") table.push_back(&portable_micro_kernel<T>());
+    }
+    return table;
+  }();
+  return *kernels[active_index().load(std::memory_order_relaxed)];
 }
 
 template const MicroKernel<float>& active_micro_kernel<float>();
