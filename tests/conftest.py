@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import linneuron
 import numpy as np
 import pytest
-
-import linneuron
 
 
 @pytest.fixture

@@ -6,11 +6,10 @@ import subprocess
 import sys
 import tracemalloc
 
+import linneuron
 import numpy as np
 import pytest
 from _reference import assert_linear_close, reference_linear
-
-import linneuron
 from linneuron import _core
 from linneuron.numpy import linear, neuron, step
 
@@ -179,6 +178,7 @@ def test_neuron_equals_step_of_linear(rng, shape, dtype):
 
 # ---- the raw bindings: backward products, bias gradient, accumulate, surrogates --------------------------------
 
+
 def _ptr(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
@@ -272,6 +272,7 @@ def test_gemm_fused_step_and_bias_through_bindings(rng):
 
 
 # ---- API surface ----------------------------------------------------------------------------------------------
+
 
 def test_thread_count_controls_and_results_agree(rng):
     x, w, b = _operands(rng, 257, 190, 333, np.float32)
