@@ -1,16 +1,22 @@
-// The packed, cache-blocked, OpenMP-parallel GEMM driver (BLIS loop order) around the active micro-kernel.
+// The cache-blocked, OpenMP-parallel GEMM driver (BLIS loop order) around the active micro-kernel.
 //
-// Loop nest, outermost first:  jc over n by nc  ->  pc over k by kc (pack B panel kc x nc, shared by all threads)
-//                              ->  work items (A block of mc rows x a share of the B panel's nr-slivers)
-//                              ->  jr over nr-slivers  ->  ir over mr-slivers  ->  micro-kernel.
-// The bias and step are applied by the micro-kernel on the last k block only, while the tile is in registers.
-#include "gemm.h"
-
+// Loop nest, outermost first:  jc over n by nc  ->  pc over k by kc (B panel kc x nc)  ->  ic over this thread's
+// rows by mc (A block mc x kc)  ->  jr over this thread's nr-slivers of the panel  ->  ir over mr-slivers of the
+// block  ->  micro-kernel. Bias and step are applied by the micro-kernel on the last k block only, while the
+// tile is still in registers, so Z = X Wᵀ + b is never written when the neuron is fused.
+//
+// Packing is decided per call. Large products pack A blocks and B panels into contiguous, cache-sized buffers
+// (the packing is amortised over many tiles and avoids cache-set conflicts at power-of-two strides). Small and
+// skinny products, where packing would cost as much as the arithmetic, feed the operands to the micro-kernel
+// in place (the "direct" path): a row- or column-major A is read where it lies, and so is a B whose rows are
+// contiguous; only partial edge slivers are copied into small padded buffers.
+//
+// Threads form a tm x tn grid: each owns a contiguous, mr-aligned range of rows and a range of B slivers, so the
+// split is balanced to within one sliver. A shared B panel is packed by the whole team between two barriers.
 #include <algorithm>
 #include <new>
-#include <stdexcept>
-#include <vector>
 
+#include "gemm.h"
 #include "microkernel.h"
 #include "runtime.h"
 #include "workspace.h"
@@ -23,6 +29,7 @@ namespace linneuron {
 namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 // Packs A(rows 0..mc, cols 0..kc) into mr-slivers: out[s*mr*kc + p*mr + i] = A(s*mr + i, p), zero-padded.
 template <typename T>
@@ -30,28 +37,43 @@ void pack_a_block(int64_t mc, int64_t kc, const T* a, int64_t a_rs, int64_t a_cs
   for (int64_t i0 = 0; i0 < mc; i0 += mr) {
     const int64_t rows = std::min(mr, mc - i0);
     T* sliver = out + i0 * kc;
+    if (a_rs == 1 && rows == mr) {  // column-major source: each k step copies mr contiguous elements
+      for (int64_t p = 0; p < kc; ++p) std::copy(a + i0 + p * a_cs, a + i0 + p * a_cs + mr, sliver + p * mr);
+      continue;
+    }
     for (int64_t i = 0; i < rows; ++i) {
       const T* src = a + (i0 + i) * a_rs;
-      for (int64_t p = 0; p < kc; ++p) sliver[p * mr + i] = src[p * a_cs];
+      if (a_cs == 1) {
+        for (int64_t p = 0; p < kc; ++p) sliver[p * mr + i] = src[p];
+      } else {
+        for (int64_t p = 0; p < kc; ++p) sliver[p * mr + i] = src[p * a_cs];
+      }
     }
     for (int64_t i = rows; i < mr; ++i)
       for (int64_t p = 0; p < kc; ++p) sliver[p * mr + i] = T(0);
   }
 }
 
-// Packs the nr-sliver starting at column j0 of B(0..kc, 0..nc): out[p*nr + j] = B(p, j0 + j), zero-padded.
+// Packs `cols` columns of B(0..kc, .) into one nr-sliver: out[p*nr + j] = B(p, j), zero-padded to nr.
 template <typename T>
 void pack_b_sliver(int64_t kc, int64_t cols, const T* b, int64_t b_rs, int64_t b_cs, int64_t nr, T* out) {
-  if (b_cs == 1 && cols == nr) {
-    for (int64_t p = 0; p < kc; ++p) std::copy(b + p * b_rs, b + p * b_rs + nr, out + p * nr);
+  if (b_cs == 1) {
+    for (int64_t p = 0; p < kc; ++p) {
+      std::copy(b + p * b_rs, b + p * b_rs + cols, out + p * nr);
+      std::fill(out + p * nr + cols, out + p * nr + nr, T(0));
+    }
     return;
   }
-  for (int64_t p = 0; p < kc; ++p) {
-    const T* src = b + p * b_rs;
-    T* dst = out + p * nr;
-    for (int64_t j = 0; j < cols; ++j) dst[j] = src[j * b_cs];
-    for (int64_t j = cols; j < nr; ++j) dst[j] = T(0);
+  if (b_rs == 1) {  // B = Wᵀ of a row-major W: each column of B is a contiguous row of W
+    for (int64_t j = 0; j < cols; ++j) {
+      const T* src = b + j * b_cs;
+      for (int64_t p = 0; p < kc; ++p) out[p * nr + j] = src[p];
+    }
+  } else {
+    for (int64_t j = 0; j < cols; ++j)
+      for (int64_t p = 0; p < kc; ++p) out[p * nr + j] = b[p * b_rs + j * b_cs];
   }
+  for (int64_t p = 0; p < kc; ++p) std::fill(out + p * nr + cols, out + p * nr + nr, T(0));
 }
 
 // k == 0: the product is empty, so C = [C +] bias, then the step.
@@ -66,17 +88,62 @@ void epilogue_only(const GemmArgs<T>& g) {
     }
 }
 
+struct Plan {
+  bool pack_a, pack_b;
+  int nthreads;
+};
+
 template <typename T>
-void packed_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const T* bias, int nthreads) {
+Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
+  Plan plan;
+  const bool a_direct = g.a_cs == 1 || g.a_rs == 1;
+  const bool b_direct = g.b_cs == 1;
+  // A is reused once per B sliver: pack it only when there are enough slivers to amortise the copy.
+  plan.pack_a = !a_direct || (g.n > 4 * uk.nr && g.m > uk.mr && g.k > 16);
+  // B is reused once per A sliver.
+  plan.pack_b = !b_direct || g.m > 8 * uk.mr;
+  // Below ~64 KFLOP per thread the team start-up costs more than it saves.
+  const double flops = 2.0 * double(g.m) * double(g.n) * double(g.k);
+  plan.nthreads = static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), flops / 65536.0)));
+  return plan;
+}
+
+template <typename T>
+void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& plan) {
   const int64_t mr = uk.mr, nr = uk.nr;
   const int64_t kc_max = std::min(uk.kc, g.k);
-  const int64_t mc_max = std::min(uk.mc, ceil_div(g.m, mr) * mr);
-  const int64_t nc_max = std::min(uk.nc, ceil_div(g.n, nr) * nr);
-  const int64_t b_elems = kc_max * nc_max;
-  const int64_t a_elems = kc_max * mc_max;  // per thread
-  T* workspace = static_cast<T*>(thread_workspace(sizeof(T) * static_cast<std::size_t>(b_elems + nthreads * a_elems)));
+  const int64_t mc_max = std::min(uk.mc, round_up(g.m, mr));
+  const int64_t nc_max = std::min(uk.nc, round_up(g.n, nr));
+  const int nthreads = plan.nthreads;
+
+  // Workspace (elements, each part a multiple of 64 bytes): [bias copy][B panel][per thread: A block, A edge
+  // tile, B edge sliver].
+  constexpr int64_t kAlign = 64 / sizeof(T);
+  const bool gather_bias = g.bias && g.bias_stride != 1;
+  const int64_t bias_elems = gather_bias ? round_up(g.n, kAlign) : 0;
+  const int64_t b_elems = plan.pack_b ? round_up(kc_max * nc_max, kAlign) : 0;
+  const int64_t a_elems = plan.pack_a ? round_up(kc_max * mc_max, kAlign) : 0;
+  const int64_t a_edge_elems = plan.pack_a ? 0 : round_up(kc_max * mr, kAlign);
+  const int64_t b_edge_elems = plan.pack_b ? 0 : round_up(kc_max * nr, kAlign);
+  const int64_t per_thread = a_elems + a_edge_elems + b_edge_elems;
+  const int64_t total = bias_elems + b_elems + nthreads * per_thread;
+  T* workspace = static_cast<T*>(thread_workspace(sizeof(T) * static_cast<std::size_t>(std::max<int64_t>(total, 1))));
   if (!workspace) throw std::bad_alloc();
-  T* b_packed = workspace;
+
+  // The micro-kernel reads the bias contiguously; gather a strided one first (n elements, cheap).
+  const T* bias = g.bias;
+  if (gather_bias) {
+    for (int64_t j = 0; j < g.n; ++j) workspace[j] = g.bias[j * g.bias_stride];
+    bias = workspace;
+  }
+  T* b_packed = workspace + bias_elems;
+
+  // Unpacked A is read in place by the kernel matching its layout; packed slivers are column-major.
+  const bool a_row_major = !plan.pack_a && g.a_cs == 1;
+  const MicroKernelFn<T> direct_a_kernel = a_row_major ? uk.row_a : uk.col_a;
+
+  const int64_t m_slivers = ceil_div(g.m, mr);
+  const int64_t n_slivers_max = ceil_div(nc_max, nr);
 
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
   {
@@ -86,45 +153,81 @@ void packed_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const T* bias, 
 #else
     const int tid = 0, team = 1;
 #endif
-    T* a_packed = workspace + b_elems + tid * a_elems;
+    // Thread grid: split rows when there are at least as many row slivers as column slivers, else columns.
+    const int tm = m_slivers >= n_slivers_max ? team : 1;
+    const int tn = team / tm;
+    const int ti = tid / tn, tj = tid % tn;
+    const int64_t row_begin = std::min(g.m, m_slivers * ti / tm * mr);
+    const int64_t row_end = std::min(g.m, m_slivers * (ti + 1) / tm * mr);
+    const bool active = tid < tm * tn;
+
+    T* mine = workspace + bias_elems + b_elems + tid * per_thread;
+    T* a_packed = mine;
+    T* a_edge = mine + a_elems;
+    T* b_edge = a_edge + a_edge_elems;
+
     for (int64_t jc = 0; jc < g.n; jc += nc_max) {
       const int64_t nc = std::min(nc_max, g.n - jc);
       const int64_t n_slivers = ceil_div(nc, nr);
+      const int64_t s_begin = n_slivers * tj / tn, s_end = n_slivers * (tj + 1) / tn;
       for (int64_t pc = 0; pc < g.k; pc += kc_max) {
         const int64_t kc = std::min(kc_max, g.k - pc);
-        const bool first_k = pc == 0, last_k = pc + kc == g.k;
+        const bool load_c = g.accumulate || pc > 0;
+        const bool last_k = pc + kc == g.k;
+        const T* tile_bias = last_k ? bias : nullptr;
+        const bool tile_step = last_k && g.step;
         const T* b_block = g.b + pc * g.b_rs + jc * g.b_cs;
 
+        if (plan.pack_b) {
 #pragma omp for schedule(static)
-        for (int64_t s = 0; s < n_slivers; ++s)
-          pack_b_sliver(kc, std::min(nr, nc - s * nr), b_block + s * nr * g.b_cs, g.b_rs, g.b_cs, nr,
-                        b_packed + s * nr * kc);
+          for (int64_t s = 0; s < n_slivers; ++s)
+            pack_b_sliver(kc, std::min(nr, nc - s * nr), b_block + s * nr * g.b_cs, g.b_rs, g.b_cs, nr,
+                          b_packed + s * nr * kc);
+        }
 
-        // Work items: each A block, split into `chunks` shares of the B slivers when there are fewer A blocks
-        // than threads, so skinny-M problems still use every thread.
-        const int64_t n_blocks = ceil_div(g.m, mc_max);
-        const int64_t chunks = n_blocks >= team ? 1 : std::min<int64_t>(n_slivers, ceil_div(team, n_blocks));
-        int64_t packed_block = -1;
-#pragma omp for schedule(static)
-        for (int64_t item = 0; item < n_blocks * chunks; ++item) {
-          const int64_t block = item / chunks, chunk = item % chunks;
-          const int64_t ic = block * mc_max, mc = std::min(mc_max, g.m - ic);
-          if (block != packed_block) {
-            pack_a_block(mc, kc, g.a + ic * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs, mr, a_packed);
-            packed_block = block;
+        for (int64_t ic = row_begin; active && ic < row_end; ic += mc_max) {
+          const int64_t mc = std::min(mc_max, row_end - ic);
+          const T* a_block = g.a + ic * g.a_rs + pc * g.a_cs;
+          if (plan.pack_a) {
+            pack_a_block(mc, kc, a_block, g.a_rs, g.a_cs, mr, a_packed);
+          } else if (mc % mr != 0) {
+            // The partial last tile is copied (zero-padded) so that the kernel never reads past row m.
+            pack_a_block(mc % mr, kc, a_block + (mc - mc % mr) * g.a_rs, g.a_rs, g.a_cs, mr, a_edge);
           }
-          const int64_t s_begin = n_slivers * chunk / chunks, s_end = n_slivers * (chunk + 1) / chunks;
           for (int64_t s = s_begin; s < s_end; ++s) {
             const int64_t j = jc + s * nr;
             const int64_t n_valid = std::min(nr, g.n - j);
+            const T* b_sliver;
+            int64_t b_rs;
+            if (plan.pack_b) {
+              b_sliver = b_packed + s * nr * kc, b_rs = nr;
+            } else if (n_valid == nr) {
+              b_sliver = b_block + s * nr, b_rs = g.b_rs;
+            } else {
+              pack_b_sliver(kc, n_valid, b_block + s * nr, g.b_rs, g.b_cs, nr, b_edge);
+              b_sliver = b_edge, b_rs = nr;
+            }
+            T* c_col = g.c + j * g.c_cs;
+            const T* tile_bias_j = tile_bias ? tile_bias + j : nullptr;
             for (int64_t ir = 0; ir < mc; ir += mr) {
-              uk.fn(kc, a_packed + ir * kc, b_packed + s * nr * kc, g.c + (ic + ir) * g.c_rs + j * g.c_cs, g.c_rs,
-                    g.c_cs, std::min(mr, mc - ir), n_valid, g.accumulate || !first_k,
-                    last_k && bias ? bias + j : nullptr, last_k && g.step);
+              const int64_t m_valid = std::min(mr, mc - ir);
+              T* c_tile = c_col + (ic + ir) * g.c_rs;
+              if (plan.pack_a) {
+                uk.col_a(kc, a_packed + ir * kc, 1, mr, b_sliver, b_rs, c_tile, g.c_rs, g.c_cs, m_valid, n_valid,
+                         load_c, tile_bias_j, tile_step);
+              } else if (m_valid < mr) {
+                uk.col_a(kc, a_edge, 1, mr, b_sliver, b_rs, c_tile, g.c_rs, g.c_cs, m_valid, n_valid, load_c,
+                         tile_bias_j, tile_step);
+              } else {
+                direct_a_kernel(kc, a_block + ir * g.a_rs, g.a_rs, g.a_cs, b_sliver, b_rs, c_tile, g.c_rs, g.c_cs,
+                                m_valid, n_valid, load_c, tile_bias_j, tile_step);
+              }
             }
           }
         }
-        // The implicit barrier above keeps b_packed alive until every thread is done with it.
+        if (plan.pack_b) {
+#pragma omp barrier
+        }
       }
     }
   }
@@ -140,20 +243,7 @@ void gemm(const GemmArgs<T>& g) {
     return;
   }
   const MicroKernel<T>& uk = active_micro_kernel<T>();
-
-  // The micro-kernel reads the bias contiguously; gather a strided one first (n elements, cheap).
-  const T* bias = g.bias;
-  std::vector<T> bias_copy;
-  if (bias && g.bias_stride != 1) {
-    bias_copy.resize(static_cast<std::size_t>(g.n));
-    for (int64_t j = 0; j < g.n; ++j) bias_copy[j] = g.bias[j * g.bias_stride];
-    bias = bias_copy.data();
-  }
-
-  // Below ~64 KFLOP per thread the team start-up costs more than it saves.
-  const double flops = 2.0 * double(g.m) * double(g.n) * double(g.k);
-  const int nthreads = static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), flops / 65536.0)));
-  packed_gemm(g, uk, bias, nthreads);
+  blocked_gemm(g, uk, make_plan(g, uk));
 }
 
 template void gemm<float>(const GemmArgs<float>&);

@@ -1,10 +1,15 @@
-// Register-blocked micro-kernels: the innermost loop of the packed GEMM, one family per instruction set.
+// Register-blocked micro-kernels: the innermost loop of the GEMM, one family per instruction set.
 //
-// A micro-kernel multiplies one packed sliver of A by one packed sliver of B and writes an mr x nr tile of C:
-//   a_panel is kc x mr, a_panel[p*mr + i] = A(i, p)      (zero-padded past m_valid)
-//   b_panel is kc x nr, b_panel[p*nr + j] = B(p, j)      (zero-padded past n_valid)
+// A micro-kernel multiplies an mr x kc sliver of A by a kc x nr sliver of B and writes an mr x nr tile of C:
+//   A(i, p) = a[i*a_rs + p*a_cs] for i < mr, p < kc    (every element readable, even rows past m_valid)
+//   B(p, j) = b[p*b_rs + j]      for p < kc, j < nr    (every element readable, even columns past n_valid)
 //   C(i, j) = [C(i, j) if load_c] + sum_p A(i, p) B(p, j) [+ bias[j] if bias] [then H(.) if step]
-// for i < m_valid, j < n_valid only; C(i, j) = c[i*c_rs + j*c_cs]. Nothing outside the valid tile is touched.
+// for i < m_valid, j < n_valid only; C(i, j) = c[i*c_rs + j*c_cs]. Nothing outside the valid tile is written.
+// A packed sliver (a_rs = 1, a_cs = mr) is the column-major case; the GEMM driver also feeds unpacked operands:
+// a column-major A (a_rs = 1, any a_cs) to `col_a`, a row-major A (a_cs = 1, any a_rs) to `row_a`, and a B whose
+// rows are contiguous (b_cs = 1) with its own row stride, so small and skinny products need no packing at all.
+// The driver pads partial edge slivers of unpacked operands into small buffers, so kernels never read out of
+// bounds and never need masked loads in their inner loop.
 #pragma once
 
 #include <cstdint>
@@ -12,15 +17,17 @@
 namespace linneuron {
 
 template <typename T>
-using MicroKernelFn = void (*)(int64_t kc, const T* a_panel, const T* b_panel, T* c, int64_t c_rs, int64_t c_cs,
-                               int64_t m_valid, int64_t n_valid, bool load_c, const T* bias, bool step);
+using MicroKernelFn = void (*)(int64_t kc, const T* a, int64_t a_rs, int64_t a_cs, const T* b, int64_t b_rs, T* c,
+                               int64_t c_rs, int64_t c_cs, int64_t m_valid, int64_t n_valid, bool load_c,
+                               const T* bias, bool step);
 
 template <typename T>
 struct MicroKernel {
-  const char* isa;           // family name, as reported by linneuron.info()
-  int64_t mr, nr;            // register tile
-  int64_t mc, kc, nc;        // cache blocking suited to this kernel: A block mc x kc (L2), B panel kc x nc (L3)
-  MicroKernelFn<T> fn;
+  const char* isa;       // family name, as reported by linneuron.info()
+  int64_t mr, nr;        // register tile
+  int64_t mc, kc, nc;    // cache blocking suited to this kernel: A block mc x kc (L2), B panel kc x nc (L3)
+  MicroKernelFn<T> col_a;  // A with a_rs == 1 (packed slivers and column-major operands); a_rs is ignored
+  MicroKernelFn<T> row_a;  // A with a_cs == 1 (row-major operands); a_cs is ignored
 };
 
 // One accessor per compiled family; each lives in its own translation unit with its own target flags.

@@ -8,15 +8,20 @@ namespace {
 constexpr int64_t kMR = 4;
 constexpr int64_t kNR = 8;
 
-template <typename T>
-void portable_kernel(int64_t kc, const T* a_panel, const T* b_panel, T* c, int64_t c_rs, int64_t c_cs,
-                     int64_t m_valid, int64_t n_valid, bool load_c, const T* bias, bool step) {
+// A(i, p) = a[i*a_rs + p*a_cs]; the strides are fixed at compile time where the layout fixes them (1), so the
+// same body serves the column-major (packed) and row-major entry points of microkernel.h.
+template <typename T, bool kRowMajorA>
+void portable_kernel(int64_t kc, const T* a, int64_t a_rs, int64_t a_cs, const T* b, int64_t b_rs, T* c,
+                     int64_t c_rs, int64_t c_cs, int64_t m_valid, int64_t n_valid, bool load_c, const T* bias,
+                     bool step) {
+  const int64_t rs = kRowMajorA ? a_rs : 1, cs = kRowMajorA ? 1 : a_cs;
   T acc[kMR][kNR] = {};
   for (int64_t p = 0; p < kc; ++p) {
-    const T* a = a_panel + p * kMR;
-    const T* b = b_panel + p * kNR;
-    for (int64_t i = 0; i < kMR; ++i)
-      for (int64_t j = 0; j < kNR; ++j) acc[i][j] += a[i] * b[j];
+    const T* b_row = b + p * b_rs;
+    for (int64_t i = 0; i < kMR; ++i) {
+      const T a_ip = a[i * rs + p * cs];
+      for (int64_t j = 0; j < kNR; ++j) acc[i][j] += a_ip * b_row[j];
+    }
   }
   for (int64_t i = 0; i < m_valid; ++i) {
     T* c_row = c + i * c_rs;
@@ -34,7 +39,8 @@ void portable_kernel(int64_t kc, const T* a_panel, const T* b_panel, T* c, int64
 
 template <typename T>
 const MicroKernel<T>& portable_micro_kernel() {
-  static const MicroKernel<T> kernel{"portable", kMR, kNR, 128, 256, 4096, &portable_kernel<T>};
+  static const MicroKernel<T> kernel{"portable",        kMR, kNR, 128, 256, 4096, &portable_kernel<T, false>,
+                                     &portable_kernel<T, true>};
   return kernel;
 }
 

@@ -1,0 +1,78 @@
+// AVX2 + FMA micro-kernels (float32 6 x 16, float64 6 x 8): 12 ymm accumulators, two B vectors and one
+// broadcast fill the 16 ymm registers. Compiled with -mavx2 -mfma and used only on CPUs that report both.
+#include <immintrin.h>
+
+#include "microkernel.h"
+#include "microkernel_simd.h"
+
+namespace linneuron {
+namespace {
+
+struct F32x8 {
+  using T = float;
+  using R = __m256;
+  static constexpr int kWidth = 8;
+  static R zero() { return _mm256_setzero_ps(); }
+  static R load(const T* p) { return _mm256_loadu_ps(p); }
+  static void store(T* p, R x) { _mm256_storeu_ps(p, x); }
+  static R broadcast(const T* p) { return _mm256_broadcast_ss(p); }
+  static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+  static R add(R a, R b) { return _mm256_add_ps(a, b); }
+  // H(x): 1 where x >= 0 (also -0.0), 0 where x < 0, NaN kept.
+  static R step(R x) {
+    const R ge = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ);
+    const R nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    return _mm256_blendv_ps(_mm256_and_ps(ge, _mm256_set1_ps(1.0f)), x, nan);
+  }
+};
+
+struct F64x4 {
+  using T = double;
+  using R = __m256d;
+  static constexpr int kWidth = 4;
+  static R zero() { return _mm256_setzero_pd(); }
+  static R load(const T* p) { return _mm256_loadu_pd(p); }
+  static void store(T* p, R x) { _mm256_storeu_pd(p, x); }
+  static R broadcast(const T* p) { return _mm256_broadcast_sd(p); }
+  static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
+  static R add(R a, R b) { return _mm256_add_pd(a, b); }
+  static R step(R x) {
+    const R ge = _mm256_cmp_pd(x, _mm256_setzero_pd(), _CMP_GE_OQ);
+    const R nan = _mm256_cmp_pd(x, x, _CMP_UNORD_Q);
+    return _mm256_blendv_pd(_mm256_and_pd(ge, _mm256_set1_pd(1.0)), x, nan);
+  }
+};
+
+constexpr int kMR = 6;
+constexpr int kNV = 2;
+
+// Family<T>: the vector traits for element type T.
+template <typename T>
+struct Family;
+template <>
+struct Family<float> {
+  using V = F32x8;
+};
+template <>
+struct Family<double> {
+  using V = F64x4;
+};
+
+// Blocking: kc x nr B sliver (16 KiB f32 at kc = 256) in L1, mc x kc A block in L2, kc x nc B panel in L3.
+// The tables are constant-initialised (no code with this file's target flags runs unless the CPU has the ISA).
+template <typename T>
+constexpr MicroKernel<T> kKernel{
+    "avx2", kMR, kNV * Family<T>::V::kWidth, sizeof(T) == 4 ? 240 : 120, 256, sizeof(T) == 4 ? 4096 : 2048,
+    &simd::tile_kernel<typename Family<T>::V, kMR, kNV, false>, &simd::tile_kernel<typename Family<T>::V, kMR, kNV, true>};
+
+}  // namespace
+
+template <typename T>
+const MicroKernel<T>& avx2_micro_kernel() {
+  return kKernel<T>;
+}
+
+template const MicroKernel<float>& avx2_micro_kernel<float>();
+template const MicroKernel<double>& avx2_micro_kernel<double>();
+
+}  // namespace linneuron
