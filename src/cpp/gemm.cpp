@@ -14,6 +14,7 @@
 // Threads form a tm x tn grid: each owns a contiguous, mr-aligned range of rows and a range of B slivers, so the
 // split is balanced to within one sliver. A shared B panel is packed by the whole team between two barriers.
 #include <algorithm>
+#include <cstdlib>
 #include <new>
 
 #include "gemm.h"
@@ -64,10 +65,16 @@ void pack_b_sliver(int64_t kc, int64_t cols, const T* b, int64_t b_rs, int64_t b
     }
     return;
   }
-  if (b_rs == 1) {  // B = Wᵀ of a row-major W: each column of B is a contiguous row of W
-    for (int64_t j = 0; j < cols; ++j) {
-      const T* src = b + j * b_cs;
-      for (int64_t p = 0; p < kc; ++p) out[p * nr + j] = src[p];
+  if (b_rs == 1) {
+    // B = Wᵀ of a row-major W: each column of B is a contiguous row of W. Transposing in short k blocks keeps
+    // the written lines (kBlock x nr) in L1 while every row of W is read sequentially.
+    constexpr int64_t kBlock = 16;
+    for (int64_t p0 = 0; p0 < kc; p0 += kBlock) {
+      const int64_t p1 = std::min(kc, p0 + kBlock);
+      for (int64_t j = 0; j < cols; ++j) {
+        const T* src = b + j * b_cs;
+        for (int64_t p = p0; p < p1; ++p) out[p * nr + j] = src[p];
+      }
     }
   } else {
     for (int64_t j = 0; j < cols; ++j)
@@ -89,13 +96,21 @@ void epilogue_only(const GemmArgs<T>& g) {
 }
 
 struct Plan {
+  bool dot;  // both operands contiguous along k and the product small or skinny: dot-product kernel, no packing
   bool pack_a, pack_b;
   int nthreads;
 };
 
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v ? std::atoi(v) : fallback;
+}
+
 template <typename T>
 Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   Plan plan;
+  static const int dot_m = env_int("LINNEURON_TUNE_DOT_M", 16), dot_n = env_int("LINNEURON_TUNE_DOT_N", 16);
+  plan.dot = g.a_cs == 1 && g.b_rs == 1 && (g.m <= dot_m || g.n <= dot_n);
   const bool a_direct = g.a_cs == 1 || g.a_rs == 1;
   const bool b_direct = g.b_cs == 1;
   // A is reused once per B sliver: pack it only when there are enough slivers to amortise the copy.
@@ -106,6 +121,36 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   const double flops = 2.0 * double(g.m) * double(g.n) * double(g.k);
   plan.nthreads = static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), flops / 65536.0)));
   return plan;
+}
+
+// The dot-product path: threads split the rows (or, for a short batch, the columns) into contiguous ranges.
+template <typename T>
+void dot_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads) {
+  auto run = [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+    if (i0 >= i1 || j0 >= j1) return;
+    uk.dot(i1 - i0, j1 - j0, g.k, g.a + i0 * g.a_rs, g.a_rs, g.b + j0 * g.b_cs, g.b_cs, g.c + i0 * g.c_rs + j0 * g.c_cs,
+           g.c_rs, g.c_cs, g.accumulate, g.bias ? g.bias + j0 * g.bias_stride : nullptr, g.bias_stride, g.step);
+  };
+  if (nthreads <= 1) {
+    run(0, g.m, 0, g.n);
+    return;
+  }
+  const bool split_rows = g.m >= g.n;
+#pragma omp parallel num_threads(nthreads)
+  {
+#if defined(_OPENMP)
+    const int64_t t = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+    const int64_t t = 0, team = 1;
+#endif
+    // Range boundaries on multiples of 4 keep the kernel's full tiles aligned with the split.
+    const int64_t extent = split_rows ? g.m : g.n, units = ceil_div(extent, 4);
+    const int64_t lo = std::min(extent, units * t / team * 4), hi = std::min(extent, units * (t + 1) / team * 4);
+    if (split_rows)
+      run(lo, hi, 0, g.n);
+    else
+      run(0, g.m, lo, hi);
+  }
 }
 
 template <typename T>
@@ -145,91 +190,104 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
   const int64_t m_slivers = ceil_div(g.m, mr);
   const int64_t n_slivers_max = ceil_div(nc_max, nr);
 
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-  {
-#if defined(_OPENMP)
-    const int tid = omp_get_thread_num();
-    const int team = omp_get_num_threads();
-#else
-    const int tid = 0, team = 1;
-#endif
-    // Thread grid: split rows when there are at least as many row slivers as column slivers, else columns.
-    const int tm = m_slivers >= n_slivers_max ? team : 1;
-    const int tn = team / tm;
-    const int ti = tid / tn, tj = tid % tn;
-    const int64_t row_begin = std::min(g.m, m_slivers * ti / tm * mr);
-    const int64_t row_end = std::min(g.m, m_slivers * (ti + 1) / tm * mr);
-    const bool active = tid < tm * tn;
+  // One thread's share of the work; the worksharing and barrier inside are orphaned OpenMP constructs, skipped
+  // entirely when a single thread runs (no parallel region is entered then).
+  auto thread_body = [&](int tid, int team) {
+      // Thread grid: split rows when there are at least as many row slivers as column slivers, else columns.
+      const int tm = m_slivers >= n_slivers_max ? team : 1;
+      const int tn = team / tm;
+      const int ti = tid / tn, tj = tid % tn;
+      const int64_t row_begin = std::min(g.m, m_slivers * ti / tm * mr);
+      const int64_t row_end = std::min(g.m, m_slivers * (ti + 1) / tm * mr);
+      const bool active = tid < tm * tn;
 
-    T* mine = workspace + bias_elems + b_elems + tid * per_thread;
-    T* a_packed = mine;
-    T* a_edge = mine + a_elems;
-    T* b_edge = a_edge + a_edge_elems;
+      T* mine = workspace + bias_elems + b_elems + tid * per_thread;
+      T* a_packed = mine;
+      T* a_edge = mine + a_elems;
+      T* b_edge = a_edge + a_edge_elems;
 
-    for (int64_t jc = 0; jc < g.n; jc += nc_max) {
-      const int64_t nc = std::min(nc_max, g.n - jc);
-      const int64_t n_slivers = ceil_div(nc, nr);
-      const int64_t s_begin = n_slivers * tj / tn, s_end = n_slivers * (tj + 1) / tn;
-      for (int64_t pc = 0; pc < g.k; pc += kc_max) {
-        const int64_t kc = std::min(kc_max, g.k - pc);
-        const bool load_c = g.accumulate || pc > 0;
-        const bool last_k = pc + kc == g.k;
-        const T* tile_bias = last_k ? bias : nullptr;
-        const bool tile_step = last_k && g.step;
-        const T* b_block = g.b + pc * g.b_rs + jc * g.b_cs;
+      for (int64_t jc = 0; jc < g.n; jc += nc_max) {
+        const int64_t nc = std::min(nc_max, g.n - jc);
+        const int64_t n_slivers = ceil_div(nc, nr);
+        const int64_t s_begin = n_slivers * tj / tn, s_end = n_slivers * (tj + 1) / tn;
+        for (int64_t pc = 0; pc < g.k; pc += kc_max) {
+          const int64_t kc = std::min(kc_max, g.k - pc);
+          const bool load_c = g.accumulate || pc > 0;
+          const bool last_k = pc + kc == g.k;
+          const T* tile_bias = last_k ? bias : nullptr;
+          const bool tile_step = last_k && g.step;
+          const T* b_block = g.b + pc * g.b_rs + jc * g.b_cs;
 
-        if (plan.pack_b) {
-#pragma omp for schedule(static)
-          for (int64_t s = 0; s < n_slivers; ++s)
-            pack_b_sliver(kc, std::min(nr, nc - s * nr), b_block + s * nr * g.b_cs, g.b_rs, g.b_cs, nr,
-                          b_packed + s * nr * kc);
-        }
-
-        for (int64_t ic = row_begin; active && ic < row_end; ic += mc_max) {
-          const int64_t mc = std::min(mc_max, row_end - ic);
-          const T* a_block = g.a + ic * g.a_rs + pc * g.a_cs;
-          if (plan.pack_a) {
-            pack_a_block(mc, kc, a_block, g.a_rs, g.a_cs, mr, a_packed);
-          } else if (mc % mr != 0) {
-            // The partial last tile is copied (zero-padded) so that the kernel never reads past row m.
-            pack_a_block(mc % mr, kc, a_block + (mc - mc % mr) * g.a_rs, g.a_rs, g.a_cs, mr, a_edge);
-          }
-          for (int64_t s = s_begin; s < s_end; ++s) {
-            const int64_t j = jc + s * nr;
-            const int64_t n_valid = std::min(nr, g.n - j);
-            const T* b_sliver;
-            int64_t b_rs;
-            if (plan.pack_b) {
-              b_sliver = b_packed + s * nr * kc, b_rs = nr;
-            } else if (n_valid == nr) {
-              b_sliver = b_block + s * nr, b_rs = g.b_rs;
+          if (plan.pack_b) {
+            auto pack = [&](int64_t s) {
+              pack_b_sliver(kc, std::min(nr, nc - s * nr), b_block + s * nr * g.b_cs, g.b_rs, g.b_cs, nr,
+                            b_packed + s * nr * kc);
+            };
+            if (team > 1) {
+  #pragma omp for schedule(static)
+              for (int64_t s = 0; s < n_slivers; ++s) pack(s);
             } else {
-              pack_b_sliver(kc, n_valid, b_block + s * nr, g.b_rs, g.b_cs, nr, b_edge);
-              b_sliver = b_edge, b_rs = nr;
+              for (int64_t s = 0; s < n_slivers; ++s) pack(s);
             }
-            T* c_col = g.c + j * g.c_cs;
-            const T* tile_bias_j = tile_bias ? tile_bias + j : nullptr;
-            for (int64_t ir = 0; ir < mc; ir += mr) {
-              const int64_t m_valid = std::min(mr, mc - ir);
-              T* c_tile = c_col + (ic + ir) * g.c_rs;
-              if (plan.pack_a) {
-                uk.col_a(kc, a_packed + ir * kc, 1, mr, b_sliver, b_rs, c_tile, g.c_rs, g.c_cs, m_valid, n_valid,
-                         load_c, tile_bias_j, tile_step);
-              } else if (m_valid < mr) {
-                uk.col_a(kc, a_edge, 1, mr, b_sliver, b_rs, c_tile, g.c_rs, g.c_cs, m_valid, n_valid, load_c,
-                         tile_bias_j, tile_step);
+          }
+
+          for (int64_t ic = row_begin; active && ic < row_end; ic += mc_max) {
+            const int64_t mc = std::min(mc_max, row_end - ic);
+            const T* a_block = g.a + ic * g.a_rs + pc * g.a_cs;
+            if (plan.pack_a) {
+              pack_a_block(mc, kc, a_block, g.a_rs, g.a_cs, mr, a_packed);
+            } else if (mc % mr != 0) {
+              // The partial last tile is copied (zero-padded) so that the kernel never reads past row m.
+              pack_a_block(mc % mr, kc, a_block + (mc - mc % mr) * g.a_rs, g.a_rs, g.a_cs, mr, a_edge);
+            }
+            for (int64_t s = s_begin; s < s_end; ++s) {
+              const int64_t j = jc + s * nr;
+              const int64_t n_valid = std::min(nr, g.n - j);
+              const T* b_sliver;
+              int64_t b_rs;
+              if (plan.pack_b) {
+                b_sliver = b_packed + s * nr * kc, b_rs = nr;
+              } else if (n_valid == nr) {
+                b_sliver = b_block + s * nr, b_rs = g.b_rs;
               } else {
-                direct_a_kernel(kc, a_block + ir * g.a_rs, g.a_rs, g.a_cs, b_sliver, b_rs, c_tile, g.c_rs, g.c_cs,
-                                m_valid, n_valid, load_c, tile_bias_j, tile_step);
+                pack_b_sliver(kc, n_valid, b_block + s * nr, g.b_rs, g.b_cs, nr, b_edge);
+                b_sliver = b_edge, b_rs = nr;
+              }
+              T* c_col = g.c + j * g.c_cs;
+              const T* tile_bias_j = tile_bias ? tile_bias + j : nullptr;
+              for (int64_t ir = 0; ir < mc; ir += mr) {
+                const int64_t m_valid = std::min(mr, mc - ir);
+                T* c_tile = c_col + (ic + ir) * g.c_rs;
+                if (plan.pack_a) {
+                  uk.col_a(kc, a_packed + ir * kc, 1, mr, b_sliver, b_rs, c_tile, g.c_rs, g.c_cs, m_valid, n_valid,
+                           load_c, tile_bias_j, tile_step);
+                } else if (m_valid < mr) {
+                  uk.col_a(kc, a_edge, 1, mr, b_sliver, b_rs, c_tile, g.c_rs, g.c_cs, m_valid, n_valid, load_c,
+                           tile_bias_j, tile_step);
+                } else {
+                  direct_a_kernel(kc, a_block + ir * g.a_rs, g.a_rs, g.a_cs, b_sliver, b_rs, c_tile, g.c_rs, g.c_cs,
+                                  m_valid, n_valid, load_c, tile_bias_j, tile_step);
+                }
               }
             }
           }
-        }
-        if (plan.pack_b) {
-#pragma omp barrier
+          if (plan.pack_b && team > 1) {
+  #pragma omp barrier
+          }
         }
       }
-    }
+  };
+  if (nthreads <= 1) {
+    thread_body(0, 1);
+    return;
+  }
+#pragma omp parallel num_threads(nthreads)
+  {
+#if defined(_OPENMP)
+    thread_body(omp_get_thread_num(), omp_get_num_threads());
+#else
+    thread_body(0, 1);
+#endif
   }
 }
 
@@ -243,7 +301,11 @@ void gemm(const GemmArgs<T>& g) {
     return;
   }
   const MicroKernel<T>& uk = active_micro_kernel<T>();
-  blocked_gemm(g, uk, make_plan(g, uk));
+  const Plan plan = make_plan(g, uk);
+  if (plan.dot)
+    dot_gemm(g, uk, plan.nthreads);
+  else
+    blocked_gemm(g, uk, plan);
 }
 
 template void gemm<float>(const GemmArgs<float>&);

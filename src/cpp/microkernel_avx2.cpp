@@ -18,6 +18,16 @@ struct F32x8 {
   static R broadcast(const T* p) { return _mm256_broadcast_ss(p); }
   static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
   static R add(R a, R b) { return _mm256_add_ps(a, b); }
+  static R load_partial(const T* p, int count) {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lanes));
+  }
+  static T reduce(R x) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
   // H(x): 1 where x >= 0 (also -0.0), 0 where x < 0, NaN kept.
   static R step(R x) {
     const R ge = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ);
@@ -36,6 +46,14 @@ struct F64x4 {
   static R broadcast(const T* p) { return _mm256_broadcast_sd(p); }
   static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
   static R add(R a, R b) { return _mm256_add_pd(a, b); }
+  static R load_partial(const T* p, int count) {
+    const __m256i lanes = _mm256_setr_epi64x(0, 1, 2, 3);
+    return _mm256_maskload_pd(p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(count), lanes));
+  }
+  static T reduce(R x) {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(x), _mm256_extractf128_pd(x, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+  }
   static R step(R x) {
     const R ge = _mm256_cmp_pd(x, _mm256_setzero_pd(), _CMP_GE_OQ);
     const R nan = _mm256_cmp_pd(x, x, _CMP_UNORD_Q);
@@ -45,6 +63,7 @@ struct F64x4 {
 
 constexpr int kMR = 6;
 constexpr int kNV = 2;
+constexpr int kDotR = 2, kDotS = 4;  // dot tiles: 8 accumulators, 2 + 4 operand vectors
 
 // Family<T>: the vector traits for element type T.
 template <typename T>
@@ -63,7 +82,8 @@ struct Family<double> {
 template <typename T>
 constexpr MicroKernel<T> kKernel{
     "avx2", kMR, kNV * Family<T>::V::kWidth, sizeof(T) == 4 ? 240 : 120, 256, sizeof(T) == 4 ? 4096 : 2048,
-    &simd::tile_kernel<typename Family<T>::V, kMR, kNV, false>, &simd::tile_kernel<typename Family<T>::V, kMR, kNV, true>};
+    &simd::tile_kernel<typename Family<T>::V, kMR, kNV, false>, &simd::tile_kernel<typename Family<T>::V, kMR, kNV, true>,
+    &simd::dot_block<typename Family<T>::V, kDotR, kDotS>};
 
 }  // namespace
 

@@ -18,6 +18,8 @@ struct F32x16 {
   static R broadcast(const T* p) { return _mm512_set1_ps(*p); }
   static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
   static R add(R a, R b) { return _mm512_add_ps(a, b); }
+  static R load_partial(const T* p, int count) { return _mm512_maskz_loadu_ps(__mmask16((1u << count) - 1), p); }
+  static T reduce(R x) { return _mm512_reduce_add_ps(x); }
   // H(x): 1 where x >= 0 (also -0.0), 0 where x < 0, NaN kept.
   static R step(R x) {
     const __mmask16 ge = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
@@ -36,6 +38,8 @@ struct F64x8 {
   static R broadcast(const T* p) { return _mm512_set1_pd(*p); }
   static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
   static R add(R a, R b) { return _mm512_add_pd(a, b); }
+  static R load_partial(const T* p, int count) { return _mm512_maskz_loadu_pd(__mmask8((1u << count) - 1), p); }
+  static T reduce(R x) { return _mm512_reduce_add_pd(x); }
   static R step(R x) {
     const __mmask8 ge = _mm512_cmp_pd_mask(x, _mm512_setzero_pd(), _CMP_GE_OQ);
     const __mmask8 nan = _mm512_cmp_pd_mask(x, x, _CMP_UNORD_Q);
@@ -45,6 +49,7 @@ struct F64x8 {
 
 constexpr int kMR = 12;
 constexpr int kNV = 2;
+constexpr int kDotR = 4, kDotS = 4;  // dot tiles: 16 accumulators, 4 + 4 operand vectors
 
 // Family<T>: the vector traits for element type T.
 template <typename T>
@@ -64,7 +69,8 @@ struct Family<double> {
 template <typename T>
 constexpr MicroKernel<T> kKernel{
     "avx512", kMR, kNV * Family<T>::V::kWidth, sizeof(T) == 4 ? 240 : 120, 256, sizeof(T) == 4 ? 4096 : 2048,
-    &simd::tile_kernel<typename Family<T>::V, kMR, kNV, false>, &simd::tile_kernel<typename Family<T>::V, kMR, kNV, true>};
+    &simd::tile_kernel<typename Family<T>::V, kMR, kNV, false>, &simd::tile_kernel<typename Family<T>::V, kMR, kNV, true>,
+    &simd::dot_block<typename Family<T>::V, kDotR, kDotS>};
 
 }  // namespace
 

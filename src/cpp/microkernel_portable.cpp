@@ -35,12 +35,36 @@ void portable_kernel(int64_t kc, const T* a, int64_t a_rs, int64_t a_cs, const T
   }
 }
 
+// DotKernelFn of microkernel.h: one dot product per output element.
+template <typename T>
+void portable_dot(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, const T* b, int64_t b_cs, T* c,
+                  int64_t c_rs, int64_t c_cs, bool load_c, const T* bias, int64_t bias_stride, bool step) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      const T* a_row = a + i * a_rs;
+      const T* b_col = b + j * b_cs;
+      T v = T(0);
+      for (int64_t p = 0; p < k; ++p) v += a_row[p] * b_col[p];
+      T& dst = c[i * c_rs + j * c_cs];
+      if (load_c) v += dst;
+      if (bias) v += bias[j * bias_stride];
+      dst = step ? unit_step(v) : v;
+    }
+}
+
 }  // namespace
 
 template <typename T>
 const MicroKernel<T>& portable_micro_kernel() {
-  static const MicroKernel<T> kernel{"portable",        kMR, kNR, 128, 256, 4096, &portable_kernel<T, false>,
-                                     &portable_kernel<T, true>};
+  static const MicroKernel<T> kernel{"portable",
+                                     kMR,
+                                     kNR,
+                                     128,
+                                     256,
+                                     4096,
+                                     &portable_kernel<T, false>,
+                                     &portable_kernel<T, true>,
+                                     &portable_dot<T>};
   return kernel;
 }
 

@@ -100,3 +100,96 @@ void tile_kernel(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs,
 
 }  // namespace simd
 }  // namespace linneuron
+
+namespace linneuron {
+namespace simd {
+
+// Sums of R x S dot products of length k: out[r][s] = sum_p a[r*a_rs + p] * b[s*b_cs + p]. Vectors run along k
+// (both operands are contiguous there); the last partial vector is read with a masked load, so nothing past
+// element k-1 of a row is touched. Each accumulator is reduced to a scalar once at the end.
+template <class V, int R, int S>
+inline void dot_tile(int64_t k, const typename V::T* a, int64_t a_rs, const typename V::T* b, int64_t b_cs,
+                     typename V::T out[R][S]) {
+  using R_ = typename V::R;
+  constexpr int W = V::kWidth;
+  R_ acc[R][S];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int s = 0; s < S; ++s) acc[r][s] = V::zero();
+  int64_t p = 0;
+  for (; p + W <= k; p += W) {
+    R_ av[R];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) av[r] = V::load(a + r * a_rs + p);
+#pragma GCC unroll 16
+    for (int s = 0; s < S; ++s) {
+      const R_ bv = V::load(b + s * b_cs + p);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) acc[r][s] = V::fma(av[r], bv, acc[r][s]);
+    }
+  }
+  if (p < k) {
+    const int count = static_cast<int>(k - p);
+    R_ av[R];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) av[r] = V::load_partial(a + r * a_rs + p, count);
+#pragma GCC unroll 16
+    for (int s = 0; s < S; ++s) {
+      const R_ bv = V::load_partial(b + s * b_cs + p, count);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) acc[r][s] = V::fma(av[r], bv, acc[r][s]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int s = 0; s < S; ++s) out[r][s] = V::reduce(acc[r][s]);
+}
+
+template <class V, int R, int S>
+inline void dot_tile_store(int64_t k, const typename V::T* a, int64_t a_rs, const typename V::T* b, int64_t b_cs,
+                           typename V::T* c, int64_t c_rs, int64_t c_cs, bool load_c, const typename V::T* bias,
+                           int64_t bias_stride, bool step) {
+  using T = typename V::T;
+  T sums[R][S];
+  dot_tile<V, R, S>(k, a, a_rs, b, b_cs, sums);
+  for (int r = 0; r < R; ++r)
+    for (int s = 0; s < S; ++s) {
+      T v = sums[r][s];
+      T& dst = c[r * c_rs + s * c_cs];
+      if (load_c) v += dst;
+      if (bias) v += bias[s * bias_stride];
+      if (step) v = v >= T(0) ? T(1) : (v != v ? v : T(0));
+      dst = v;
+    }
+}
+
+// The whole m x n block of microkernel.h's DotKernelFn, in R x S tiles; edge rows and columns use 1-wide tiles.
+template <class V, int R, int S>
+void dot_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t a_rs, const typename V::T* b,
+               int64_t b_cs, typename V::T* c, int64_t c_rs, int64_t c_cs, bool load_c, const typename V::T* bias,
+               int64_t bias_stride, bool step) {
+  const int64_t m_full = m - m % R, n_full = n - n % S;
+  for (int64_t i = 0; i < m; i += (i < m_full ? R : 1)) {
+    const bool full_rows = i < m_full;
+    for (int64_t j = 0; j < n; j += (j < n_full ? S : 1)) {
+      const bool full_cols = j < n_full;
+      const auto* bj = b + j * b_cs;
+      auto* cij = c + i * c_rs + j * c_cs;
+      const auto* bias_j = bias ? bias + j * bias_stride : nullptr;
+      const auto* ai = a + i * a_rs;
+      if (full_rows && full_cols)
+        dot_tile_store<V, R, S>(k, ai, a_rs, bj, b_cs, cij, c_rs, c_cs, load_c, bias_j, bias_stride, step);
+      else if (full_rows)
+        dot_tile_store<V, R, 1>(k, ai, a_rs, bj, b_cs, cij, c_rs, c_cs, load_c, bias_j, bias_stride, step);
+      else if (full_cols)
+        dot_tile_store<V, 1, S>(k, ai, a_rs, bj, b_cs, cij, c_rs, c_cs, load_c, bias_j, bias_stride, step);
+      else
+        dot_tile_store<V, 1, 1>(k, ai, a_rs, bj, b_cs, cij, c_rs, c_cs, load_c, bias_j, bias_stride, step);
+    }
+  }
+}
+
+}  // namespace simd
+}  // namespace linneuron
