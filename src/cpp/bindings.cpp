@@ -12,6 +12,7 @@
 #include "gemm.h"
 #include "runtime.h"
 #include "workspace.h"
+#include "probes.h"  // used only by the probe block at the end of the module
 
 namespace py = pybind11;
 using linneuron::Surrogate;
@@ -147,4 +148,27 @@ PYBIND11_MODULE(_core, m) {
         "Switch the micro-kernel family; returns False if it is not compiled or this CPU lacks it");
   m.def("workspace_bytes", &linneuron::workspace_bytes);
   m.def("workspace_peak_bytes", &linneuron::workspace_peak_bytes);
+
+  // ---- Machine probes for `linneuron bench` (issue 4, simd branch) -----------------------------------------
+  m.def(
+      "fma_peak_gflops",
+      [](int dtype, int threads, double seconds) {
+        check_dtype(dtype);
+        require(threads >= 1 && seconds > 0, "_core.fma_peak_gflops: threads must be >= 1 and seconds > 0");
+        py::gil_scoped_release release;
+        return dtype == kFloat32 ? linneuron::fma_peak_gflops<float>(threads, seconds)
+                                 : linneuron::fma_peak_gflops<double>(threads, seconds);
+      },
+      "GFLOP/s of the active micro-kernel family's FMA loop on `threads` threads (about `seconds` long)",
+      py::arg("dtype"), py::arg("threads"), py::arg("seconds"));
+  m.def(
+      "memory_bandwidth_gbs",
+      [](int threads, int64_t bytes, int repeats) {
+        require(threads >= 1 && bytes > 0 && repeats >= 1, "_core.memory_bandwidth_gbs: arguments must be >= 1");
+        py::gil_scoped_release release;
+        return linneuron::memory_bandwidth_gbs(threads, bytes, repeats);
+      },
+      "GB/s (read + written) of a streaming float32 copy-scale over two `bytes`-sized buffers, best of `repeats`",
+      py::arg("threads"), py::arg("bytes"), py::arg("repeats"));
+  // ---- end of probe block ------------------------------------------------------------------------------------
 }

@@ -38,6 +38,9 @@ struct MicroKernel {
   MicroKernelFn<T> col_a;  // A with a_rs == 1 (packed slivers and column-major operands); a_rs is ignored
   MicroKernelFn<T> row_a;  // A with a_cs == 1 (row-major operands); a_cs is ignored
   DotKernelFn<T> dot;      // both operands contiguous along k; see above
+  // Peak-rate probe: `iterations` rounds of independent FMAs on registers of this family's width; returns the
+  // floating-point operations done (2 per lane per FMA) and stores a result in *sink so none is optimised away.
+  int64_t (*fma_probe)(int64_t iterations, T* sink);
 };
 
 // One accessor per compiled family; each lives in its own translation unit with its own target flags.

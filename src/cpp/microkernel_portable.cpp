@@ -52,6 +52,20 @@ void portable_dot(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, con
     }
 }
 
+// MicroKernel::fma_probe for the baseline ISA: 16 independent scalar chains (the compiler may vectorise them).
+template <typename T>
+int64_t portable_fma_probe(int64_t iterations, T* sink) {
+  constexpr int kChains = 16;
+  const T x = T(1) - T(1) / T(1 << 20), y = T(1) / T(1 << 20);
+  T acc[kChains] = {};
+  for (int64_t it = 0; it < iterations; ++it)
+    for (int c = 0; c < kChains; ++c) acc[c] = acc[c] * x + y;
+  T total = T(0);
+  for (int c = 0; c < kChains; ++c) total += acc[c];
+  *sink = total;
+  return iterations * kChains * 2;
+}
+
 }  // namespace
 
 template <typename T>
@@ -64,7 +78,8 @@ const MicroKernel<T>& portable_micro_kernel() {
                                      4096,
                                      &portable_kernel<T, false>,
                                      &portable_kernel<T, true>,
-                                     &portable_dot<T>};
+                                     &portable_dot<T>,
+                                     &portable_fma_probe<T>};
   return kernel;
 }
 

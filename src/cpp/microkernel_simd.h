@@ -191,5 +191,27 @@ void dot_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t 
   }
 }
 
+// MicroKernel::fma_probe: 12 independent accumulator chains cover the FMA latency times the FMA ports
+// (4 cycles x 2 ports on current x86 cores), so the loop runs at the FMA issue rate.
+template <class V>
+int64_t fma_probe(int64_t iterations, typename V::T* sink) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr int kChains = 12;
+  T one_ish = T(1) - T(1) / T(1 << 20), tiny = T(1) / T(1 << 20);
+  const R x = V::broadcast(&one_ish), y = V::broadcast(&tiny);
+  R acc[kChains];
+#pragma GCC unroll 16
+  for (int c = 0; c < kChains; ++c) acc[c] = V::zero();
+  for (int64_t it = 0; it < iterations; ++it) {
+#pragma GCC unroll 16
+    for (int c = 0; c < kChains; ++c) acc[c] = V::fma(acc[c], x, y);
+  }
+#pragma GCC unroll 16
+  for (int c = 1; c < kChains; ++c) acc[0] = V::add(acc[0], acc[c]);
+  *sink = V::reduce(acc[0]);
+  return iterations * kChains * V::kWidth * 2;
+}
+
 }  // namespace simd
 }  // namespace linneuron

@@ -1,0 +1,310 @@
+"""``linneuron bench``: linneuron's kernels against torch's, in one process, on this machine.
+
+Compares linneuron.functional.linear / neuron / step and linneuron.Linear with F.linear, nn.Linear followed by
+torch.heaviside, torch.heaviside and nn.Linear: forward and forward+backward, float32 and float64, on 1 and 2
+threads (torch.set_num_threads and linneuron.set_num_threads set to the same count). Each case is checked for
+agreement first, warmed up, then timed in interleaved repeats (linneuron, torch, torch, linneuron, ...); the
+table shows medians, the speed-up (torch time / linneuron time), the rate, and the rate as a share of this
+machine's measured FMA peak or memory bandwidth (small probes run at start-up).
+
+    linneuron bench                 # about a minute, with progress
+    linneuron bench --quick         # a few seconds' smoke run
+    linneuron bench --json out.json --plot out.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any
+
+HELP = "time linneuron against torch (same process, interleaved medians) and print a table"
+
+_RATE_PROBE_SECONDS = 0.15
+_BANDWIDTH_BYTES = 64 << 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="a few seconds' smoke run on small shapes")
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default: 1,2)")
+    parser.add_argument("--dtype", choices=["float32", "float64", "all"], default="all", help="dtypes to run")
+    parser.add_argument("--filter", default="", help="only cases whose name contains this text, e.g. 'neuron'")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="target wall time of the timed part (default: 50, or 4 with --quick)")  # fmt: skip
+    parser.add_argument("--json", metavar="FILE", help="write the raw figures as JSON")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw the speed-ups (needs matplotlib)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu (default) or cuda")
+    parser.set_defaults(run=run)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(threads: list[int]) -> dict[str, Any]:
+    """This machine and build, with the measured FMA peaks and memory bandwidth used for the % column."""
+    import torch
+
+    import linneuron
+    from linneuron import _core
+
+    info = linneuron.info()
+    peaks = {}
+    for n in threads:
+        peaks[n] = {
+            "float32_gflops": _core.fma_peak_gflops(_core.FLOAT32, n, _RATE_PROBE_SECONDS),
+            "float64_gflops": _core.fma_peak_gflops(_core.FLOAT64, n, _RATE_PROBE_SECONDS),
+            "bandwidth_gbs": _core.memory_bandwidth_gbs(n, _BANDWIDTH_BYTES, 3),
+        }
+    return {
+        "cpu": _cpu_name(),
+        "logical_cpus": os.cpu_count(),
+        "isa": info["isa"],
+        "linneuron": info["version"],
+        "torch": torch.__version__,
+        "torch_blas": "MKL" if torch.backends.mkl.is_available() else "other",
+        "python": platform.python_version(),
+        "peaks": peaks,
+    }
+
+
+def _calibrate(fn, target: float) -> tuple[int, float]:
+    """How many calls make one sample of about `target` seconds, and the time of one call."""
+    t0 = time.perf_counter()
+    fn()
+    one = time.perf_counter() - t0
+    if one >= target:
+        return 1, one
+    inner = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        elapsed = time.perf_counter() - t0
+        if elapsed >= target / 4 or inner >= 1 << 16:
+            return max(1, int(inner * target / max(elapsed, 1e-9))), elapsed / inner
+        inner *= 4
+
+
+def time_pair(fn_a, fn_b, budget: float, min_reps: int = 5, max_reps: int = 41) -> tuple[float, float, int]:
+    """Median seconds per call of fn_a and fn_b, sampled alternately (a b b a a b ...) within about `budget` s."""
+    sample_target = 2e-3
+    inner_a, one_a = _calibrate(fn_a, sample_target)
+    inner_b, one_b = _calibrate(fn_b, sample_target)
+    per_rep = inner_a * one_a + inner_b * one_b
+    reps = int(min(max_reps, max(min_reps, budget / max(per_rep, 1e-9))))
+    samples_a: list[float] = []
+    samples_b: list[float] = []
+
+    def sample(fn, inner, out):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        out.append((time.perf_counter() - t0) / inner)
+
+    for r in range(reps):
+        if r % 2 == 0:
+            sample(fn_a, inner_a, samples_a)
+            sample(fn_b, inner_b, samples_b)
+        else:
+            sample(fn_b, inner_b, samples_b)
+            sample(fn_a, inner_a, samples_a)
+    return statistics.median(samples_a), statistics.median(samples_b), reps
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:8.1f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:8.2f} ms"
+    return f"{seconds:8.2f} s "
+
+
+_HEADER = (
+    f"{'shape':<18} {'op':<11} {'dtype':<8} {'thr':>3} {'linneuron':>11} {'torch':>11} {'speed-up':>8} "
+    f"{'rate':>15} {'% peak':>6}  goal"
+)
+
+
+def format_row(row: dict[str, Any]) -> str:
+    if row.get("error"):
+        return f"{row['shape']:<18} {row['op']:<11} {row['dtype']:<8} {row['threads']:>3}  {row['error']}"
+    goal = row["goal"]
+    verdict = "" if goal is None else f">={goal:g} {'yes' if row['speedup'] >= goal else 'NO'}"
+    rate = f"{row['rate']:8.1f} {row['unit']:<6}"
+    pct = f"{row['percent_of_peak']:5.0f}%" if row["percent_of_peak"] is not None else "     -"
+    return (
+        f"{row['shape']:<18} {row['op']:<11} {row['dtype']:<8} {row['threads']:>3} {_fmt_time(row['linneuron_s'])} "
+        f"{_fmt_time(row['torch_s'])} {row['speedup']:8.2f} {rate:>15} {pct:>6}  {verdict}"
+    )
+
+
+def run_cases(cases, threads: list[int], seconds: float, peaks: dict, progress=print) -> list[dict[str, Any]]:
+    """Time every case at every thread count; returns one row per (case, thread count)."""
+    import torch
+
+    import linneuron
+    from linneuron._bench_cases import check
+
+    rows: list[dict[str, Any]] = []
+    budget = seconds / max(1, len(cases) * len(threads))
+    saved = (torch.get_num_threads(), linneuron.get_num_threads())
+    total = len(cases) * len(threads)
+    try:
+        done = 0
+        for case in cases:
+            built = case.build()
+            problem = check(case, built)
+            for n in threads:
+                done += 1
+                torch.set_num_threads(n)
+                linneuron.set_num_threads(n)
+                row: dict[str, Any] = {
+                    "op": case.op, "shape": case.shape_text, "dtype": case.dtype_text, "threads": n,
+                    "goal": case.goal,
+                }  # fmt: skip
+                if problem:
+                    row["error"] = f"not timed: linneuron and torch disagree ({problem})"
+                else:
+                    t_ln, t_torch, reps = time_pair(built.linneuron, built.torch, budget)
+                    rate = built.work / t_ln / 1e9
+                    if built.unit == "GB/s":
+                        peak = peaks[n]["bandwidth_gbs"]
+                    else:
+                        peak = peaks[n][f"{case.dtype_text}_gflops"]
+                    row.update(
+                        linneuron_s=t_ln, torch_s=t_torch, speedup=t_torch / t_ln, rate=rate, unit=built.unit,
+                        percent_of_peak=100.0 * rate / peak if peak > 0 else None, reps=reps,
+                    )  # fmt: skip
+                rows.append(row)
+                progress(f"[{done:>3}/{total}] {format_row(row)}")
+            del built
+    finally:
+        torch.set_num_threads(saved[0])
+        linneuron.set_num_threads(saved[1])
+    return rows
+
+
+def _scaling_note(rows: list[dict[str, Any]]) -> str | None:
+    """linneuron's 2-thread over 1-thread speed on the largest float32 forward case (goal >= 1.8)."""
+    pick = {r["threads"]: r for r in rows if r["op"] == "linear" and r["shape"] == "2048x2048->2048"
+            and r["dtype"] == "float32" and not r.get("error")}  # fmt: skip
+    if 1 in pick and 2 in pick:
+        ratio = pick[1]["linneuron_s"] / pick[2]["linneuron_s"]
+        torch_ratio = pick[1]["torch_s"] / pick[2]["torch_s"]
+        return f"2 threads vs 1 on 2048x2048->2048 float32: linneuron {ratio:.2f}x, torch {torch_ratio:.2f}x (goal >= 1.8x)"
+    return None
+
+
+def plot(rows: list[dict[str, Any]], path: str, machine: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    good = [r for r in rows if not r.get("error")]
+    labels = sorted({f"{r['op']} {r['shape']} {r['dtype']}" for r in good}, key=lambda s: s)
+    threads = sorted({r["threads"] for r in good})
+    fig, ax = plt.subplots(figsize=(10, 0.32 * len(labels) + 1.5))
+    height = 0.8 / max(1, len(threads))
+    for t_i, n in enumerate(threads):
+        values = {f"{r['op']} {r['shape']} {r['dtype']}": r["speedup"] for r in good if r["threads"] == n}
+        ys = [i + t_i * height for i in range(len(labels))]
+        ax.barh(ys, [values.get(lab, 0) for lab in labels], height=height, label=f"{n} thread{'s' * (n > 1)}")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(labels))])
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("speed-up over torch (torch time / linneuron time, > 1 is faster)")
+    ax.set_title(f"linneuron vs torch {machine['torch']} on {machine['cpu']}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.device == "cuda":
+        try:
+            from linneuron import _bench_cuda
+        except ModuleNotFoundError as err:
+            if err.name != "linneuron._bench_cuda":
+                raise
+            print("linneuron bench --device cuda: this installation has no CUDA benchmark module "
+                  "(linneuron._bench_cuda); run it from a build that includes the CUDA part.", file=sys.stderr)  # fmt: skip
+            return 2
+        return _bench_cuda.run(args)
+
+    import torch
+
+    from linneuron._bench_cases import default_cases
+
+    try:
+        threads = sorted({int(t) for t in args.threads.split(",") if t.strip()})
+    except ValueError:
+        print(f"linneuron bench: --threads must be comma-separated integers, got {args.threads!r}", file=sys.stderr)
+        return 2
+    if not threads or min(threads) < 1:
+        print(f"linneuron bench: --threads must be positive, got {args.threads!r}", file=sys.stderr)
+        return 2
+    seconds = args.seconds if args.seconds is not None else (4.0 if args.quick else 50.0)
+    cases = default_cases(quick=args.quick)
+    if args.dtype != "all":
+        cases = [c for c in cases if c.dtype_text == args.dtype]
+    if args.filter:
+        cases = [c for c in cases if args.filter in c.name]
+    if not cases:
+        print("linneuron bench: no case matches the filters", file=sys.stderr)
+        return 2
+
+    started = time.perf_counter()
+    print("measuring this machine's FMA peak and memory bandwidth ...", file=sys.stderr, flush=True)
+    machine = machine_info(threads)
+    print(f"machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs; linneuron {machine['linneuron']} "
+          f"({machine['isa']} kernels); torch {machine['torch']} ({machine['torch_blas']})")  # fmt: skip
+    for n, p in machine["peaks"].items():
+        print(f"  {n} thread{'s' * (n > 1)}: FMA peak {p['float32_gflops']:.0f} GFLOP/s float32, "
+              f"{p['float64_gflops']:.0f} float64; memory {p['bandwidth_gbs']:.1f} GB/s (read + write)")  # fmt: skip
+    print(f"{len(cases)} cases x {len(threads)} thread counts, medians of interleaved repeats "
+          f"(speed-up = torch time / linneuron time)\n")  # fmt: skip
+    print(_HEADER, flush=True)
+
+    def progress(line: str) -> None:
+        print(line, flush=True)
+
+    with torch.inference_mode(False):
+        rows = run_cases(cases, threads, seconds, machine["peaks"], progress)
+
+    print("\n" + _HEADER)
+    for row in rows:
+        print(format_row(row))
+    note = _scaling_note(rows)
+    if note:
+        print("\n" + note)
+    missed = [r for r in rows if not r.get("error") and r["goal"] is not None and r["speedup"] < r["goal"]]
+    print(f"\n{len(rows) - len(missed)} of {len(rows)} rows meet their goal (or have none); "
+          f"took {time.perf_counter() - started:.0f} s")  # fmt: skip
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine, "results": rows, "scaling": note}, f, indent=2)
+        print(f"wrote {args.json}")
+    if args.plot:
+        try:
+            plot(rows, args.plot, machine)
+            print(f"wrote {args.plot}")
+        except ModuleNotFoundError:
+            print("linneuron bench --plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
+            return 1
+    return 1 if any(r.get("error") for r in rows) else 0

@@ -1,0 +1,16 @@
+// Machine probes for the benchmark's "% of peak" column: FMA throughput and memory bandwidth, measured here.
+#pragma once
+
+#include <cstdint>
+
+namespace linneuron {
+
+// GFLOP/s of the active micro-kernel family's FMA loop on `threads` threads, over about `seconds` seconds.
+template <typename T>
+double fma_peak_gflops(int threads, double seconds);
+
+// GB/s of a streaming copy-scale (dst = 2 * src, float32) over `bytes`-sized buffers on `threads` threads,
+// counting bytes read plus bytes written, best of `repeats` passes (the buffers are touched before timing).
+double memory_bandwidth_gbs(int threads, int64_t bytes, int repeats);
+
+}  // namespace linneuron
