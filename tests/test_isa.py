@@ -1,0 +1,264 @@
+"""Every micro-kernel family (portable, avx2, avx512) and every GEMM path (packed, direct, dot) against float64 NumPy.
+
+The GEMM picks its path from the operands' layout and shape: packed A and B panels for large products, the
+direct path (operands read in place, only edge slivers copied) for small or skinny ones, and the dot-product
+kernel when both operands are contiguous along k with a short batch or few outputs. The shapes below cross the
+register tiles (mr up to 12, nr up to 32), the cache blocks (mc 120/240, kc 256, nc 2048/4096) and 1 in every
+dimension; the layouts cover row-major, column-major (transposed), strided and negative-stride views; the
+epilogue runs with and without bias (also strided), step and accumulate. Each family is forced with
+linneuron._core.set_active_isa, and in a subprocess with LINNEURON_ISA.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import linneuron
+import numpy as np
+import pytest
+from _reference import linear_tolerance
+from linneuron import _core
+
+CODES = {np.dtype(np.float32): _core.FLOAT32, np.dtype(np.float64): _core.FLOAT64}
+ISAS = list(_core.supported_isas())
+ALL_FAMILIES = ["avx512", "avx2", "portable"]
+
+
+@pytest.fixture(params=ALL_FAMILIES)
+def isa(request):
+    """Runs the test with one micro-kernel family active; restores the previous one afterwards."""
+    name = request.param
+    if name not in ISAS:
+        pytest.skip(f"{name} kernels are not compiled in or this CPU lacks them (supported: {ISAS})")
+    before = _core.active_isa()
+    assert _core.set_active_isa(name)
+    assert linneuron.info()["isa"] == name
+    yield name
+    assert _core.set_active_isa(before)
+
+
+def _ptr(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def _es(a: np.ndarray) -> tuple[int, ...]:
+    return tuple(s // a.itemsize for s in a.strides)
+
+
+def _matrix(rng, rows, cols, dtype, layout):
+    """A rows x cols view with the given memory layout (values standard normal)."""
+    if layout == "row":
+        return rng.standard_normal((rows, cols)).astype(dtype)
+    if layout == "col":  # column-major: a transposed row-major array
+        return np.ascontiguousarray(rng.standard_normal((cols, rows)).astype(dtype)).T
+    if layout == "padded":  # row-major with a leading dimension larger than the row
+        return rng.standard_normal((rows, cols + 5)).astype(dtype)[:, 2 : cols + 2]
+    if layout == "strided":  # neither dimension contiguous
+        return rng.standard_normal((2 * rows, 3 * cols)).astype(dtype)[::2, ::3]
+    if layout == "reversed":  # negative row stride
+        return rng.standard_normal((rows, cols)).astype(dtype)[::-1]
+    raise ValueError(layout)
+
+
+def _gemm(a, b, c, bias=None, accumulate=False, step=False):
+    m, k = a.shape
+    n = b.shape[1]
+    bias_ptr, bias_stride = (0, 0) if bias is None else (_ptr(bias), _es(bias)[0])
+    _core.gemm(CODES[a.dtype], m, n, k, _ptr(a), *_es(a), _ptr(b), *_es(b), _ptr(c), *_es(c),
+               bias_ptr, bias_stride, accumulate, step)  # fmt: skip
+
+
+def _check(rng, m, n, k, dtype, a_layout, b_layout, c_layout="row", bias="plain", accumulate=False, step=False):
+    a = _matrix(rng, m, k, dtype, a_layout)
+    b = _matrix(rng, k, n, dtype, b_layout)
+    c = _matrix(rng, m, n, dtype, c_layout)
+    c0 = c.astype(np.float64)
+    bias_arr = None
+    if bias == "plain":
+        bias_arr = rng.standard_normal(n).astype(dtype)
+    elif bias == "strided":
+        bias_arr = rng.standard_normal(3 * n).astype(dtype)[::3]
+    # A guard band around C catches writes outside the valid tile.
+    _gemm(a, b, c, bias_arr, accumulate, step)
+
+    z = a.astype(np.float64) @ b.astype(np.float64)
+    if bias_arr is not None:
+        z = z + bias_arr.astype(np.float64)
+    if accumulate:
+        z = z + c0
+    # linear_tolerance takes (x, weight): weight is Bᵀ; the accumulated C adds its own magnitude.
+    tol = linear_tolerance(a, b.T, bias_arr, np.dtype(dtype))
+    if accumulate:
+        tol = tol + 4 * np.finfo(dtype).eps * np.abs(c0)
+    if step:
+        expected = (z >= 0).astype(np.float64)
+        assert np.all((c == 0) | (c == 1)), "step output must be exactly 0 or 1"
+        decided = np.abs(z) > tol  # where rounding cannot flip the sign
+        bad = decided & (c.astype(np.float64) != expected)
+        assert not bad.any(), f"{bad.sum()} step outputs wrong, first at {np.argwhere(bad)[0]}"
+    else:
+        err = np.abs(c.astype(np.float64) - z)
+        worst = np.unravel_index(np.argmax(err - tol), err.shape)
+        assert np.all(err <= tol), f"max excess at {worst}: |{c[worst]} - {z[worst]}| > {tol[worst]}"
+
+
+DTYPES = [np.float32, np.float64]
+
+# (m, n, k): 1 in each dimension, tails of every register tile, and crossings of the mc, kc and nc blocks.
+SHAPES = [
+    (1, 1, 1),
+    (1, 37, 5),
+    (7, 1, 19),
+    (3, 5, 1),
+    (12, 32, 16),
+    (13, 33, 17),
+    (25, 47, 300),
+    (100, 70, 129),
+    (250, 19, 260),
+    (130, 150, 520),
+    (5, 4100, 3),
+    (2, 2100, 40),
+]
+
+# (A, B) layouts. ("row", "col") is the forward product X Wᵀ: both operands contiguous along k (dot path for short
+# batches); ("row", "row") is dX = dY W (direct B); ("col", "row") is dW = dYᵀ X (column-major A).
+LAYOUTS = [("row", "col"), ("row", "row"), ("col", "row"), ("col", "col"), ("padded", "strided"),
+           ("strided", "padded"), ("reversed", "col")]  # fmt: skip
+
+
+def _shape_id(s):
+    return "x".join(map(str, s))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", SHAPES, ids=_shape_id)
+def test_every_layout_matches_reference(rng, isa, shape, dtype):
+    for a_layout, b_layout in LAYOUTS:
+        _check(rng, *shape, dtype, a_layout, b_layout)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [(1, 9, 33), (13, 33, 17), (250, 19, 260), (130, 150, 520), (64, 3, 2)], ids=_shape_id)
+@pytest.mark.parametrize(
+    "epilogue",
+    [
+        dict(bias=None),
+        dict(bias="strided"),
+        dict(bias="plain", step=True),
+        dict(bias=None, step=True),
+        dict(bias="plain", accumulate=True),
+        dict(bias="strided", accumulate=True, step=True),
+    ],
+    ids=["nobias", "strided-bias", "bias-step", "step", "bias-accumulate", "all"],
+)
+def test_epilogues(rng, isa, shape, dtype, epilogue):
+    for a_layout, b_layout in [("row", "col"), ("row", "row"), ("col", "row"), ("strided", "strided")]:
+        _check(rng, *shape, dtype, a_layout, b_layout, **epilogue)
+
+
+@pytest.mark.parametrize("c_layout", ["col", "strided", "padded", "reversed"])
+@pytest.mark.parametrize("shape", [(13, 33, 17), (1, 40, 20), (130, 150, 520), (40, 3, 70)], ids=_shape_id)
+def test_output_layouts(rng, isa, shape, c_layout):
+    for dtype in DTYPES:
+        for a_layout, b_layout in [("row", "col"), ("row", "row"), ("col", "row")]:
+            _check(rng, *shape, dtype, a_layout, b_layout, c_layout=c_layout, accumulate=True)
+
+
+@pytest.mark.parametrize("shape", [(300, 200, 300), (8, 700, 64), (1000, 5, 40), (3, 3, 3), (97, 513, 31)], ids=_shape_id)
+def test_two_threads_match_reference(rng, isa, shape):
+    linneuron.set_num_threads(2)  # restored by conftest
+    for dtype in DTYPES:
+        for a_layout, b_layout in [("row", "col"), ("row", "row"), ("col", "row")]:
+            _check(rng, *shape, dtype, a_layout, b_layout, step=shape[0] == 8)
+
+
+def test_guard_band_is_untouched(rng, isa):
+    """C is a window of a larger buffer: nothing outside the window may change, for any path."""
+    for m, n, k in [(13, 33, 17), (1, 5, 40), (130, 70, 300)]:
+        for a_layout, b_layout in [("row", "col"), ("row", "row"), ("col", "row")]:
+            a = _matrix(rng, m, k, np.float32, a_layout)
+            b = _matrix(rng, k, n, np.float32, b_layout)
+            big = np.full((m + 4, n + 40), 7.0, dtype=np.float32)
+            c = big[2 : m + 2, 3 : n + 3]
+            _gemm(a, b, c, rng.standard_normal(n).astype(np.float32), False, True)
+            outside = big.copy()
+            outside[2 : m + 2, 3 : n + 3] = 7.0
+            assert np.all(outside == 7.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_step_epilogue_special_values(isa, dtype):
+    # z = x * 0 + bias with x = 1: the bias values pass through exactly, so the step sees NaN, +-inf, zeros and
+    # tiny values. (A GEMM sum starts from +0.0, so z = -0.0 cannot arise here; see test_core for step(-0.0).)
+    values = np.tile(np.array([0.0, np.nan, np.inf, -np.inf, -1e-30, 1e-30, -2.0, 3.0], dtype=dtype), 5)
+    expected = np.tile(np.array([1, np.nan, 1, 0, 0, 1, 0, 1], dtype=dtype), 5)
+    n = values.size
+    w = np.zeros((n, 1), dtype=dtype)
+    # (m, B's strides): B = Wᵀ contiguous along k takes the dot path for m = 1; B with unit column stride takes
+    # the register-tile kernel, reading B in place (m = 20) or packed (m = 300).
+    for m, b_rs, b_cs in [(1, 1, 1), (20, n, 1), (300, n, 1)]:
+        x = np.ones((m, 1), dtype=dtype)
+        out = np.empty((m, n), dtype=dtype)
+        _core.gemm(CODES[np.dtype(dtype)], m, n, 1, _ptr(x), 1, 1, _ptr(w), b_rs, b_cs, _ptr(out), n, 1,
+                   _ptr(values), 1, False, True)  # fmt: skip
+        np.testing.assert_array_equal(out, np.broadcast_to(expected, out.shape))
+
+
+def test_families_agree_with_each_other(rng):
+    """The same product through every supported family: each within tolerance of the float64 reference."""
+    a = rng.standard_normal((77, 300)).astype(np.float32)
+    w = rng.standard_normal((45, 300)).astype(np.float32)
+    before = _core.active_isa()
+    results = {}
+    try:
+        for name in ISAS:
+            assert _core.set_active_isa(name)
+            results[name] = linneuron.numpy.linear(a, w)
+    finally:
+        _core.set_active_isa(before)
+    tol = linear_tolerance(a, w, None, np.dtype(np.float32))
+    ref = a.astype(np.float64) @ w.astype(np.float64).T
+    for name, out in results.items():
+        assert np.all(np.abs(out - ref) <= tol), name
+
+
+def test_set_active_isa_rejects_unknown_names():
+    before = _core.active_isa()
+    assert _core.set_active_isa("no-such-isa") is False
+    assert _core.active_isa() == before
+
+
+def test_best_family_is_the_default():
+    out = subprocess.run(
+        [sys.executable, "-c", "import json, linneuron; print(json.dumps(linneuron.info()))"],
+        env={k: v for k, v in os.environ.items() if k != "LINNEURON_ISA"}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    info = json.loads(out.stdout)
+    assert info["isa"] == info["supported_isas"][0]
+
+
+@pytest.mark.parametrize("name", ALL_FAMILIES + ["bogus"])
+def test_environment_variable_forces_a_family(name):
+    code = (
+        "import json, numpy as np, linneuron;"
+        "x = np.arange(12.0).reshape(3, 4); w = np.ones((2, 4));"
+        "print(json.dumps([linneuron.info()['isa'], linneuron.numpy.linear(x, w).tolist()]))"
+    )
+    env = dict(os.environ, LINNEURON_ISA=name)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    isa, result = json.loads(out.stdout)
+    assert isa == (name if name in ISAS else ISAS[0])  # an unusable request falls back to the best family
+    assert result == [[6.0, 6.0], [22.0, 22.0], [38.0, 38.0]]
+
+
+def test_machine_probes_report_positive_rates():
+    for code in (_core.FLOAT32, _core.FLOAT64):
+        gflops = _core.fma_peak_gflops(code, 1, 0.01)
+        assert np.isfinite(gflops) and gflops > 0.1
+    gbs = _core.memory_bandwidth_gbs(1, 1 << 20, 1)
+    assert np.isfinite(gbs) and gbs > 0.01
+    with pytest.raises(ValueError, match="threads"):
+        _core.fma_peak_gflops(_core.FLOAT32, 0, 0.01)
