@@ -57,7 +57,8 @@ template <typename T>
 int64_t portable_fma_probe(int64_t iterations, T* sink) {
   constexpr int kChains = 16;
   const T x = T(1) - T(1) / T(1 << 20), y = T(1) / T(1 << 20);
-  T acc[kChains] = {};
+  T acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = T(c) * y;  // distinct, so the compiler cannot merge the chains
   for (int64_t it = 0; it < iterations; ++it)
     for (int c = 0; c < kChains; ++c) acc[c] = acc[c] * x + y;
   T total = T(0);

@@ -201,8 +201,12 @@ int64_t fma_probe(int64_t iterations, typename V::T* sink) {
   T one_ish = T(1) - T(1) / T(1 << 20), tiny = T(1) / T(1 << 20);
   const R x = V::broadcast(&one_ish), y = V::broadcast(&tiny);
   R acc[kChains];
+  // Distinct starting values: identical chains would be merged into one by the compiler.
 #pragma GCC unroll 16
-  for (int c = 0; c < kChains; ++c) acc[c] = V::zero();
+  for (int c = 0; c < kChains; ++c) {
+    const T start = T(c) * tiny;
+    acc[c] = V::broadcast(&start);
+  }
   for (int64_t it = 0; it < iterations; ++it) {
 #pragma GCC unroll 16
     for (int c = 0; c < kChains; ++c) acc[c] = V::fma(acc[c], x, y);

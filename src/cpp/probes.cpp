@@ -39,16 +39,23 @@ double fma_peak_gflops(int threads, double seconds) {
     }
     iterations *= 4;
   }
-  int64_t flops = 0;
-  const double t0 = now_seconds();
+  // Best of several short trials: on a shared machine a trial only ever runs slower than the hardware allows.
+  constexpr int kTrials = 10;
+  iterations = std::max<int64_t>(1, iterations / kTrials);
+  double best = 0.0;
+  for (int trial = 0; trial < kTrials; ++trial) {
+    int64_t flops = 0;
+    const double t0 = now_seconds();
 #pragma omp parallel num_threads(threads) reduction(+ : flops) if (threads > 1)
-  {
-    T local = T(0);
-    flops += uk.fma_probe(iterations, &local);
-    if (local == T(-12345)) sink = local;  // keeps the result observable
+    {
+      T local = T(0);
+      flops += uk.fma_probe(iterations, &local);
+      if (local == T(-12345)) sink = local;  // keeps the result observable
+    }
+    const double dt = now_seconds() - t0;
+    best = std::max(best, double(flops) / dt / 1e9);
   }
-  const double dt = now_seconds() - t0;
-  return double(flops) / dt / 1e9 + (sink == T(-12345) ? 1e-30 : 0.0);
+  return best + (sink == T(-12345) ? 1e-30 : 0.0);
 }
 
 double memory_bandwidth_gbs(int threads, int64_t bytes, int repeats) {

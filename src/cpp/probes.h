@@ -5,7 +5,8 @@
 
 namespace linneuron {
 
-// GFLOP/s of the active micro-kernel family's FMA loop on `threads` threads, over about `seconds` seconds.
+// GFLOP/s of the active micro-kernel family's FMA loop on `threads` threads: the best of ten trials that take
+// about `seconds` seconds together.
 template <typename T>
 double fma_peak_gflops(int threads, double seconds);
 
