@@ -107,7 +107,8 @@ def _check(rng, m, n, k, dtype, a_layout, b_layout, c_layout="row", bias="plain"
 
 DTYPES = [np.float32, np.float64]
 
-# (m, n, k): 1 in each dimension, tails of every register tile, and crossings of the mc, kc and nc blocks.
+# (m, n, k): 1 in each dimension, tails of every register tile, crossings of the mc, kc and nc blocks, and tall
+# products with tiny k and n (the skinny kernel, with a tail of rows past its last full vector).
 SHAPES = [
     (1, 1, 1),
     (1, 37, 5),
@@ -121,6 +122,9 @@ SHAPES = [
     (130, 150, 520),
     (5, 4100, 3),
     (2, 2100, 40),
+    (70, 1, 2),
+    (133, 8, 8),
+    (97, 5, 1),
 ]
 
 # (A, B) layouts. ("row", "col") is the forward product X Wᵀ: both operands contiguous along k (dot path for short
@@ -167,7 +171,7 @@ def test_output_layouts(rng, isa, shape, c_layout):
             _check(rng, *shape, dtype, a_layout, b_layout, c_layout=c_layout, accumulate=True)
 
 
-@pytest.mark.parametrize("shape", [(300, 200, 300), (8, 700, 64), (1000, 5, 40), (3, 3, 3), (97, 513, 31)], ids=_shape_id)
+@pytest.mark.parametrize("shape", [(300, 200, 300), (8, 700, 64), (1000, 5, 40), (3, 3, 3), (97, 513, 31), (4099, 3, 2)], ids=_shape_id)
 def test_two_threads_match_reference(rng, isa, shape):
     linneuron.set_num_threads(2)  # restored by conftest
     for dtype in DTYPES:

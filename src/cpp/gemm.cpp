@@ -96,6 +96,7 @@ void epilogue_only(const GemmArgs<T>& g) {
 }
 
 struct Plan {
+  bool skinny;  // k and n tiny, m large: vectors along m (gathered columns of A), no packing
   bool dot;  // both operands contiguous along k and the product small or skinny: dot-product kernel, no packing
   bool pack_a, pack_b;
   int nthreads;
@@ -110,7 +111,9 @@ template <typename T>
 Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   Plan plan;
   static const int dot_m = env_int("LINNEURON_TUNE_DOT_M", 16), dot_n = env_int("LINNEURON_TUNE_DOT_N", 16);
-  plan.dot = g.a_cs == 1 && g.b_rs == 1 && (g.m <= dot_m || g.n <= dot_n);
+  // The skinny kernel's gather indices are 32-bit: lane * a_rs must fit.
+  plan.skinny = g.k <= 8 && g.n <= 8 && g.m >= 64 && g.a_rs < (int64_t(1) << 26) && g.a_rs > -(int64_t(1) << 26);
+  plan.dot = !plan.skinny && g.a_cs == 1 && g.b_rs == 1 && (g.m <= dot_m || g.n <= dot_n);
   const bool a_direct = g.a_cs == 1 || g.a_rs == 1;
   const bool b_direct = g.b_cs == 1;
   // A is reused once per B sliver: pack it only when there are enough slivers to amortise the copy.
@@ -123,13 +126,22 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   return plan;
 }
 
-// The dot-product path: threads split the rows (or, for a short batch, the columns) into contiguous ranges.
+// The unpacked block kernels (dot, skinny): threads split the rows (or, for a short batch, the columns) into
+// contiguous ranges.
 template <typename T>
-void dot_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads) {
+void unpacked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, bool skinny, int nthreads) {
   auto run = [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
     if (i0 >= i1 || j0 >= j1) return;
-    uk.dot(i1 - i0, j1 - j0, g.k, g.a + i0 * g.a_rs, g.a_rs, g.b + j0 * g.b_cs, g.b_cs, g.c + i0 * g.c_rs + j0 * g.c_cs,
-           g.c_rs, g.c_cs, g.accumulate, g.bias ? g.bias + j0 * g.bias_stride : nullptr, g.bias_stride, g.step);
+    const T* a = g.a + i0 * g.a_rs;
+    const T* b = g.b + j0 * g.b_cs;
+    T* c = g.c + i0 * g.c_rs + j0 * g.c_cs;
+    const T* bias = g.bias ? g.bias + j0 * g.bias_stride : nullptr;
+    if (skinny)
+      uk.skinny(i1 - i0, j1 - j0, g.k, a, g.a_rs, g.a_cs, b, g.b_rs, g.b_cs, c, g.c_rs, g.c_cs, g.accumulate, bias,
+                g.bias_stride, g.step);
+    else
+      uk.dot(i1 - i0, j1 - j0, g.k, a, g.a_rs, b, g.b_cs, c, g.c_rs, g.c_cs, g.accumulate, bias, g.bias_stride,
+             g.step);
   };
   if (nthreads <= 1) {
     run(0, g.m, 0, g.n);
@@ -143,9 +155,9 @@ void dot_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads) {
 #else
     const int64_t t = 0, team = 1;
 #endif
-    // Range boundaries on multiples of 4 keep the kernel's full tiles aligned with the split.
-    const int64_t extent = split_rows ? g.m : g.n, units = ceil_div(extent, 4);
-    const int64_t lo = std::min(extent, units * t / team * 4), hi = std::min(extent, units * (t + 1) / team * 4);
+    // Range boundaries on multiples of 16 keep the kernels' full tiles and vectors aligned with the split.
+    const int64_t extent = split_rows ? g.m : g.n, units = ceil_div(extent, 16);
+    const int64_t lo = std::min(extent, units * t / team * 16), hi = std::min(extent, units * (t + 1) / team * 16);
     if (split_rows)
       run(lo, hi, 0, g.n);
     else
@@ -302,8 +314,8 @@ void gemm(const GemmArgs<T>& g) {
   }
   const MicroKernel<T>& uk = active_micro_kernel<T>();
   const Plan plan = make_plan(g, uk);
-  if (plan.dot)
-    dot_gemm(g, uk, plan.nthreads);
+  if (plan.skinny || plan.dot)
+    unpacked_gemm(g, uk, plan.skinny, plan.nthreads);
   else
     blocked_gemm(g, uk, plan);
 }

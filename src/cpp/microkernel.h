@@ -30,6 +30,16 @@ using DotKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int64_
                              T* c, int64_t c_rs, int64_t c_cs, bool load_c, const T* bias, int64_t bias_stride,
                              bool step);
 
+// Short-k kernel for tall, skinny products (k and n tiny, m large, e.g. 65536 x 2 -> 1), where neither register
+// tiles nor dot products have enough work per output. Vectors run along m: each k step gathers a column of A
+// for a vector of rows and multiplies it by a broadcast element of B. Computes the whole block
+//   C(i, j) = [C(i, j) if load_c] + sum_p A(i, p) B(p, j) [+ bias[j*bias_stride]] [then H(.)]
+// for i < m, j < n, with A(i, p) = a[i*a_rs + p*a_cs], B(p, j) = b[p*b_rs + j*b_cs]; needs |a_rs| < 2^26.
+template <typename T>
+using SkinnyKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_t a_cs, const T* b,
+                                int64_t b_rs, int64_t b_cs, T* c, int64_t c_rs, int64_t c_cs, bool load_c,
+                                const T* bias, int64_t bias_stride, bool step);
+
 template <typename T>
 struct MicroKernel {
   const char* isa;       // family name, as reported by linneuron.info()
@@ -38,6 +48,7 @@ struct MicroKernel {
   MicroKernelFn<T> col_a;  // A with a_rs == 1 (packed slivers and column-major operands); a_rs is ignored
   MicroKernelFn<T> row_a;  // A with a_cs == 1 (row-major operands); a_cs is ignored
   DotKernelFn<T> dot;      // both operands contiguous along k; see above
+  SkinnyKernelFn<T> skinny;  // k and n tiny, m large; see above
   // Peak-rate probe: `iterations` rounds of independent FMAs on registers of this family's width; returns the
   // floating-point operations done (2 per lane per FMA) and stores a result in *sink so none is optimised away.
   int64_t (*fma_probe)(int64_t iterations, T* sink);

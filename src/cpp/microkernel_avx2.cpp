@@ -28,6 +28,10 @@ struct F32x8 {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
+  static __m256i lane_times(int32_t stride) {
+    return _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
+  }
+  static R gather(const T* base, __m256i index) { return _mm256_i32gather_ps(base, index, 4); }
   // H(x): 1 where x >= 0 (also -0.0), 0 where x < 0, NaN kept.
   static R step(R x) {
     const R ge = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ);
@@ -54,6 +58,10 @@ struct F64x4 {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(x), _mm256_extractf128_pd(x, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
   }
+  static __m128i lane_times(int32_t stride) {
+    return _mm_mullo_epi32(_mm_setr_epi32(0, 1, 2, 3), _mm_set1_epi32(stride));
+  }
+  static R gather(const T* base, __m128i index) { return _mm256_i32gather_pd(base, index, 8); }
   static R step(R x) {
     const R ge = _mm256_cmp_pd(x, _mm256_setzero_pd(), _CMP_GE_OQ);
     const R nan = _mm256_cmp_pd(x, x, _CMP_UNORD_Q);
@@ -83,7 +91,8 @@ template <typename T>
 constexpr MicroKernel<T> kKernel{
     "avx2", kMR, kNV * Family<T>::V::kWidth, sizeof(T) == 4 ? 240 : 120, 256, sizeof(T) == 4 ? 4096 : 2048,
     &simd::tile_kernel<typename Family<T>::V, kMR, kNV, false>, &simd::tile_kernel<typename Family<T>::V, kMR, kNV, true>,
-    &simd::dot_block<typename Family<T>::V, kDotR, kDotS>, &simd::fma_probe<typename Family<T>::V>};
+    &simd::dot_block<typename Family<T>::V, kDotR, kDotS>, &simd::skinny_block<typename Family<T>::V>,
+    &simd::fma_probe<typename Family<T>::V>};
 
 }  // namespace
 

@@ -20,6 +20,15 @@ struct F32x16 {
   static R add(R a, R b) { return _mm512_add_ps(a, b); }
   static R load_partial(const T* p, int count) { return _mm512_maskz_loadu_ps(__mmask16((1u << count) - 1), p); }
   static T reduce(R x) { return _mm512_reduce_add_ps(x); }
+  static __m512i lane_times(int32_t stride) {
+    return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                              _mm512_set1_epi32(stride));
+  }
+  static R gather(const T* base, __m512i index) { return _mm512_i32gather_ps(index, base, 4); }
+  using Mask = __mmask16;
+  static __m512i index_vector(const int32_t* lanes) { return _mm512_loadu_si512(lanes); }
+  static R permute2(R a, __m512i index, R b) { return _mm512_permutex2var_ps(a, index, b); }
+  static R merge(R dst, Mask m, R src) { return _mm512_mask_mov_ps(dst, m, src); }
   // H(x): 1 where x >= 0 (also -0.0), 0 where x < 0, NaN kept.
   static R step(R x) {
     const __mmask16 ge = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
@@ -40,6 +49,16 @@ struct F64x8 {
   static R add(R a, R b) { return _mm512_add_pd(a, b); }
   static R load_partial(const T* p, int count) { return _mm512_maskz_loadu_pd(__mmask8((1u << count) - 1), p); }
   static T reduce(R x) { return _mm512_reduce_add_pd(x); }
+  static __m256i lane_times(int32_t stride) {
+    return _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
+  }
+  static R gather(const T* base, __m256i index) { return _mm512_i32gather_pd(index, base, 8); }
+  using Mask = __mmask8;
+  static __m512i index_vector(const int32_t* lanes) {
+    return _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lanes)));
+  }
+  static R permute2(R a, __m512i index, R b) { return _mm512_permutex2var_pd(a, index, b); }
+  static R merge(R dst, Mask m, R src) { return _mm512_mask_mov_pd(dst, m, src); }
   static R step(R x) {
     const __mmask8 ge = _mm512_cmp_pd_mask(x, _mm512_setzero_pd(), _CMP_GE_OQ);
     const __mmask8 nan = _mm512_cmp_pd_mask(x, x, _CMP_UNORD_Q);
@@ -50,6 +69,105 @@ struct F64x8 {
 constexpr int kMR = 12;
 constexpr int kNV = 2;
 constexpr int kDotR = 4, kDotS = 4;  // dot tiles: 16 accumulators, 4 + 4 operand vectors
+
+// MicroKernel::skinny for a dense row-major A (a_rs == k, a_cs == 1, k <= 8): W rows of A are k whole vectors,
+// and column p of those rows is picked out of them with two-source permutes (element l*k + p of the block goes to
+// lane l), several times cheaper than a gather. K is a template parameter so that everything stays in registers.
+// Other layouts take the gathering kernel.
+template <class V, int K>
+void skinny_dense_k(int64_t m, int64_t n, const typename V::T* a, const typename V::T* b, int64_t b_rs,
+                    int64_t b_cs, typename V::T* c, int64_t c_rs, int64_t c_cs, bool load_c,
+                    const typename V::T* bias, int64_t bias_stride, bool step) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr int W = V::kWidth;
+  constexpr int kPairs = (K + 1) / 2;
+  // For column p and vector pair t (elements [2tW, 2tW + 2W) of the block): lane l takes element l*K + p if it
+  // falls in that pair, at position (l*K + p) mod 2W of the pair.
+  __m512i index[K];
+  typename V::Mask in_pair[K][kPairs];
+  for (int p = 0; p < K; ++p) {
+    alignas(64) int32_t lanes[W];
+    for (int l = 0; l < W; ++l) lanes[l] = (l * K + p) % (2 * W);
+    index[p] = V::index_vector(lanes);
+    for (int t = 0; t < kPairs; ++t) {
+      unsigned bits = 0;
+      for (int l = 0; l < W; ++l) bits |= unsigned((l * K + p) / (2 * W) == t) << l;
+      in_pair[p][t] = static_cast<typename V::Mask>(bits);
+    }
+  }
+  const int64_t m_full = m - m % W;
+  for (int64_t j = 0; j < n; ++j) {
+    T w[K];
+    for (int p = 0; p < K; ++p) w[p] = b[p * b_rs + j * b_cs];
+    R w_vec[K];
+#pragma GCC unroll 8
+    for (int p = 0; p < K; ++p) w_vec[p] = V::broadcast(&w[p]);
+    const R bias_vec = bias ? V::broadcast(bias + j * bias_stride) : V::zero();
+    T* c_col = c + j * c_cs;
+    for (int64_t i0 = 0; i0 < m_full; i0 += W) {
+      const T* block = a + i0 * K;
+      R v[2 * kPairs];
+#pragma GCC unroll 8
+      for (int q = 0; q < K; ++q) v[q] = V::load(block + q * W);
+      if (K % 2) v[K] = V::zero();
+      R x = bias_vec;
+#pragma GCC unroll 8
+      for (int p = 0; p < K; ++p) {
+        R column = V::permute2(v[0], index[p], v[1]);
+#pragma GCC unroll 4
+        for (int t = 1; t < kPairs; ++t)
+          column = V::merge(column, in_pair[p][t], V::permute2(v[2 * t], index[p], v[2 * t + 1]));
+        x = V::fma(column, w_vec[p], x);
+      }
+      T* dst = c_col + i0 * c_rs;
+      alignas(64) T buf[W];
+      if (load_c) {
+        if (c_rs == 1) {
+          x = V::add(x, V::load(dst));
+        } else {
+          for (int l = 0; l < W; ++l) buf[l] = dst[l * c_rs];
+          x = V::add(x, V::load(buf));
+        }
+      }
+      if (step) x = V::step(x);
+      if (c_rs == 1) {
+        V::store(dst, x);
+      } else {
+        V::store(buf, x);
+        for (int l = 0; l < W; ++l) dst[l * c_rs] = buf[l];
+      }
+    }
+  }
+  if (m_full < m)  // the last rows, one at a time
+    simd::skinny_block<V>(m - m_full, n, K, a + m_full * K, K, 1, b, b_rs, b_cs, c + m_full * c_rs, c_rs, c_cs,
+                          load_c, bias, bias_stride, step);
+}
+
+template <class V>
+void skinny_dense(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t a_rs, int64_t a_cs,
+                  const typename V::T* b, int64_t b_rs, int64_t b_cs, typename V::T* c, int64_t c_rs, int64_t c_cs,
+                  bool load_c, const typename V::T* bias, int64_t bias_stride, bool step) {
+  if (a_cs == 1 && a_rs == k && m >= V::kWidth) {
+#define LINNEURON_SKINNY_CASE(K) \
+  case K:                        \
+    return skinny_dense_k<V, K>(m, n, a, b, b_rs, b_cs, c, c_rs, c_cs, load_c, bias, bias_stride, step);
+    switch (k) {
+      LINNEURON_SKINNY_CASE(1)
+      LINNEURON_SKINNY_CASE(2)
+      LINNEURON_SKINNY_CASE(3)
+      LINNEURON_SKINNY_CASE(4)
+      LINNEURON_SKINNY_CASE(5)
+      LINNEURON_SKINNY_CASE(6)
+      LINNEURON_SKINNY_CASE(7)
+      LINNEURON_SKINNY_CASE(8)
+      default:
+        break;
+    }
+#undef LINNEURON_SKINNY_CASE
+  }
+  simd::skinny_block<V>(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, c_cs, load_c, bias, bias_stride, step);
+}
 
 // Family<T>: the vector traits for element type T.
 template <typename T>
@@ -70,7 +188,8 @@ template <typename T>
 constexpr MicroKernel<T> kKernel{
     "avx512", kMR, kNV * Family<T>::V::kWidth, sizeof(T) == 4 ? 240 : 120, 256, sizeof(T) == 4 ? 4096 : 2048,
     &simd::tile_kernel<typename Family<T>::V, kMR, kNV, false>, &simd::tile_kernel<typename Family<T>::V, kMR, kNV, true>,
-    &simd::dot_block<typename Family<T>::V, kDotR, kDotS>, &simd::fma_probe<typename Family<T>::V>};
+    &simd::dot_block<typename Family<T>::V, kDotR, kDotS>, &skinny_dense<typename Family<T>::V>,
+    &simd::fma_probe<typename Family<T>::V>};
 
 }  // namespace
 

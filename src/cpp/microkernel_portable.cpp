@@ -52,6 +52,22 @@ void portable_dot(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, con
     }
 }
 
+// SkinnyKernelFn of microkernel.h: the same sums, row by row.
+template <typename T>
+void portable_skinny(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_t a_cs, const T* b,
+                     int64_t b_rs, int64_t b_cs, T* c, int64_t c_rs, int64_t c_cs, bool load_c, const T* bias,
+                     int64_t bias_stride, bool step) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      T v = T(0);
+      for (int64_t p = 0; p < k; ++p) v += a[i * a_rs + p * a_cs] * b[p * b_rs + j * b_cs];
+      T& dst = c[i * c_rs + j * c_cs];
+      if (load_c) v += dst;
+      if (bias) v += bias[j * bias_stride];
+      dst = step ? unit_step(v) : v;
+    }
+}
+
 // MicroKernel::fma_probe for the baseline ISA: 16 independent scalar chains (the compiler may vectorise them).
 template <typename T>
 int64_t portable_fma_probe(int64_t iterations, T* sink) {
@@ -80,6 +96,7 @@ const MicroKernel<T>& portable_micro_kernel() {
                                      &portable_kernel<T, false>,
                                      &portable_kernel<T, true>,
                                      &portable_dot<T>,
+                                     &portable_skinny<T>,
                                      &portable_fma_probe<T>};
   return kernel;
 }

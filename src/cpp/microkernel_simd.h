@@ -217,5 +217,69 @@ int64_t fma_probe(int64_t iterations, typename V::T* sink) {
   return iterations * kChains * V::kWidth * 2;
 }
 
+// MicroKernel::skinny: vectors of V::kWidth rows; up to four columns of C per pass over A's rows. A column of A
+// is gathered (lane l reads row i0 + l), B's elements are broadcast. Rows past the last full vector are done
+// one at a time, so nothing outside A, B or C's valid elements is read or written.
+template <class V>
+void skinny_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t a_rs, int64_t a_cs,
+                  const typename V::T* b, int64_t b_rs, int64_t b_cs, typename V::T* c, int64_t c_rs, int64_t c_cs,
+                  bool load_c, const typename V::T* bias, int64_t bias_stride, bool step) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr int W = V::kWidth;
+  constexpr int kCols = 4;
+  const auto rows_index = V::lane_times(static_cast<int32_t>(a_rs));
+  const int64_t m_full = m - m % W;
+  for (int64_t j0 = 0; j0 < n; j0 += kCols) {
+    const int cols = static_cast<int>(n - j0 < kCols ? n - j0 : kCols);
+    for (int64_t i0 = 0; i0 < m_full; i0 += W) {
+      R acc[kCols];
+#pragma GCC unroll 4
+      for (int jj = 0; jj < kCols; ++jj) acc[jj] = V::zero();
+      const T* a_rows = a + i0 * a_rs;
+      for (int64_t p = 0; p < k; ++p) {
+        const R column = V::gather(a_rows + p * a_cs, rows_index);
+        const T* b_row = b + p * b_rs + j0 * b_cs;
+#pragma GCC unroll 4
+        for (int jj = 0; jj < kCols; ++jj)
+          if (jj < cols) acc[jj] = V::fma(column, V::broadcast(b_row + jj * b_cs), acc[jj]);
+      }
+#pragma GCC unroll 4
+      for (int jj = 0; jj < kCols; ++jj) {
+        if (jj >= cols) break;
+        T* c_col = c + i0 * c_rs + (j0 + jj) * c_cs;
+        R x = acc[jj];
+        alignas(64) T buf[W];
+        if (load_c) {
+          if (c_rs == 1) {
+            x = V::add(x, V::load(c_col));
+          } else {
+            for (int l = 0; l < W; ++l) buf[l] = c_col[l * c_rs];
+            x = V::add(x, V::load(buf));
+          }
+        }
+        if (bias) x = V::add(x, V::broadcast(bias + (j0 + jj) * bias_stride));
+        if (step) x = V::step(x);
+        if (c_rs == 1) {
+          V::store(c_col, x);
+        } else {
+          V::store(buf, x);
+          for (int l = 0; l < W; ++l) c_col[l * c_rs] = buf[l];
+        }
+      }
+    }
+  }
+  for (int64_t i = m_full; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      T v = T(0);
+      for (int64_t p = 0; p < k; ++p) v += a[i * a_rs + p * a_cs] * b[p * b_rs + j * b_cs];
+      T& dst = c[i * c_rs + j * c_cs];
+      if (load_c) v += dst;
+      if (bias) v += bias[j * bias_stride];
+      if (step) v = v >= T(0) ? T(1) : (v != v ? v : T(0));
+      dst = v;
+    }
+}
+
 }  // namespace simd
 }  // namespace linneuron
