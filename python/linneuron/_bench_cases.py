@@ -40,14 +40,14 @@ class Built:
 
 @dataclass
 class Case:
-    op: str  # linear | linear+bwd | neuron | neuron+bwd | module | module+bwd | step
+    op: str  # linear | linear+bwd | neuron | neuron+bwd | module | module+bwd | step | step-out
     shape: tuple[int, ...]  # (batch, in, out) or (elements,)
     dtype: torch.dtype
     goal: float | None = None
 
     @property
     def shape_text(self) -> str:
-        if self.op == "step":
+        if self.op.startswith("step"):
             n = self.shape[0]
             return f"{n // (1024 * 1024)}M" if n % (1024 * 1024) == 0 else str(n)
         b, i, o = self.shape
@@ -187,6 +187,31 @@ def _step(case: Case, gen: torch.Generator) -> Built:
                  lambda: (LF.step(z), torch.heaviside(z, one)))  # fmt: skip
 
 
+def _step_into(case: Case, gen: torch.Generator) -> Built:
+    """The step kernel alone, writing into an existing output (torch.heaviside(..., out=) on the torch side).
+
+    This isolates the kernel from the allocation of a fresh output, whose first-touch page faults cost more than
+    the step itself at this size, so its rate can be compared with the measured memory bandwidth.
+    """
+    from linneuron import _core
+
+    (n,) = case.shape
+    z = _randn(gen, n, dtype=case.dtype)
+    out_ln = torch.empty_like(z)
+    out_torch = torch.empty_like(z)
+    one = torch.ones((), dtype=case.dtype)
+    code = {torch.float32: _core.FLOAT32, torch.float64: _core.FLOAT64}[case.dtype]
+
+    def ln():
+        _core.step_forward(code, 1, n, z.data_ptr(), 0, 1, out_ln.data_ptr(), 0, 1)
+        return out_ln
+
+    def ref():
+        return torch.heaviside(z, one, out=out_torch)
+
+    return Built(ln, ref, 2.0 * n * z.element_size(), "GB/s", lambda: (ln().clone(), ref().clone()))
+
+
 _BUILDERS: dict[str, Callable[[Case, torch.Generator], Built]] = {
     "linear": lambda c, g: _forward(c, g, fused_step=False),
     "neuron": lambda c, g: _forward(c, g, fused_step=True),
@@ -195,6 +220,7 @@ _BUILDERS: dict[str, Callable[[Case, torch.Generator], Built]] = {
     "module": lambda c, g: _module(c, g, train=False),
     "module+bwd": lambda c, g: _module(c, g, train=True),
     "step": _step,
+    "step-out": _step_into,
 }
 
 
@@ -244,7 +270,7 @@ def default_cases(quick: bool = False) -> list[Case]:
     cases += [Case("linear+bwd", s, f32, GOAL_LARGE) for s in LARGE]
     cases += [Case("linear", s, f32, GOAL_SMALL) for s in SMALL]
     cases += [Case("module", TUTORIAL, f32, GOAL_TUTORIAL_NO_GRAD), Case("module+bwd", TUTORIAL, f32, GOAL_TUTORIAL_TRAIN)]
-    cases += [Case("step", (STEP_ELEMENTS,), f32, GOAL_STEP)]
+    cases += [Case("step", (STEP_ELEMENTS,), f32, GOAL_STEP), Case("step-out", (STEP_ELEMENTS,), f32, GOAL_STEP)]
     for s in [(64, 64, 64), (8192, 64, 64), (65536, 2, 1), (8192, 784, 10), (1024, 1024, 1024)]:
         cases.append(Case("neuron", s, f32, GOAL_NEURON_SMALL_K if s[1] <= 64 else GOAL_NEURON))
     cases += [Case("neuron+bwd", (8192, 64, 64), f32, None), Case("linear+bwd", (8192, 64, 64), f32, None)]
