@@ -232,8 +232,11 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
 
           if (plan.pack_b) {
             auto pack = [&](int64_t s) {
-              pack_b_sliver(kc, std::min(nr, nc - s * nr), b_block + s * nr * g.b_cs, g.b_rs, g.b_cs, nr,
-                            b_packed + s * nr * kc);
+              const int64_t cols = std::min(nr, nc - s * nr);
+              if (g.b_rs == 1 && uk.pack_b_transposed)
+                uk.pack_b_transposed(kc, cols, b_block + s * nr * g.b_cs, g.b_cs, nr, b_packed + s * nr * kc);
+              else
+                pack_b_sliver(kc, cols, b_block + s * nr * g.b_cs, g.b_rs, g.b_cs, nr, b_packed + s * nr * kc);
             };
             if (team > 1) {
   #pragma omp for schedule(static)

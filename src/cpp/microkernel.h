@@ -52,6 +52,9 @@ struct MicroKernel {
   // Peak-rate probe: `iterations` rounds of independent FMAs on registers of this family's width; returns the
   // floating-point operations done (2 per lane per FMA) and stores a result in *sink so none is optimised away.
   int64_t (*fma_probe)(int64_t iterations, T* sink);
+  // Optional (may be null): packs one nr-sliver of B = Wᵀ from a row-major W, out[p*nr + j] = w[j*ld + p] for
+  // p < kc, j < cols, zero for cols <= j < nr; a blocked in-register transpose instead of strided scalar copies.
+  void (*pack_b_transposed)(int64_t kc, int64_t cols, const T* w, int64_t ld, int64_t nr, T* out);
 };
 
 // One accessor per compiled family; each lives in its own translation unit with its own target flags.

@@ -92,7 +92,7 @@ constexpr MicroKernel<T> kKernel{
     "avx2", kMR, kNV * Family<T>::V::kWidth, sizeof(T) == 4 ? 240 : 120, 256, sizeof(T) == 4 ? 4096 : 2048,
     &simd::tile_kernel<typename Family<T>::V, kMR, kNV, false>, &simd::tile_kernel<typename Family<T>::V, kMR, kNV, true>,
     &simd::dot_block<typename Family<T>::V, kDotR, kDotS>, &simd::skinny_block<typename Family<T>::V>,
-    &simd::fma_probe<typename Family<T>::V>};
+    &simd::fma_probe<typename Family<T>::V>, nullptr};
 
 }  // namespace
 

@@ -169,6 +169,74 @@ void skinny_dense(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64
   simd::skinny_block<V>(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, c_cs, load_c, bias, bias_stride, step);
 }
 
+// In-register transposes for MicroKernel::pack_b_transposed: r[i] holds row i of a W x W block on entry and
+// column i on exit. Three rounds of shuffles: within 128-bit lanes, then across lanes with shuffle_f32x4/f64x2.
+inline void transpose_block(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4i + c], 128-bit lane L: column 4L + c of rows 4i .. 4i + 3.
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+    const __m512 w0 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+    const __m512 w1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+    r[c] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+    r[8 + c] = _mm512_shuffle_f32x4(v0, w0, 0xDD);
+    r[4 + c] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+    r[12 + c] = _mm512_shuffle_f32x4(v1, w1, 0xDD);
+  }
+}
+
+inline void transpose_block(__m512d r[8]) {
+  __m512d t[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm512_unpacklo_pd(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_pd(r[2 * i], r[2 * i + 1]);
+  }
+  // t[2i + c], 128-bit lane L: column 2L + c of rows 2i, 2i + 1.
+  for (int c = 0; c < 2; ++c) {
+    const __m512d v0 = _mm512_shuffle_f64x2(t[c], t[2 + c], 0x88), v1 = _mm512_shuffle_f64x2(t[c], t[2 + c], 0xDD);
+    const __m512d w0 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0x88);
+    const __m512d w1 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0xDD);
+    r[c] = _mm512_shuffle_f64x2(v0, w0, 0x88);
+    r[4 + c] = _mm512_shuffle_f64x2(v0, w0, 0xDD);
+    r[2 + c] = _mm512_shuffle_f64x2(v1, w1, 0x88);
+    r[6 + c] = _mm512_shuffle_f64x2(v1, w1, 0xDD);
+  }
+}
+
+template <class V>
+void pack_b_transposed(int64_t kc, int64_t cols, const typename V::T* w, int64_t ld, int64_t nr,
+                       typename V::T* out) {
+  using T = typename V::T;
+  constexpr int W = V::kWidth;
+  const int64_t cols_full = cols - cols % W, kc_full = kc - kc % W;
+  for (int64_t j0 = 0; j0 < cols_full; j0 += W) {
+    for (int64_t p0 = 0; p0 < kc_full; p0 += W) {
+      typename V::R r[W];
+      for (int i = 0; i < W; ++i) r[i] = V::load(w + (j0 + i) * ld + p0);
+      transpose_block(r);
+      for (int q = 0; q < W; ++q) V::store(out + (p0 + q) * nr + j0, r[q]);
+    }
+    for (int64_t j = j0; j < j0 + W; ++j)
+      for (int64_t p = kc_full; p < kc; ++p) out[p * nr + j] = w[j * ld + p];
+  }
+  for (int64_t j = cols_full; j < cols; ++j)
+    for (int64_t p = 0; p < kc; ++p) out[p * nr + j] = w[j * ld + p];
+  for (int64_t p = 0; p < kc; ++p)
+    for (int64_t j = cols; j < nr; ++j) out[p * nr + j] = T(0);
+}
+
 // Family<T>: the vector traits for element type T.
 template <typename T>
 struct Family;
@@ -189,7 +257,7 @@ constexpr MicroKernel<T> kKernel{
     "avx512", kMR, kNV * Family<T>::V::kWidth, sizeof(T) == 4 ? 240 : 120, 256, sizeof(T) == 4 ? 4096 : 2048,
     &simd::tile_kernel<typename Family<T>::V, kMR, kNV, false>, &simd::tile_kernel<typename Family<T>::V, kMR, kNV, true>,
     &simd::dot_block<typename Family<T>::V, kDotR, kDotS>, &skinny_dense<typename Family<T>::V>,
-    &simd::fma_probe<typename Family<T>::V>};
+    &simd::fma_probe<typename Family<T>::V>, &pack_b_transposed<typename Family<T>::V>};
 
 }  // namespace
 

@@ -97,7 +97,8 @@ const MicroKernel<T>& portable_micro_kernel() {
                                      &portable_kernel<T, true>,
                                      &portable_dot<T>,
                                      &portable_skinny<T>,
-                                     &portable_fma_probe<T>};
+                                     &portable_fma_probe<T>,
+                                     nullptr};
   return kernel;
 }
 
