@@ -43,6 +43,44 @@ void for_each_row_range(int64_t rows, int64_t cols, RowFn row_fn) {
   for (int64_t r = 0; r < rows; ++r) row_fn(r, 0, cols);
 }
 
+// The surrogate-gradient and column-sum loops are compiled three times (AVX-512, AVX2, baseline) and the loader
+// picks the clone this CPU runs (GCC/Clang function multiversioning), so they use the full vector width without
+// a separate translation unit per ISA.
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+#define LINNEURON_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define LINNEURON_CLONES
+#endif
+
+// gz[i] = gy[i] * s'(z[i]) over contiguous arrays, one loop per surrogate so that each vectorises (the formulas
+// are those of neuron_math.h, written out branch-free).
+#define LINNEURON_SURROGATE_LOOPS(T)                                                                 \
+  LINNEURON_CLONES void ste_loop(const T* z, const T* gy, T* gz, int64_t n, T alpha) {               \
+    for (int64_t i = 0; i < n; ++i) {                                                                \
+      const T az = alpha * z[i];                                                                     \
+      const T d = (az <= T(1) && az >= T(-1)) ? T(1) : (z[i] != z[i] ? z[i] : T(0));                 \
+      gz[i] = gy[i] * d;                                                                             \
+    }                                                                                                \
+  }                                                                                                  \
+  LINNEURON_CLONES void atan_loop(const T* z, const T* gy, T* gz, int64_t n, T alpha) {              \
+    const T scale = T(1.5707963267948966) * alpha, half_alpha = alpha / T(2);                        \
+    for (int64_t i = 0; i < n; ++i) {                                                                \
+      const T u = scale * z[i];                                                                      \
+      gz[i] = gy[i] * (half_alpha / (T(1) + u * u));                                                 \
+    }                                                                                                \
+  }                                                                                                  \
+  /* out[j - j0] += dy(r, j) for rows r0 <= r < r1, columns j0 <= j < j1 (unit column stride). */   \
+  LINNEURON_CLONES void sum_rows(const T* dy, int64_t rs, int64_t r0, int64_t r1, int64_t j0, int64_t j1, \
+                                 T* out) {                                                           \
+    for (int64_t r = r0; r < r1; ++r) {                                                              \
+      const T* row = dy + r * rs + j0;                                                               \
+      for (int64_t j = 0; j < j1 - j0; ++j) out[j] += row[j];                                        \
+    }                                                                                                \
+  }
+LINNEURON_SURROGATE_LOOPS(float)
+LINNEURON_SURROGATE_LOOPS(double)
+#undef LINNEURON_SURROGATE_LOOPS
+
 // Outputs at least this large bypass the caches (they would evict everything else) and get huge-page advice.
 constexpr std::size_t kStreamingBytes = std::size_t(8) << 20;
 
@@ -134,6 +172,13 @@ void step_backward(int64_t rows, int64_t cols, const T* z, int64_t z_rs, int64_t
     const T* zr = z + r * z_rs;
     const T* gyr = grad_y + r * gy_rs;
     T* gzr = grad_z + r * gz_rs;
+    if (z_cs == 1 && gy_cs == 1 && gz_cs == 1 && (kind == Surrogate::Ste || kind == Surrogate::Atan)) {
+      if (kind == Surrogate::Ste)
+        ste_loop(zr + c0, gyr + c0, gzr + c0, c1 - c0, alpha);
+      else
+        atan_loop(zr + c0, gyr + c0, gzr + c0, c1 - c0, alpha);
+      return;
+    }
     for (int64_t c = c0; c < c1; ++c)
       gzr[c * gz_cs] = gyr[c * gy_cs] * surrogate_derivative(kind, zr[c * z_cs], alpha);
   });
@@ -150,13 +195,13 @@ void bias_grad(int64_t m, int64_t n, const T* dy, int64_t dy_rs, int64_t dy_cs, 
   auto chunk_sum = [=](int64_t chunk, int64_t j0, int64_t j1, T* out) {
     for (int64_t j = j0; j < j1; ++j) out[j - j0] = T(0);
     const int64_t r1 = std::min(m, (chunk + 1) * kChunk);
+    if (dy_cs == 1) {
+      sum_rows(dy, dy_rs, chunk * kChunk, r1, j0, j1, out);
+      return;
+    }
     for (int64_t r = chunk * kChunk; r < r1; ++r) {
       const T* row = dy + r * dy_rs;
-      if (dy_cs == 1) {
-        for (int64_t j = j0; j < j1; ++j) out[j - j0] += row[j];
-      } else {
-        for (int64_t j = j0; j < j1; ++j) out[j - j0] += row[j * dy_cs];
-      }
+      for (int64_t j = j0; j < j1; ++j) out[j - j0] += row[j * dy_cs];
     }
   };
   auto finish = [=](int64_t j, T total) {
