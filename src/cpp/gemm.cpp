@@ -7,14 +7,15 @@
 //
 // Packing is decided per call. Large products pack A blocks and B panels into contiguous, cache-sized buffers
 // (the packing is amortised over many tiles and avoids cache-set conflicts at power-of-two strides). Small and
-// skinny products, where packing would cost as much as the arithmetic, feed the operands to the micro-kernel
-// in place (the "direct" path): a row- or column-major A is read where it lies, and so is a B whose rows are
-// contiguous; only partial edge slivers are copied into small padded buffers.
+// skinny products, where packing would cost as much as the arithmetic, skip it:
+//   direct  the register-tile kernel reads a row- or column-major A where it lies, and so a B whose rows are
+//           contiguous; only partial edge slivers are copied into small padded buffers;
+//   dot     both operands contiguous along k (the forward X Wᵀ) with a short batch or few outputs: dot products;
+//   skinny  tall products with tiny k and n (65536 x 2 -> 1): vectors run along the batch.
 //
 // Threads form a tm x tn grid: each owns a contiguous, mr-aligned range of rows and a range of B slivers, so the
 // split is balanced to within one sliver. A shared B panel is packed by the whole team between two barriers.
 #include <algorithm>
-#include <cstdlib>
 #include <new>
 
 #include "gemm.h"
@@ -102,15 +103,13 @@ struct Plan {
   int nthreads;
 };
 
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  return v ? std::atoi(v) : fallback;
-}
 
 template <typename T>
 Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   Plan plan;
-  static const int dot_m = env_int("LINNEURON_TUNE_DOT_M", 16), dot_n = env_int("LINNEURON_TUNE_DOT_N", 16);
+  // Dot products beat packing B = Wᵀ while the batch (or the output width) is short: measured on Zen 5, the
+  // packed kernel wins from about 16 rows on.
+  constexpr int64_t dot_m = 16, dot_n = 16;
   // The skinny kernel's gather indices are 32-bit: lane * a_rs must fit.
   plan.skinny = g.k <= 8 && g.n <= 8 && g.m >= 64 && g.a_rs < (int64_t(1) << 26) && g.a_rs > -(int64_t(1) << 26);
   plan.dot = !plan.skinny && g.a_cs == 1 && g.b_rs == 1 && (g.m <= dot_m || g.n <= dot_n);
