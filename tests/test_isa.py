@@ -119,7 +119,7 @@ SHAPES = [
     (25, 47, 300),
     (100, 70, 129),
     (250, 19, 260),
-    (130, 150, 520),
+    (130, 150, 300),
     (5, 4100, 3),
     (2, 2100, 40),
     (70, 1, 2),
@@ -145,7 +145,7 @@ def test_every_layout_matches_reference(rng, isa, shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("shape", [(1, 9, 33), (13, 33, 17), (250, 19, 260), (130, 150, 520), (64, 3, 2)], ids=_shape_id)
+@pytest.mark.parametrize("shape", [(1, 9, 33), (13, 33, 17), (250, 19, 260), (130, 150, 300), (64, 3, 2)], ids=_shape_id)
 @pytest.mark.parametrize(
     "epilogue",
     [
@@ -164,7 +164,7 @@ def test_epilogues(rng, isa, shape, dtype, epilogue):
 
 
 @pytest.mark.parametrize("c_layout", ["col", "strided", "padded", "reversed"])
-@pytest.mark.parametrize("shape", [(13, 33, 17), (1, 40, 20), (130, 150, 520), (40, 3, 70)], ids=_shape_id)
+@pytest.mark.parametrize("shape", [(13, 33, 17), (1, 40, 20), (130, 150, 300), (40, 3, 70)], ids=_shape_id)
 def test_output_layouts(rng, isa, shape, c_layout):
     for dtype in DTYPES:
         for a_layout, b_layout in [("row", "col"), ("row", "row"), ("col", "row")]:

@@ -111,7 +111,9 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // packed kernel wins from about 16 rows on.
   constexpr int64_t dot_m = 16, dot_n = 16;
   // The skinny kernel's gather indices are 32-bit: lane * a_rs must fit.
-  plan.skinny = g.k <= 8 && g.n <= 8 && g.m >= 64 && g.a_rs < (int64_t(1) << 26) && g.a_rs > -(int64_t(1) << 26);
+  constexpr int64_t kMaxGatherStride = int64_t(1) << 26;
+  const bool gather_ok = -kMaxGatherStride < g.a_rs && g.a_rs < kMaxGatherStride;
+  plan.skinny = g.k <= 8 && g.n <= 8 && g.m >= 64 && gather_ok;
   plan.dot = !plan.skinny && g.a_cs == 1 && g.b_rs == 1 && (g.m <= dot_m || g.n <= dot_n);
   const bool a_direct = g.a_cs == 1 || g.a_rs == 1;
   const bool b_direct = g.b_cs == 1;
