@@ -40,7 +40,7 @@ double fma_peak_gflops(int threads, double seconds) {
     iterations *= 4;
   }
   // Best of several short trials: on a shared machine a trial only ever runs slower than the hardware allows.
-  constexpr int kTrials = 10;
+  constexpr int kTrials = 30;
   iterations = std::max<int64_t>(1, iterations / kTrials);
   double best = 0.0;
   for (int trial = 0; trial < kTrials; ++trial) {

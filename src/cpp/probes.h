@@ -5,7 +5,7 @@
 
 namespace linneuron {
 
-// GFLOP/s of the active micro-kernel family's FMA loop on `threads` threads: the best of ten trials that take
+// GFLOP/s of the active micro-kernel family's FMA loop on `threads` threads: the best of 30 short trials that take
 // about `seconds` seconds together.
 template <typename T>
 double fma_peak_gflops(int threads, double seconds);
