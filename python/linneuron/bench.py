@@ -82,7 +82,7 @@ def machine_info(threads: list[int]) -> dict[str, Any]:
         measured[n] = {
             "float32_gflops": _core.fma_peak_gflops(_core.FLOAT32, n, _RATE_PROBE_SECONDS),
             "float64_gflops": _core.fma_peak_gflops(_core.FLOAT64, n, _RATE_PROBE_SECONDS),
-            "bandwidth_gbs": _core.memory_bandwidth_gbs(n, _BANDWIDTH_BYTES, 3),
+            "bandwidth_gbs": _core.memory_bandwidth_gbs(n, _BANDWIDTH_BYTES, 10),
         }
     # A multi-thread probe on a busy machine rarely gets all its cores at once, so the peaks used for the
     # "% peak" column are at least n times the 1-thread FMA rate (cores share no FMA units) and at least the
