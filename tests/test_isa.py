@@ -171,12 +171,51 @@ def test_output_layouts(rng, isa, shape, c_layout):
             _check(rng, *shape, dtype, a_layout, b_layout, c_layout=c_layout, accumulate=True)
 
 
-@pytest.mark.parametrize("shape", [(300, 200, 300), (8, 700, 64), (1000, 5, 40), (3, 3, 3), (97, 513, 31), (4099, 3, 2)], ids=_shape_id)
+@pytest.mark.parametrize("shape", [(300, 200, 300), (16, 3000, 300), (90, 120, 400), (250000, 8, 8), (1000, 5, 40), (3, 3, 3)], ids=_shape_id)
 def test_two_threads_match_reference(rng, isa, shape):
     linneuron.set_num_threads(2)  # restored by conftest
     for dtype in DTYPES:
         for a_layout, b_layout in [("row", "col"), ("row", "row"), ("col", "row")]:
             _check(rng, *shape, dtype, a_layout, b_layout, step=shape[0] == 8)
+
+
+@pytest.mark.parametrize("m, n", [(600_000, 3), (5000, 200)])
+def test_bias_grad_is_identical_for_one_and_two_threads(rng, m, n):
+    """Large enough for two threads (both ways of splitting the work): the sums must match bit for bit."""
+    dy = rng.standard_normal((m, n)).astype(np.float32)
+    results = []
+    for threads in (1, 2):
+        linneuron.set_num_threads(threads)  # restored by conftest
+        db = np.empty(n, dtype=np.float32)
+        _core.bias_grad(_core.FLOAT32, m, n, _ptr(dy), n, 1, _ptr(db), 1, False)
+        results.append(db)
+    np.testing.assert_array_equal(results[0], results[1])
+    expected = dy.astype(np.float64).sum(axis=0)
+    np.testing.assert_allclose(results[0], expected, rtol=0, atol=1e-3 * np.sqrt(m))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_large_step_and_surrogates_match_reference(rng, threads):
+    """Sizes that take the streaming-store path of the step and split across threads, at an odd offset."""
+    linneuron.set_num_threads(threads)
+    n = (9 << 20) // 4 + 3  # just over the 8 MiB streaming threshold
+    z = (rng.standard_normal(n + 1) * 2).astype(np.float32)[1:]  # not 16-byte aligned
+    z[:4] = [-0.0, 0.0, np.nan, -1.0]
+    out = linneuron.numpy.step(z)
+    expected = np.where(z >= 0, 1.0, 0.0).astype(np.float32)
+    expected[np.isnan(z)] = np.nan
+    np.testing.assert_array_equal(out, expected)
+    gy = rng.standard_normal(n).astype(np.float32)
+    gz = np.empty_like(gy)
+    for code, alpha, formula in [
+        (1, 1.0, lambda z, a: (np.abs(a * z) <= 1).astype(np.float64)),
+        (3, 2.0, lambda z, a: (a / 2) / (1 + (np.pi / 2 * a * z) ** 2)),
+    ]:
+        _core.step_backward(_core.FLOAT32, 1, n, _ptr(z), 0, 1, _ptr(gy), 0, 1, _ptr(gz), 0, 1, code, alpha)
+        want = gy.astype(np.float64) * formula(z.astype(np.float64), alpha)
+        finite = ~np.isnan(z)
+        np.testing.assert_allclose(gz[finite], want[finite], rtol=8 * np.finfo(np.float32).eps, atol=1e-30)
+        assert np.isnan(gz[2])
 
 
 def test_guard_band_is_untouched(rng, isa):

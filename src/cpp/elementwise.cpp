@@ -21,8 +21,9 @@
 namespace linneuron {
 namespace {
 
-// Below this many elements a parallel region costs more than the work.
-constexpr int64_t kParallelGrain = 1 << 15;
+// Below this many elements per thread a parallel region costs more than it saves (256 Ki elements is ~1 MiB,
+// tens of microseconds of streaming, against a few microseconds to wake and join a thread).
+constexpr int64_t kParallelGrain = 1 << 18;
 
 int threads_for(int64_t elements) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), elements / kParallelGrain)));

@@ -121,9 +121,10 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   plan.pack_a = !a_direct || (g.n > 4 * uk.nr && g.m > uk.mr && g.k > 16);
   // B is reused once per A sliver.
   plan.pack_b = !b_direct || g.m > 8 * uk.mr;
-  // Below ~64 KFLOP per thread the team start-up costs more than it saves.
+  // Waking a second thread and meeting it at a barrier costs a few microseconds on an idle machine (and a whole
+  // scheduler slice on a busy one), the time of ~1 MFLOP here: each thread gets at least 2 MFLOP of work.
   const double flops = 2.0 * double(g.m) * double(g.n) * double(g.k);
-  plan.nthreads = static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), flops / 65536.0)));
+  plan.nthreads = static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), flops / 2e6)));
   return plan;
 }
 
