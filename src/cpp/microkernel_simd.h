@@ -166,28 +166,34 @@ inline void dot_tile_store(int64_t k, const typename V::T* a, int64_t a_rs, cons
 }
 
 // The whole m x n block of microkernel.h's DotKernelFn, in R x S tiles; edge rows and columns use 1-wide tiles.
+// The smaller operand is the one re-read: with a short batch (m < n) the loop over W's rows is outermost, so W
+// streams through once while the few rows of A stay in cache; with few outputs it is the other way round.
 template <class V, int R, int S>
 void dot_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t a_rs, const typename V::T* b,
                int64_t b_cs, typename V::T* c, int64_t c_rs, int64_t c_cs, bool load_c, const typename V::T* bias,
                int64_t bias_stride, bool step) {
   const int64_t m_full = m - m % R, n_full = n - n % S;
-  for (int64_t i = 0; i < m; i += (i < m_full ? R : 1)) {
-    const bool full_rows = i < m_full;
-    for (int64_t j = 0; j < n; j += (j < n_full ? S : 1)) {
-      const bool full_cols = j < n_full;
-      const auto* bj = b + j * b_cs;
-      auto* cij = c + i * c_rs + j * c_cs;
-      const auto* bias_j = bias ? bias + j * bias_stride : nullptr;
-      const auto* ai = a + i * a_rs;
-      if (full_rows && full_cols)
-        dot_tile_store<V, R, S>(k, ai, a_rs, bj, b_cs, cij, c_rs, c_cs, load_c, bias_j, bias_stride, step);
-      else if (full_rows)
-        dot_tile_store<V, R, 1>(k, ai, a_rs, bj, b_cs, cij, c_rs, c_cs, load_c, bias_j, bias_stride, step);
-      else if (full_cols)
-        dot_tile_store<V, 1, S>(k, ai, a_rs, bj, b_cs, cij, c_rs, c_cs, load_c, bias_j, bias_stride, step);
-      else
-        dot_tile_store<V, 1, 1>(k, ai, a_rs, bj, b_cs, cij, c_rs, c_cs, load_c, bias_j, bias_stride, step);
-    }
+  auto tile = [&](int64_t i, int64_t j) {
+    const bool full_rows = i < m_full, full_cols = j < n_full;
+    const auto* bj = b + j * b_cs;
+    auto* cij = c + i * c_rs + j * c_cs;
+    const auto* bias_j = bias ? bias + j * bias_stride : nullptr;
+    const auto* ai = a + i * a_rs;
+    if (full_rows && full_cols)
+      dot_tile_store<V, R, S>(k, ai, a_rs, bj, b_cs, cij, c_rs, c_cs, load_c, bias_j, bias_stride, step);
+    else if (full_rows)
+      dot_tile_store<V, R, 1>(k, ai, a_rs, bj, b_cs, cij, c_rs, c_cs, load_c, bias_j, bias_stride, step);
+    else if (full_cols)
+      dot_tile_store<V, 1, S>(k, ai, a_rs, bj, b_cs, cij, c_rs, c_cs, load_c, bias_j, bias_stride, step);
+    else
+      dot_tile_store<V, 1, 1>(k, ai, a_rs, bj, b_cs, cij, c_rs, c_cs, load_c, bias_j, bias_stride, step);
+  };
+  if (m < n) {
+    for (int64_t j = 0; j < n; j += (j < n_full ? S : 1))
+      for (int64_t i = 0; i < m; i += (i < m_full ? R : 1)) tile(i, j);
+  } else {
+    for (int64_t i = 0; i < m; i += (i < m_full ? R : 1))
+      for (int64_t j = 0; j < n; j += (j < n_full ? S : 1)) tile(i, j);
   }
 }
 
