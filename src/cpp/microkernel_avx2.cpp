@@ -73,6 +73,60 @@ constexpr int kMR = 6;
 constexpr int kNV = 2;
 constexpr int kDotR = 2, kDotS = 4;  // dot tiles: 8 accumulators, 2 + 4 operand vectors
 
+// In-register transposes for MicroKernel::pack_b_transposed: r[i] holds row i of a W x W block on entry and
+// column i on exit (unpacks within 128-bit lanes, then lane swaps).
+inline void transpose_block(__m256 r[8]) {
+  __m256 t[8], u[8];
+  for (int h = 0; h < 2; ++h) {  // rows 4h .. 4h + 3
+    __m256* q = r + 4 * h;
+    t[4 * h] = _mm256_unpacklo_ps(q[0], q[1]);
+    t[4 * h + 1] = _mm256_unpackhi_ps(q[0], q[1]);
+    t[4 * h + 2] = _mm256_unpacklo_ps(q[2], q[3]);
+    t[4 * h + 3] = _mm256_unpackhi_ps(q[2], q[3]);
+    // u[4h + c], low lane: column c of rows 4h .. 4h + 3; high lane: column c + 4.
+    u[4 * h] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0x44);
+    u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0xEE);
+    u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+    u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+    r[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+  }
+}
+
+inline void transpose_block(__m256d r[4]) {
+  const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+  const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+  r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+  r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+  r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+  r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+
+// MicroKernel::pack_b_transposed: out[p*nr + j] = w[j*ld + p], W x W blocks through registers, edges scalar.
+template <class V>
+void pack_b_transposed(int64_t kc, int64_t cols, const typename V::T* w, int64_t ld, int64_t nr,
+                       typename V::T* out) {
+  using T = typename V::T;
+  constexpr int W = V::kWidth;
+  const int64_t cols_full = cols - cols % W, kc_full = kc - kc % W;
+  for (int64_t j0 = 0; j0 < cols_full; j0 += W) {
+    for (int64_t p0 = 0; p0 < kc_full; p0 += W) {
+      typename V::R r[W];
+      for (int i = 0; i < W; ++i) r[i] = V::load(w + (j0 + i) * ld + p0);
+      transpose_block(r);
+      for (int q = 0; q < W; ++q) V::store(out + (p0 + q) * nr + j0, r[q]);
+    }
+    for (int64_t j = j0; j < j0 + W; ++j)
+      for (int64_t p = kc_full; p < kc; ++p) out[p * nr + j] = w[j * ld + p];
+  }
+  for (int64_t j = cols_full; j < cols; ++j)
+    for (int64_t p = 0; p < kc; ++p) out[p * nr + j] = w[j * ld + p];
+  for (int64_t p = 0; p < kc; ++p)
+    for (int64_t j = cols; j < nr; ++j) out[p * nr + j] = T(0);
+}
+
 // Family<T>: the vector traits for element type T.
 template <typename T>
 struct Family;
@@ -92,7 +146,7 @@ constexpr MicroKernel<T> kKernel{
     "avx2", kMR, kNV * Family<T>::V::kWidth, sizeof(T) == 4 ? 240 : 120, 256, sizeof(T) == 4 ? 4096 : 2048,
     &simd::tile_kernel<typename Family<T>::V, kMR, kNV, false>, &simd::tile_kernel<typename Family<T>::V, kMR, kNV, true>,
     &simd::dot_block<typename Family<T>::V, kDotR, kDotS>, &simd::skinny_block<typename Family<T>::V>,
-    &simd::fma_probe<typename Family<T>::V>, nullptr};
+    &simd::fma_probe<typename Family<T>::V>, &pack_b_transposed<typename Family<T>::V>};
 
 }  // namespace
 
