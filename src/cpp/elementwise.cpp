@@ -6,7 +6,7 @@
 // 64 MiB output otherwise costs 16384 page faults, more time than the step itself.
 #include <algorithm>
 #include <cstdint>
-#include <vector>
+#include <new>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -17,6 +17,7 @@
 
 #include "gemm.h"
 #include "runtime.h"
+#include "workspace.h"
 
 namespace linneuron {
 namespace {
@@ -229,9 +230,11 @@ void bias_grad(int64_t m, int64_t n, const T* dy, int64_t dy_rs, int64_t dy_cs, 
     return;
   }
   // Few columns, many rows: threads share the chunks, then the partial sums are added in chunk order.
-  std::vector<T> partial(static_cast<std::size_t>(n_chunks * n));
+  // The partial sums live in the calling thread's reusable workspace: no allocation once it has grown.
+  T* partial = static_cast<T*>(thread_workspace(sizeof(T) * static_cast<std::size_t>(n_chunks * n)));
+  if (!partial) throw std::bad_alloc();
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-  for (int64_t chunk = 0; chunk < n_chunks; ++chunk) chunk_sum(chunk, 0, n, partial.data() + chunk * n);
+  for (int64_t chunk = 0; chunk < n_chunks; ++chunk) chunk_sum(chunk, 0, n, partial + chunk * n);
   for (int64_t j = 0; j < n; ++j) {
     T total = T(0);
     for (int64_t chunk = 0; chunk < n_chunks; ++chunk) total += partial[chunk * n + j];
