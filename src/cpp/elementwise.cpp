@@ -56,28 +56,27 @@ void for_each_row_range(int64_t rows, int64_t cols, RowFn row_fn) {
 
 // gz[i] = gy[i] * s'(z[i]) over contiguous arrays, one loop per surrogate so that each vectorises (the formulas
 // are those of neuron_math.h, written out branch-free).
-#define LINNEURON_SURROGATE_LOOPS(T)                                                                 \
-  LINNEURON_CLONES void ste_loop(const T* z, const T* gy, T* gz, int64_t n, T alpha) {               \
-    for (int64_t i = 0; i < n; ++i) {                                                                \
-      const T az = alpha * z[i];                                                                     \
-      const T d = (az <= T(1) && az >= T(-1)) ? T(1) : (z[i] != z[i] ? z[i] : T(0));                 \
-      gz[i] = gy[i] * d;                                                                             \
-    }                                                                                                \
-  }                                                                                                  \
-  LINNEURON_CLONES void atan_loop(const T* z, const T* gy, T* gz, int64_t n, T alpha) {              \
-    const T scale = T(1.5707963267948966) * alpha, half_alpha = alpha / T(2);                        \
-    for (int64_t i = 0; i < n; ++i) {                                                                \
-      const T u = scale * z[i];                                                                      \
-      gz[i] = gy[i] * (half_alpha / (T(1) + u * u));                                                 \
-    }                                                                                                \
-  }                                                                                                  \
-  /* out[j - j0] += dy(r, j) for rows r0 <= r < r1, columns j0 <= j < j1 (unit column stride). */   \
-  LINNEURON_CLONES void sum_rows(const T* dy, int64_t rs, int64_t r0, int64_t r1, int64_t j0, int64_t j1, \
-                                 T* out) {                                                           \
-    for (int64_t r = r0; r < r1; ++r) {                                                              \
-      const T* row = dy + r * rs + j0;                                                               \
-      for (int64_t j = 0; j < j1 - j0; ++j) out[j] += row[j];                                        \
-    }                                                                                                \
+#define LINNEURON_SURROGATE_LOOPS(T)                                                                                \
+  LINNEURON_CLONES void ste_loop(const T* z, const T* gy, T* gz, int64_t n, T alpha) {                              \
+    for (int64_t i = 0; i < n; ++i) {                                                                               \
+      const T az = alpha * z[i];                                                                                    \
+      const T d = (az <= T(1) && az >= T(-1)) ? T(1) : (z[i] != z[i] ? z[i] : T(0));                                \
+      gz[i] = gy[i] * d;                                                                                            \
+    }                                                                                                               \
+  }                                                                                                                 \
+  LINNEURON_CLONES void atan_loop(const T* z, const T* gy, T* gz, int64_t n, T alpha) {                             \
+    const T scale = T(1.5707963267948966) * alpha, half_alpha = alpha / T(2);                                       \
+    for (int64_t i = 0; i < n; ++i) {                                                                               \
+      const T u = scale * z[i];                                                                                     \
+      gz[i] = gy[i] * (half_alpha / (T(1) + u * u));                                                                \
+    }                                                                                                               \
+  }                                                                                                                 \
+  /* out[j - j0] += dy(r, j) for rows r0 <= r < r1, columns j0 <= j < j1 (unit column stride). */                   \
+  LINNEURON_CLONES void sum_rows(const T* dy, int64_t rs, int64_t r0, int64_t r1, int64_t j0, int64_t j1, T* out) { \
+    for (int64_t r = r0; r < r1; ++r) {                                                                             \
+      const T* row = dy + r * rs + j0;                                                                              \
+      for (int64_t j = 0; j < j1 - j0; ++j) out[j] += row[j];                                                       \
+    }                                                                                                               \
   }
 LINNEURON_SURROGATE_LOOPS(float)
 LINNEURON_SURROGATE_LOOPS(double)
@@ -167,8 +166,8 @@ void step_forward(int64_t rows, int64_t cols, const T* in, int64_t in_rs, int64_
 }
 
 template <typename T>
-void step_backward(int64_t rows, int64_t cols, const T* z, int64_t z_rs, int64_t z_cs, const T* grad_y,
-                   int64_t gy_rs, int64_t gy_cs, T* grad_z, int64_t gz_rs, int64_t gz_cs, Surrogate kind, T alpha) {
+void step_backward(int64_t rows, int64_t cols, const T* z, int64_t z_rs, int64_t z_cs, const T* grad_y, int64_t gy_rs,
+                   int64_t gy_cs, T* grad_z, int64_t gz_rs, int64_t gz_cs, Surrogate kind, T alpha) {
   if (rows <= 0 || cols <= 0) return;
   for_each_row_range(rows, cols, [=](int64_t r, int64_t c0, int64_t c1) {
     const T* zr = z + r * z_rs;
@@ -181,8 +180,7 @@ void step_backward(int64_t rows, int64_t cols, const T* z, int64_t z_rs, int64_t
         atan_loop(zr + c0, gyr + c0, gzr + c0, c1 - c0, alpha);
       return;
     }
-    for (int64_t c = c0; c < c1; ++c)
-      gzr[c * gz_cs] = gyr[c * gy_cs] * surrogate_derivative(kind, zr[c * z_cs], alpha);
+    for (int64_t c = c0; c < c1; ++c) gzr[c * gz_cs] = gyr[c * gy_cs] * surrogate_derivative(kind, zr[c * z_cs], alpha);
   });
 }
 
@@ -242,10 +240,10 @@ void bias_grad(int64_t m, int64_t n, const T* dy, int64_t dy_rs, int64_t dy_cs, 
   }
 }
 
-#define LINNEURON_INSTANTIATE(T)                                                                                   \
-  template void step_forward<T>(int64_t, int64_t, const T*, int64_t, int64_t, T*, int64_t, int64_t);               \
-  template void step_backward<T>(int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t, int64_t, T*,     \
-                                 int64_t, int64_t, Surrogate, T);                                                  \
+#define LINNEURON_INSTANTIATE(T)                                                                               \
+  template void step_forward<T>(int64_t, int64_t, const T*, int64_t, int64_t, T*, int64_t, int64_t);           \
+  template void step_backward<T>(int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t, int64_t, T*, \
+                                 int64_t, int64_t, Surrogate, T);                                              \
   template void bias_grad<T>(int64_t, int64_t, const T*, int64_t, int64_t, T*, int64_t, bool);
 LINNEURON_INSTANTIATE(float)
 LINNEURON_INSTANTIATE(double)

@@ -15,10 +15,11 @@
 //
 // Threads form a tm x tn grid: each owns a contiguous, mr-aligned range of rows and a range of B slivers, so the
 // split is balanced to within one sliver. A shared B panel is packed by the whole team between two barriers.
+#include "gemm.h"
+
 #include <algorithm>
 #include <new>
 
-#include "gemm.h"
 #include "microkernel.h"
 #include "runtime.h"
 #include "workspace.h"
@@ -98,11 +99,10 @@ void epilogue_only(const GemmArgs<T>& g) {
 
 struct Plan {
   bool skinny;  // k and n tiny, m large: vectors along m (gathered columns of A), no packing
-  bool dot;  // both operands contiguous along k and the product small or skinny: dot-product kernel, no packing
+  bool dot;     // both operands contiguous along k and the product small or skinny: dot-product kernel, no packing
   bool pack_a, pack_b;
   int nthreads;
 };
-
 
 template <typename T>
 Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
@@ -142,8 +142,7 @@ void unpacked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, bool skinny, 
       uk.skinny(i1 - i0, j1 - j0, g.k, a, g.a_rs, g.a_cs, b, g.b_rs, g.b_cs, c, g.c_rs, g.c_cs, g.accumulate, bias,
                 g.bias_stride, g.step);
     else
-      uk.dot(i1 - i0, j1 - j0, g.k, a, g.a_rs, b, g.b_cs, c, g.c_rs, g.c_cs, g.accumulate, bias, g.bias_stride,
-             g.step);
+      uk.dot(i1 - i0, j1 - j0, g.k, a, g.a_rs, b, g.b_cs, c, g.c_rs, g.c_cs, g.accumulate, bias, g.bias_stride, g.step);
   };
   if (nthreads <= 1) {
     run(0, g.m, 0, g.n);
@@ -207,92 +206,92 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
   // One thread's share of the work; the worksharing and barrier inside are orphaned OpenMP constructs, skipped
   // entirely when a single thread runs (no parallel region is entered then).
   auto thread_body = [&](int tid, int team) {
-      // Thread grid: split rows when there are at least as many row slivers as column slivers, else columns.
-      const int tm = m_slivers >= n_slivers_max ? team : 1;
-      const int tn = team / tm;
-      const int ti = tid / tn, tj = tid % tn;
-      const int64_t row_begin = std::min(g.m, m_slivers * ti / tm * mr);
-      const int64_t row_end = std::min(g.m, m_slivers * (ti + 1) / tm * mr);
-      const bool active = tid < tm * tn;
+    // Thread grid: split rows when there are at least as many row slivers as column slivers, else columns.
+    const int tm = m_slivers >= n_slivers_max ? team : 1;
+    const int tn = team / tm;
+    const int ti = tid / tn, tj = tid % tn;
+    const int64_t row_begin = std::min(g.m, m_slivers * ti / tm * mr);
+    const int64_t row_end = std::min(g.m, m_slivers * (ti + 1) / tm * mr);
+    const bool active = tid < tm * tn;
 
-      T* mine = workspace + bias_elems + b_elems + tid * per_thread;
-      T* a_packed = mine;
-      T* a_edge = mine + a_elems;
-      T* b_edge = a_edge + a_edge_elems;
+    T* mine = workspace + bias_elems + b_elems + tid * per_thread;
+    T* a_packed = mine;
+    T* a_edge = mine + a_elems;
+    T* b_edge = a_edge + a_edge_elems;
 
-      for (int64_t jc = 0; jc < g.n; jc += nc_max) {
-        const int64_t nc = std::min(nc_max, g.n - jc);
-        const int64_t n_slivers = ceil_div(nc, nr);
-        const int64_t s_begin = n_slivers * tj / tn, s_end = n_slivers * (tj + 1) / tn;
-        for (int64_t pc = 0; pc < g.k; pc += kc_max) {
-          const int64_t kc = std::min(kc_max, g.k - pc);
-          const bool load_c = g.accumulate || pc > 0;
-          const bool last_k = pc + kc == g.k;
-          const T* tile_bias = last_k ? bias : nullptr;
-          const bool tile_step = last_k && g.step;
-          const T* b_block = g.b + pc * g.b_rs + jc * g.b_cs;
+    for (int64_t jc = 0; jc < g.n; jc += nc_max) {
+      const int64_t nc = std::min(nc_max, g.n - jc);
+      const int64_t n_slivers = ceil_div(nc, nr);
+      const int64_t s_begin = n_slivers * tj / tn, s_end = n_slivers * (tj + 1) / tn;
+      for (int64_t pc = 0; pc < g.k; pc += kc_max) {
+        const int64_t kc = std::min(kc_max, g.k - pc);
+        const bool load_c = g.accumulate || pc > 0;
+        const bool last_k = pc + kc == g.k;
+        const T* tile_bias = last_k ? bias : nullptr;
+        const bool tile_step = last_k && g.step;
+        const T* b_block = g.b + pc * g.b_rs + jc * g.b_cs;
 
-          if (plan.pack_b) {
-            auto pack = [&](int64_t s) {
-              const int64_t cols = std::min(nr, nc - s * nr);
-              if (g.b_rs == 1 && uk.pack_b_transposed)
-                uk.pack_b_transposed(kc, cols, b_block + s * nr * g.b_cs, g.b_cs, nr, b_packed + s * nr * kc);
-              else
-                pack_b_sliver(kc, cols, b_block + s * nr * g.b_cs, g.b_rs, g.b_cs, nr, b_packed + s * nr * kc);
-            };
-            if (team > 1) {
-  #pragma omp for schedule(static)
-              for (int64_t s = 0; s < n_slivers; ++s) pack(s);
-            } else {
-              for (int64_t s = 0; s < n_slivers; ++s) pack(s);
-            }
-          }
-
-          for (int64_t ic = row_begin; active && ic < row_end; ic += mc_max) {
-            const int64_t mc = std::min(mc_max, row_end - ic);
-            const T* a_block = g.a + ic * g.a_rs + pc * g.a_cs;
-            if (plan.pack_a) {
-              pack_a_block(mc, kc, a_block, g.a_rs, g.a_cs, mr, a_packed);
-            } else if (mc % mr != 0) {
-              // The partial last tile is copied (zero-padded) so that the kernel never reads past row m.
-              pack_a_block(mc % mr, kc, a_block + (mc - mc % mr) * g.a_rs, g.a_rs, g.a_cs, mr, a_edge);
-            }
-            for (int64_t s = s_begin; s < s_end; ++s) {
-              const int64_t j = jc + s * nr;
-              const int64_t n_valid = std::min(nr, g.n - j);
-              const T* b_sliver;
-              int64_t b_rs;
-              if (plan.pack_b) {
-                b_sliver = b_packed + s * nr * kc, b_rs = nr;
-              } else if (n_valid == nr) {
-                b_sliver = b_block + s * nr, b_rs = g.b_rs;
-              } else {
-                pack_b_sliver(kc, n_valid, b_block + s * nr, g.b_rs, g.b_cs, nr, b_edge);
-                b_sliver = b_edge, b_rs = nr;
-              }
-              T* c_col = g.c + j * g.c_cs;
-              const T* tile_bias_j = tile_bias ? tile_bias + j : nullptr;
-              for (int64_t ir = 0; ir < mc; ir += mr) {
-                const int64_t m_valid = std::min(mr, mc - ir);
-                T* c_tile = c_col + (ic + ir) * g.c_rs;
-                if (plan.pack_a) {
-                  uk.col_a(kc, a_packed + ir * kc, 1, mr, b_sliver, b_rs, c_tile, g.c_rs, g.c_cs, m_valid, n_valid,
-                           load_c, tile_bias_j, tile_step);
-                } else if (m_valid < mr) {
-                  uk.col_a(kc, a_edge, 1, mr, b_sliver, b_rs, c_tile, g.c_rs, g.c_cs, m_valid, n_valid, load_c,
-                           tile_bias_j, tile_step);
-                } else {
-                  direct_a_kernel(kc, a_block + ir * g.a_rs, g.a_rs, g.a_cs, b_sliver, b_rs, c_tile, g.c_rs, g.c_cs,
-                                  m_valid, n_valid, load_c, tile_bias_j, tile_step);
-                }
-              }
-            }
-          }
-          if (plan.pack_b && team > 1) {
-  #pragma omp barrier
+        if (plan.pack_b) {
+          auto pack = [&](int64_t s) {
+            const int64_t cols = std::min(nr, nc - s * nr);
+            if (g.b_rs == 1 && uk.pack_b_transposed)
+              uk.pack_b_transposed(kc, cols, b_block + s * nr * g.b_cs, g.b_cs, nr, b_packed + s * nr * kc);
+            else
+              pack_b_sliver(kc, cols, b_block + s * nr * g.b_cs, g.b_rs, g.b_cs, nr, b_packed + s * nr * kc);
+          };
+          if (team > 1) {
+#pragma omp for schedule(static)
+            for (int64_t s = 0; s < n_slivers; ++s) pack(s);
+          } else {
+            for (int64_t s = 0; s < n_slivers; ++s) pack(s);
           }
         }
+
+        for (int64_t ic = row_begin; active && ic < row_end; ic += mc_max) {
+          const int64_t mc = std::min(mc_max, row_end - ic);
+          const T* a_block = g.a + ic * g.a_rs + pc * g.a_cs;
+          if (plan.pack_a) {
+            pack_a_block(mc, kc, a_block, g.a_rs, g.a_cs, mr, a_packed);
+          } else if (mc % mr != 0) {
+            // The partial last tile is copied (zero-padded) so that the kernel never reads past row m.
+            pack_a_block(mc % mr, kc, a_block + (mc - mc % mr) * g.a_rs, g.a_rs, g.a_cs, mr, a_edge);
+          }
+          for (int64_t s = s_begin; s < s_end; ++s) {
+            const int64_t j = jc + s * nr;
+            const int64_t n_valid = std::min(nr, g.n - j);
+            const T* b_sliver;
+            int64_t b_rs;
+            if (plan.pack_b) {
+              b_sliver = b_packed + s * nr * kc, b_rs = nr;
+            } else if (n_valid == nr) {
+              b_sliver = b_block + s * nr, b_rs = g.b_rs;
+            } else {
+              pack_b_sliver(kc, n_valid, b_block + s * nr, g.b_rs, g.b_cs, nr, b_edge);
+              b_sliver = b_edge, b_rs = nr;
+            }
+            T* c_col = g.c + j * g.c_cs;
+            const T* tile_bias_j = tile_bias ? tile_bias + j : nullptr;
+            for (int64_t ir = 0; ir < mc; ir += mr) {
+              const int64_t m_valid = std::min(mr, mc - ir);
+              T* c_tile = c_col + (ic + ir) * g.c_rs;
+              if (plan.pack_a) {
+                uk.col_a(kc, a_packed + ir * kc, 1, mr, b_sliver, b_rs, c_tile, g.c_rs, g.c_cs, m_valid, n_valid,
+                         load_c, tile_bias_j, tile_step);
+              } else if (m_valid < mr) {
+                uk.col_a(kc, a_edge, 1, mr, b_sliver, b_rs, c_tile, g.c_rs, g.c_cs, m_valid, n_valid, load_c,
+                         tile_bias_j, tile_step);
+              } else {
+                direct_a_kernel(kc, a_block + ir * g.a_rs, g.a_rs, g.a_cs, b_sliver, b_rs, c_tile, g.c_rs, g.c_cs,
+                                m_valid, n_valid, load_c, tile_bias_j, tile_step);
+              }
+            }
+          }
+        }
+        if (plan.pack_b && team > 1) {
+#pragma omp barrier
+        }
       }
+    }
   };
   if (nthreads <= 1) {
     thread_body(0, 1);

@@ -18,17 +18,16 @@ namespace linneuron {
 
 template <typename T>
 using MicroKernelFn = void (*)(int64_t kc, const T* a, int64_t a_rs, int64_t a_cs, const T* b, int64_t b_rs, T* c,
-                               int64_t c_rs, int64_t c_cs, int64_t m_valid, int64_t n_valid, bool load_c,
-                               const T* bias, bool step);
+                               int64_t c_rs, int64_t c_cs, int64_t m_valid, int64_t n_valid, bool load_c, const T* bias,
+                               bool step);
 
 // Dot-product block kernel for the case where both operands are contiguous along k (A row-major, a_cs = 1, and
 // B = Wᵀ of a row-major W, b_rs = 1), as in the forward pass of a small batch. It computes a whole block:
 //   C(i, j) = [C(i, j) if load_c] + sum_p a[i*a_rs + p] * b[j*b_cs + p] [+ bias[j*bias_stride]] [then H(.)]
 // for i < m, j < n, with no packing at all; it reads exactly the m x k and n x k elements it is given.
 template <typename T>
-using DotKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, const T* b, int64_t b_cs,
-                             T* c, int64_t c_rs, int64_t c_cs, bool load_c, const T* bias, int64_t bias_stride,
-                             bool step);
+using DotKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, const T* b, int64_t b_cs, T* c,
+                             int64_t c_rs, int64_t c_cs, bool load_c, const T* bias, int64_t bias_stride, bool step);
 
 // Short-k kernel for tall, skinny products (k and n tiny, m large, e.g. 65536 x 2 -> 1), where neither register
 // tiles nor dot products have enough work per output. Vectors run along m: each k step gathers a column of A
@@ -42,12 +41,12 @@ using SkinnyKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int
 
 template <typename T>
 struct MicroKernel {
-  const char* isa;       // family name, as reported by linneuron.info()
-  int64_t mr, nr;        // register tile
-  int64_t mc, kc, nc;    // cache blocking suited to this kernel: A block mc x kc (L2), B panel kc x nc (L3)
-  MicroKernelFn<T> col_a;  // A with a_rs == 1 (packed slivers and column-major operands); a_rs is ignored
-  MicroKernelFn<T> row_a;  // A with a_cs == 1 (row-major operands); a_cs is ignored
-  DotKernelFn<T> dot;      // both operands contiguous along k; see above
+  const char* isa;           // family name, as reported by linneuron.info()
+  int64_t mr, nr;            // register tile
+  int64_t mc, kc, nc;        // cache blocking suited to this kernel: A block mc x kc (L2), B panel kc x nc (L3)
+  MicroKernelFn<T> col_a;    // A with a_rs == 1 (packed slivers and column-major operands); a_rs is ignored
+  MicroKernelFn<T> row_a;    // A with a_cs == 1 (row-major operands); a_cs is ignored
+  DotKernelFn<T> dot;        // both operands contiguous along k; see above
   SkinnyKernelFn<T> skinny;  // k and n tiny, m large; see above
   // Peak-rate probe: `iterations` rounds of independent FMAs on registers of this family's width; returns the
   // floating-point operations done (2 per lane per FMA) and stores a result in *sink so none is optimised away.

@@ -106,8 +106,7 @@ inline void transpose_block(__m256d r[4]) {
 
 // MicroKernel::pack_b_transposed: out[p*nr + j] = w[j*ld + p], W x W blocks through registers, edges scalar.
 template <class V>
-void pack_b_transposed(int64_t kc, int64_t cols, const typename V::T* w, int64_t ld, int64_t nr,
-                       typename V::T* out) {
+void pack_b_transposed(int64_t kc, int64_t cols, const typename V::T* w, int64_t ld, int64_t nr, typename V::T* out) {
   using T = typename V::T;
   constexpr int W = V::kWidth;
   const int64_t cols_full = cols - cols % W, kc_full = kc - kc % W;
@@ -142,11 +141,18 @@ struct Family<double> {
 // Blocking: kc x nr B sliver (16 KiB f32 at kc = 256) in L1, mc x kc A block in L2, kc x nc B panel in L3.
 // The tables are constant-initialised (no code with this file's target flags runs unless the CPU has the ISA).
 template <typename T>
-constexpr MicroKernel<T> kKernel{
-    "avx2", kMR, kNV * Family<T>::V::kWidth, sizeof(T) == 4 ? 240 : 120, 256, sizeof(T) == 4 ? 4096 : 2048,
-    &simd::tile_kernel<typename Family<T>::V, kMR, kNV, false>, &simd::tile_kernel<typename Family<T>::V, kMR, kNV, true>,
-    &simd::dot_block<typename Family<T>::V, kDotR, kDotS>, &simd::skinny_block<typename Family<T>::V>,
-    &simd::fma_probe<typename Family<T>::V>, &pack_b_transposed<typename Family<T>::V>};
+constexpr MicroKernel<T> kKernel{"avx2",
+                                 kMR,
+                                 kNV * Family<T>::V::kWidth,
+                                 sizeof(T) == 4 ? 240 : 120,
+                                 256,
+                                 sizeof(T) == 4 ? 4096 : 2048,
+                                 &simd::tile_kernel<typename Family<T>::V, kMR, kNV, false>,
+                                 &simd::tile_kernel<typename Family<T>::V, kMR, kNV, true>,
+                                 &simd::dot_block<typename Family<T>::V, kDotR, kDotS>,
+                                 &simd::skinny_block<typename Family<T>::V>,
+                                 &simd::fma_probe<typename Family<T>::V>,
+                                 &pack_b_transposed<typename Family<T>::V>};
 
 }  // namespace
 

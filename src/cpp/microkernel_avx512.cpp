@@ -75,9 +75,9 @@ constexpr int kDotR = 4, kDotS = 4;  // dot tiles: 16 accumulators, 4 + 4 operan
 // lane l), several times cheaper than a gather. K is a template parameter so that everything stays in registers.
 // Other layouts take the gathering kernel.
 template <class V, int K>
-void skinny_dense_k(int64_t m, int64_t n, const typename V::T* a, const typename V::T* b, int64_t b_rs,
-                    int64_t b_cs, typename V::T* c, int64_t c_rs, int64_t c_cs, bool load_c,
-                    const typename V::T* bias, int64_t bias_stride, bool step) {
+void skinny_dense_k(int64_t m, int64_t n, const typename V::T* a, const typename V::T* b, int64_t b_rs, int64_t b_cs,
+                    typename V::T* c, int64_t c_rs, int64_t c_cs, bool load_c, const typename V::T* bias,
+                    int64_t bias_stride, bool step) {
   using T = typename V::T;
   using R = typename V::R;
   constexpr int W = V::kWidth;
@@ -140,8 +140,8 @@ void skinny_dense_k(int64_t m, int64_t n, const typename V::T* a, const typename
     }
   }
   if (m_full < m)  // the last rows, one at a time
-    simd::skinny_block<V>(m - m_full, n, K, a + m_full * K, K, 1, b, b_rs, b_cs, c + m_full * c_rs, c_rs, c_cs,
-                          load_c, bias, bias_stride, step);
+    simd::skinny_block<V>(m - m_full, n, K, a + m_full * K, K, 1, b, b_rs, b_cs, c + m_full * c_rs, c_rs, c_cs, load_c,
+                          bias, bias_stride, step);
 }
 
 template <class V>
@@ -216,8 +216,7 @@ inline void transpose_block(__m512d r[8]) {
 }
 
 template <class V>
-void pack_b_transposed(int64_t kc, int64_t cols, const typename V::T* w, int64_t ld, int64_t nr,
-                       typename V::T* out) {
+void pack_b_transposed(int64_t kc, int64_t cols, const typename V::T* w, int64_t ld, int64_t nr, typename V::T* out) {
   using T = typename V::T;
   constexpr int W = V::kWidth;
   const int64_t cols_full = cols - cols % W, kc_full = kc - kc % W;
@@ -253,11 +252,18 @@ struct Family<double> {
 // while A slivers stream from an mc x kc block in L2; the kc x nc B panel lives in L3.
 // The tables are constant-initialised (no code with this file's target flags runs unless the CPU has the ISA).
 template <typename T>
-constexpr MicroKernel<T> kKernel{
-    "avx512", kMR, kNV * Family<T>::V::kWidth, sizeof(T) == 4 ? 240 : 120, 256, sizeof(T) == 4 ? 4096 : 2048,
-    &simd::tile_kernel<typename Family<T>::V, kMR, kNV, false>, &simd::tile_kernel<typename Family<T>::V, kMR, kNV, true>,
-    &simd::dot_block<typename Family<T>::V, kDotR, kDotS>, &skinny_dense<typename Family<T>::V>,
-    &simd::fma_probe<typename Family<T>::V>, &pack_b_transposed<typename Family<T>::V>};
+constexpr MicroKernel<T> kKernel{"avx512",
+                                 kMR,
+                                 kNV * Family<T>::V::kWidth,
+                                 sizeof(T) == 4 ? 240 : 120,
+                                 256,
+                                 sizeof(T) == 4 ? 4096 : 2048,
+                                 &simd::tile_kernel<typename Family<T>::V, kMR, kNV, false>,
+                                 &simd::tile_kernel<typename Family<T>::V, kMR, kNV, true>,
+                                 &simd::dot_block<typename Family<T>::V, kDotR, kDotS>,
+                                 &skinny_dense<typename Family<T>::V>,
+                                 &simd::fma_probe<typename Family<T>::V>,
+                                 &pack_b_transposed<typename Family<T>::V>};
 
 }  // namespace
 

@@ -11,9 +11,8 @@ constexpr int64_t kNR = 8;
 // A(i, p) = a[i*a_rs + p*a_cs]; the strides are fixed at compile time where the layout fixes them (1), so the
 // same body serves the column-major (packed) and row-major entry points of microkernel.h.
 template <typename T, bool kRowMajorA>
-void portable_kernel(int64_t kc, const T* a, int64_t a_rs, int64_t a_cs, const T* b, int64_t b_rs, T* c,
-                     int64_t c_rs, int64_t c_cs, int64_t m_valid, int64_t n_valid, bool load_c, const T* bias,
-                     bool step) {
+void portable_kernel(int64_t kc, const T* a, int64_t a_rs, int64_t a_cs, const T* b, int64_t b_rs, T* c, int64_t c_rs,
+                     int64_t c_cs, int64_t m_valid, int64_t n_valid, bool load_c, const T* bias, bool step) {
   const int64_t rs = kRowMajorA ? a_rs : 1, cs = kRowMajorA ? 1 : a_cs;
   T acc[kMR][kNR] = {};
   for (int64_t p = 0; p < kc; ++p) {
@@ -54,9 +53,9 @@ void portable_dot(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, con
 
 // SkinnyKernelFn of microkernel.h: the same sums, row by row.
 template <typename T>
-void portable_skinny(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_t a_cs, const T* b,
-                     int64_t b_rs, int64_t b_cs, T* c, int64_t c_rs, int64_t c_cs, bool load_c, const T* bias,
-                     int64_t bias_stride, bool step) {
+void portable_skinny(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_t a_cs, const T* b, int64_t b_rs,
+                     int64_t b_cs, T* c, int64_t c_rs, int64_t c_cs, bool load_c, const T* bias, int64_t bias_stride,
+                     bool step) {
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {
       T v = T(0);

@@ -17,9 +17,9 @@ namespace linneuron {
 namespace simd {
 
 template <class V, int MR, int NV, bool kRowMajorA>
-void tile_kernel(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs, const typename V::T* b,
-                 int64_t b_rs, typename V::T* c, int64_t c_rs, int64_t c_cs, int64_t m_valid, int64_t n_valid,
-                 bool load_c, const typename V::T* bias, bool step) {
+void tile_kernel(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs, const typename V::T* b, int64_t b_rs,
+                 typename V::T* c, int64_t c_rs, int64_t c_cs, int64_t m_valid, int64_t n_valid, bool load_c,
+                 const typename V::T* bias, bool step) {
   using T = typename V::T;
   using R = typename V::R;
   constexpr int W = V::kWidth;
