@@ -145,7 +145,9 @@ def test_every_layout_matches_reference(rng, isa, shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("shape", [(1, 9, 33), (13, 33, 17), (250, 19, 260), (130, 150, 300), (64, 3, 2)], ids=_shape_id)
+@pytest.mark.parametrize(
+    "shape", [(1, 9, 33), (13, 33, 17), (250, 19, 260), (130, 150, 300), (64, 3, 2)], ids=_shape_id
+)
 @pytest.mark.parametrize(
     "epilogue",
     [
@@ -171,7 +173,9 @@ def test_output_layouts(rng, isa, shape, c_layout):
             _check(rng, *shape, dtype, a_layout, b_layout, c_layout=c_layout, accumulate=True)
 
 
-@pytest.mark.parametrize("shape", [(300, 200, 300), (16, 3000, 300), (90, 120, 400), (250000, 8, 8), (1000, 5, 40), (3, 3, 3)], ids=_shape_id)
+@pytest.mark.parametrize(
+    "shape", [(300, 200, 300), (16, 3000, 300), (90, 120, 400), (250000, 8, 8), (1000, 5, 40), (3, 3, 3)], ids=_shape_id
+)
 def test_two_threads_match_reference(rng, isa, shape):
     linneuron.set_num_threads(2)  # restored by conftest
     for dtype in DTYPES:

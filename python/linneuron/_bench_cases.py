@@ -87,8 +87,9 @@ class _TorchAtanSpike(torch.autograd.Function):
 
 
 def _forward(case: Case, gen: torch.Generator, fused_step: bool) -> Built:
-    import linneuron.functional as LF
     import torch.nn.functional as F
+
+    import linneuron.functional as LF
 
     batch, k, n = case.shape
     x = _randn(gen, batch, k, dtype=case.dtype)
@@ -115,8 +116,9 @@ def _forward(case: Case, gen: torch.Generator, fused_step: bool) -> Built:
 
 def _training(case: Case, gen: torch.Generator, fused_step: bool) -> Built:
     """One forward and backward pass of a layer inside a network: gradients for input, weight and bias."""
-    import linneuron.functional as LF
     import torch.nn.functional as F
+
+    import linneuron.functional as LF
 
     batch, k, n = case.shape
     x = _randn(gen, batch, k, dtype=case.dtype, requires_grad=True)
@@ -269,7 +271,10 @@ def default_cases(quick: bool = False) -> list[Case]:
     cases = [Case("linear", s, f32, GOAL_LARGE) for s in LARGE]
     cases += [Case("linear+bwd", s, f32, GOAL_LARGE) for s in LARGE]
     cases += [Case("linear", s, f32, GOAL_SMALL) for s in SMALL]
-    cases += [Case("module", TUTORIAL, f32, GOAL_TUTORIAL_NO_GRAD), Case("module+bwd", TUTORIAL, f32, GOAL_TUTORIAL_TRAIN)]
+    cases += [
+        Case("module", TUTORIAL, f32, GOAL_TUTORIAL_NO_GRAD),
+        Case("module+bwd", TUTORIAL, f32, GOAL_TUTORIAL_TRAIN),
+    ]
     cases += [Case("step", (STEP_ELEMENTS,), f32, GOAL_STEP), Case("step-out", (STEP_ELEMENTS,), f32, GOAL_STEP)]
     for s in [(64, 64, 64), (8192, 64, 64), (65536, 2, 1), (8192, 784, 10), (1024, 1024, 1024)]:
         cases.append(Case("neuron", s, f32, GOAL_NEURON_SMALL_K if s[1] <= 64 else GOAL_NEURON))

@@ -235,7 +235,10 @@ def _scaling_note(rows: list[dict[str, Any]]) -> str | None:
     if 1 in pick and 2 in pick:
         ratio = pick[1]["linneuron_s"] / pick[2]["linneuron_s"]
         torch_ratio = pick[1]["torch_s"] / pick[2]["torch_s"]
-        return f"2 threads vs 1 on 2048x2048->2048 float32: linneuron {ratio:.2f}x, torch {torch_ratio:.2f}x (goal >= 1.8x)"
+        return (
+            f"2 threads vs 1 on 2048x2048->2048 float32: linneuron {ratio:.2f}x, torch {torch_ratio:.2f}x "
+            "(goal >= 1.8x)"
+        )
     return None
 
 
@@ -272,8 +275,11 @@ def run(args: argparse.Namespace) -> int:
         except ModuleNotFoundError as err:
             if err.name != "linneuron._bench_cuda":
                 raise
-            print("linneuron bench --device cuda: this installation has no CUDA benchmark module "
-                  "(linneuron._bench_cuda); run it from a build that includes the CUDA part.", file=sys.stderr)  # fmt: skip
+            print(
+                "linneuron bench --device cuda: this installation has no CUDA benchmark module "
+                "(linneuron._bench_cuda); run it from a build that includes the CUDA part.",
+                file=sys.stderr,
+            )
             return 2
         return _bench_cuda.run(args)
 
