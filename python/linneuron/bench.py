@@ -268,20 +268,33 @@ def plot(rows: list[dict[str, Any]], path: str, machine: dict[str, Any]) -> None
     fig.savefig(path, dpi=120)
 
 
+def _run_cuda(args: argparse.Namespace) -> int:
+    """Hands over to the GPU benchmark (linneuron._bench_cuda), or says clearly why it cannot run."""
+    import importlib
+
+    from linneuron import _cuda_loader
+
+    try:
+        bench_cuda = importlib.import_module("linneuron._bench_cuda")
+    except ModuleNotFoundError as err:
+        if err.name != "linneuron._bench_cuda":
+            raise
+        print(
+            "linneuron bench --device cuda: this installation has no CUDA benchmark module "
+            "(linneuron._bench_cuda); run it from a build that includes the CUDA part.",
+            file=sys.stderr,
+        )
+        return 2
+    _, reason = _cuda_loader.status()
+    if reason is not None:
+        print(f"linneuron bench --device cuda: no usable GPU: {reason}", file=sys.stderr)
+        return 2
+    return bench_cuda.run(args)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.device == "cuda":
-        try:
-            from linneuron import _bench_cuda
-        except ModuleNotFoundError as err:
-            if err.name != "linneuron._bench_cuda":
-                raise
-            print(
-                "linneuron bench --device cuda: this installation has no CUDA benchmark module "
-                "(linneuron._bench_cuda); run it from a build that includes the CUDA part.",
-                file=sys.stderr,
-            )
-            return 2
-        return _bench_cuda.run(args)
+        return _run_cuda(args)
 
     import torch
 
