@@ -309,3 +309,58 @@ def test_machine_probes_report_positive_rates():
     assert np.isfinite(gbs) and gbs > 0.01
     with pytest.raises(ValueError, match="threads"):
         _core.fma_peak_gflops(_core.FLOAT32, 0, 0.01)
+
+
+_GUARD_SCRIPT = r"""
+import ctypes, mmap, sys
+import numpy as np
+from linneuron import _core
+
+PAGE = mmap.PAGESIZE
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+keep = []
+
+def guarded(rows, cols, dtype, at_end, seed):
+    # A C-contiguous rows x cols array flush against an inaccessible page (after it, or before it).
+    nbytes = rows * cols * np.dtype(dtype).itemsize
+    data_pages = (nbytes + PAGE - 1) // PAGE
+    buf = mmap.mmap(-1, (data_pages + 2) * PAGE)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    assert libc.mprotect(base, PAGE, 0) == 0
+    assert libc.mprotect(base + (data_pages + 1) * PAGE, PAGE, 0) == 0
+    offset = (data_pages + 1) * PAGE - nbytes if at_end else PAGE
+    arr = np.frombuffer(buf, dtype=dtype, count=rows * cols, offset=offset).reshape(rows, cols)
+    arr[...] = np.random.default_rng(seed).standard_normal((rows, cols))
+    keep.append(buf)
+    return arr
+
+def es(a):
+    return tuple(s // a.itemsize for s in a.strides)
+
+def ptr(a):
+    return a.__array_interface__["data"][0]
+
+_core.set_active_isa(sys.argv[1])
+for dtype, code in [(np.float32, _core.FLOAT32), (np.float64, _core.FLOAT64)]:
+    for m, n, k in [(1, 37, 5), (13, 33, 17), (7, 70, 300), (100, 5, 2), (250, 40, 3), (130, 150, 300), (3, 1, 1)]:
+        for at_end in (True, False):
+            x = guarded(m, k, dtype, at_end, 1)
+            w = guarded(n, k, dtype, at_end, 2)
+            w_t = guarded(k, n, dtype, at_end, 3)
+            b = guarded(1, n, dtype, at_end, 4)[0]
+            for a, bmat in [(x, w.T), (x, w_t), (guarded(k, m, dtype, at_end, 5).T, w_t)]:
+                for c in [guarded(m, n, dtype, at_end, 6), guarded(n, m, dtype, at_end, 7).T]:
+                    _core.gemm(code, m, n, k, ptr(a), *es(a), ptr(bmat), *es(bmat), ptr(c), *es(c),
+                               ptr(b), 1, True, True)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("name", ALL_FAMILIES)
+def test_no_reads_or_writes_outside_the_operands(name):
+    """Every operand ends (or starts) right at an inaccessible page: any access outside it crashes the child."""
+    if name not in ISAS:
+        pytest.skip(f"{name} is not supported here")
+    out = subprocess.run([sys.executable, "-c", _GUARD_SCRIPT, name], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", (out.returncode, out.stderr[-2000:])
