@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import math
 
+import linneuron.functional as LF
 import pytest
 import torch
 import torch.nn.functional as TF
-
-import linneuron.functional as LF
 
 DTYPES = [torch.float32, torch.float64]
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import types
 
+import linneuron.functional as LF
 import pytest
 import torch
 import torch.nn.functional as TF
+from linneuron import _kernels, ops
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
-
-import linneuron.functional as LF
-from linneuron import _kernels, ops
 
 
 def _t(*shape, dtype=torch.float64, grad=True):
