@@ -239,3 +239,52 @@ def _autocast_cuda(op):
 
 _lib.impl("linear", _autocast_cuda(linear), "AutocastCUDA")
 _lib.impl("neuron", _autocast_cuda(neuron), "AutocastCUDA")
+
+
+# ---- vmap rules (torch.func): a batch of inputs against one weight is one more leading dim; else a loop --------
+
+
+def _pick(t, batch_dim, i):
+    return t if t is None or batch_dim is None else t.select(batch_dim, i)
+
+
+def _gemm_vmap(op):
+    def rule(info, in_dims, input, weight, bias=None):
+        input_dim, weight_dim = in_dims[:2]
+        bias_dim = in_dims[2] if len(in_dims) > 2 else None  # an omitted bias has no entry
+        if weight_dim is None and bias_dim is None:
+            return op(input.movedim(input_dim, 0), weight, bias), 0
+        # Per-sample weights: one GEMM per sample (each is a different matrix).
+        outs = [
+            op(_pick(input, input_dim, i), _pick(weight, weight_dim, i), _pick(bias, bias_dim, i))
+            for i in range(info.batch_size)
+        ]
+        return torch.stack(outs), 0
+
+    return rule
+
+
+def _step_vmap(info, in_dims, input, surrogate=3, alpha=2.0):
+    return step(input, surrogate, alpha), in_dims[0]  # elementwise: the batch dim stays where it is
+
+
+def _batch_first(t, batch_dim, batch_size):
+    return t.movedim(batch_dim, 0) if batch_dim is not None else t.expand(batch_size, *t.shape)
+
+
+def _step_backward_vmap(info, in_dims, grad_output, input, surrogate, alpha):
+    grad_output = _batch_first(grad_output, in_dims[0], info.batch_size)
+    input = _batch_first(input, in_dims[1], info.batch_size)
+    return step_backward(grad_output, input, surrogate, alpha), 0
+
+
+def _bias_grad_vmap(info, in_dims, grad_output):
+    (batch_dim,) = in_dims
+    return torch.stack([bias_grad(grad_output.select(batch_dim, i)) for i in range(info.batch_size)]), 0
+
+
+torch.library.register_vmap("linneuron::linear", _gemm_vmap(linear), lib=_lib)
+torch.library.register_vmap("linneuron::neuron", _gemm_vmap(neuron), lib=_lib)
+torch.library.register_vmap("linneuron::step", _step_vmap, lib=_lib)
+torch.library.register_vmap("linneuron::step_backward", _step_backward_vmap, lib=_lib)
+torch.library.register_vmap("linneuron::bias_grad", _bias_grad_vmap, lib=_lib)
