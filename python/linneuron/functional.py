@@ -11,7 +11,9 @@ function modes, functorch transforms or CUDA autocast), the call goes straight t
 ``torch.autograd.Function`` when a gradient is needed — which saves the dispatcher's per-call cost (the
 3 -> 1 tutorial layer is pure call overhead). Everywhere else it calls the registered ``torch.ops.linneuron`` ops
 (ops.py), which carry fake kernels and autograd formulas, so ``torch.compile(fullgraph=True)`` and
-``torch.export`` see one opaque op per call. Both paths run the same kernels and the same backward formulas.
+``torch.export`` see one opaque op per call. Under torch.func transforms (vmap, grad, jacrev, jacfwd, ...) and
+forward-mode AD, functorch-style autograd.Functions (with jvp and generated vmap rules) wrap the same ops. All
+paths run the same kernels and the same derivative formulas.
 
 The fused ``neuron`` applies the step inside the GEMM epilogue, so the weighted sum z is never stored. That is
 used whenever no gradient is needed (inference) or the surrogate is None (the exact gradient is zero). Training

@@ -1,4 +1,4 @@
-"""The ``torch.ops.linneuron`` operators: schemas, CPU/CUDA kernels, fake kernels, autograd and autocast rules.
+"""The ``torch.ops.linneuron`` operators: schemas, CPU/CUDA kernels, fake kernels, autograd, autocast, vmap rules.
 
 Ops (registered with ``torch.library.Library.define/impl``, the cheapest registration style per eager call;
 see docs/torch.md for the measurements):
