@@ -262,3 +262,11 @@ def test_cuda_side_stream_compile_opcheck_and_autocast():
         auto_ref = TF.linear(x, w, b)
     assert auto.dtype == auto_ref.dtype == torch.float16
     torch.testing.assert_close(auto, auto_ref, rtol=2e-3, atol=2e-3)
+
+
+def test_ops_reject_unknown_surrogate_codes_and_slopes():
+    z = torch.randn(3)
+    with pytest.raises(ValueError, match="surrogate code must be one of"):
+        ops.step(z, 7, 1.0)
+    with pytest.raises(ValueError, match="alpha must be positive"):
+        ops.step_backward(z, z, 3, 0.0)

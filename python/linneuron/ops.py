@@ -22,11 +22,11 @@ from __future__ import annotations
 import torch
 
 from . import _kernels
-from ._surrogate import second_derivative_factor
+from ._surrogate import SURROGATE_NAMES, second_derivative_factor
 
 __all__ = ["bias_grad", "linear", "neuron", "step", "step_backward"]
 
-_lib = torch.library.Library("linneuron", "DEF")  # noqa: TOR901 - kept alive for the life of the process
+_lib = torch.library.Library("linneuron", "DEF")  # a module global: the registrations live as long as the process
 _lib.define("linear(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor")
 _lib.define("neuron(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor")
 _lib.define("step(Tensor input, int surrogate=3, float alpha=2.0) -> Tensor")
@@ -53,13 +53,23 @@ def _neuron_kernel(input, weight, bias=None):
     return _kernels.linear(input, weight, bias, True, "neuron")
 
 
+def _check_surrogate(surrogate, alpha, fn):
+    """The ops take the kernel code directly (linneuron.functional maps names to codes and checks them)."""
+    if surrogate not in SURROGATE_NAMES:
+        raise ValueError(f"{fn}(): surrogate code must be one of {sorted(SURROGATE_NAMES)}, got {surrogate}")
+    if not alpha > 0:
+        raise ValueError(f"{fn}(): alpha must be positive, got {alpha}")
+
+
 def _step_kernel(input, surrogate=3, alpha=2.0):
     _kernels.check_step(input)
+    _check_surrogate(surrogate, alpha, "step")
     return _kernels.step(input)
 
 
 def _step_backward_kernel(grad_output, input, surrogate, alpha):
     _kernels.check_step(input, "step_backward")
+    _check_surrogate(surrogate, alpha, "step_backward")
     return _kernels.step_backward(grad_output, input, surrogate, alpha)
 
 
@@ -96,6 +106,7 @@ def _neuron_fake(input, weight, bias=None):
 @torch.library.register_fake("linneuron::step", lib=_lib)
 def _step_fake(input, surrogate=3, alpha=2.0):
     _kernels.check_step(input)
+    _check_surrogate(surrogate, alpha, "step")
     return input.new_empty(input.shape)
 
 
