@@ -19,12 +19,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Callable
+from typing import IO, Any, Callable
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import torch
 
 HELP = "run the neuron tutorial step by step on linneuron's kernels, checking each step against torch"
 
@@ -213,8 +210,9 @@ def one_neuron(weights: Sequence[float] = (0.5, 0.25, 0.75), theta: float = 1.0)
         _check("threshold form == bias form, for every pattern", fires_bias, fires_threshold),
         _check("bias as the weight of an input x0 = 1 == bias form", fires_bias_input, fires_bias),
     )
-    return OneNeuron(w, float(theta), bias, inputs, weighted_sum, fires_threshold, z, fires_bias,
-                     fires_bias_input, checks)  # fmt: skip
+    return OneNeuron(
+        w, float(theta), bias, inputs, weighted_sum, fires_threshold, z, fires_bias, fires_bias_input, checks
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -292,8 +290,15 @@ def layer_form(seed: int = DEFAULT_SEED) -> LayerForm:
         _check("linneuron.Linear.bias == nn.Linear.bias", ours.bias, reference.bias),
         _check("zhat: linneuron.Linear(X) == nn.Linear(X) (bit for bit)", zhat, zhat_torch),
     )
-    return LayerForm(seed, x.numpy(), ours.weight.detach().numpy().copy(), ours.bias.detach().numpy().copy(),
-                     zhat.numpy(), zhat_torch.numpy(), checks)  # fmt: skip
+    return LayerForm(
+        seed,
+        x.numpy(),
+        ours.weight.detach().numpy().copy(),
+        ours.bias.detach().numpy().copy(),
+        zhat.numpy(),
+        zhat_torch.numpy(),
+        checks,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -355,8 +360,11 @@ def linear_regression(
             twin_optimizer.zero_grad()
             loss.backward()
             twin_loss.backward()
-            grad_diff = max(grad_diff, _max_abs_diff(model.weight.grad, twin.weight.grad),
-                            _max_abs_diff(model.bias.grad, twin.bias.grad))  # fmt: skip
+            grad_diff = max(
+                grad_diff,
+                _max_abs_diff(model.weight.grad, twin.weight.grad),
+                _max_abs_diff(model.bias.grad, twin.bias.grad),
+            )
             optimizer.step()
             twin_optimizer.step()
             losses.append(loss.item())
@@ -383,19 +391,42 @@ def linear_regression(
 
     scale = max(1.0, abs(float(intercept_exact)), abs(float(slope_exact)))
     checks = (
-        _check("every epoch's loss: linneuron.Linear == nn.Linear", losses, losses_torch, 1e-5 * max(losses)),
+        _check("every epoch's loss: linneuron.Linear == nn.Linear", losses, losses_torch, 1e-6 * max(losses)),
         Check("every epoch's gradients: linneuron backward == torch autograd", grad_diff, 1e-4),
-        _check("final weight and bias: linneuron == nn.Linear",
-               [w, b], [twin.weight.item(), twin.bias.item()], 1e-5 * scale),  # fmt: skip
+        _check(
+            "final weight and bias: linneuron == nn.Linear",
+            [w, b],
+            [twin.weight.item(), twin.bias.item()],
+            1e-5 * scale,
+        ),
         _check("slope: gradient descent == least squares", slope, slope_exact, 1e-4 * scale),
         _check("intercept: gradient descent == least squares", intercept, intercept_exact, 1e-4 * scale),
         _check("final mse == smallest possible mse", mse, mse_exact, 1e-5 * mse_exact),
-        _check("predictions ($): network == least-squares line",
-               [p[1] for p in predictions], [p[2] for p in predictions], 1.0),  # fmt: skip
+        _check(
+            "predictions ($): network == least-squares line",
+            [p[1] for p in predictions],
+            [p[2] for p in predictions],
+            1.0,
+        ),
     )
-    return Regression(data.population, data.profit, mean, std, epochs, lr, np.array(losses), np.array(losses_torch),
-                      slope, intercept, float(slope_exact), float(intercept_exact), mse, mse_exact,
-                      tuple(predictions), checks)  # fmt: skip
+    return Regression(
+        data.population,
+        data.profit,
+        mean,
+        std,
+        epochs,
+        lr,
+        np.array(losses),
+        np.array(losses_torch),
+        slope,
+        intercept,
+        float(slope_exact),
+        float(intercept_exact),
+        mse,
+        mse_exact,
+        tuple(predictions),
+        checks,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -486,13 +517,17 @@ def perceptron(
                     y_ref = torch.heaviside(torch.nn.functional.linear(sample, twin_w, twin_b), one)
                     error = target - y_ref
                     predict_diff = max(predict_diff, _max_abs_diff(y, y_ref))
-                    grad_diff = max(grad_diff, _max_abs_diff(neuron.weight.grad, -error.T @ sample),
-                                    _max_abs_diff(neuron.bias.grad, -error.sum(0)))  # fmt: skip
+                    grad_diff = max(
+                        grad_diff,
+                        _max_abs_diff(neuron.weight.grad, -error.T @ sample),
+                        _max_abs_diff(neuron.bias.grad, -error.sum(0)),
+                    )
                     optimizer.step()
                     twin_w += lr * error.T @ sample
                     twin_b += lr * error.sum(0)
-                    param_diff = max(param_diff, _max_abs_diff(neuron.weight, twin_w),
-                                     _max_abs_diff(neuron.bias, twin_b))  # fmt: skip
+                    param_diff = max(
+                        param_diff, _max_abs_diff(neuron.weight, twin_w), _max_abs_diff(neuron.bias, twin_b)
+                    )
                     mistakes += int(y.item() != target.item())
                 mistakes_per_epoch.append(mistakes)
                 bar.update(epoch + 1, f"mistakes {mistakes}")
@@ -503,9 +538,19 @@ def perceptron(
             predictions = neuron(x)[:, 0]
             reference = torch.heaviside(torch.nn.functional.linear(x, twin_w, twin_b), one)[:, 0]
         predict_diff = max(predict_diff, _max_abs_diff(predictions, reference))
-        gates.append(GateFit(name, np.array(truth), initial_weight, initial_bias,
-                             neuron.weight.detach()[0].numpy().copy(), neuron.bias.item(), tuple(mistakes_per_epoch),
-                             mistakes_per_epoch[-1] == 0, predictions.numpy()))  # fmt: skip
+        gates.append(
+            GateFit(
+                name,
+                np.array(truth),
+                initial_weight,
+                initial_bias,
+                neuron.weight.detach()[0].numpy().copy(),
+                neuron.bias.item(),
+                tuple(mistakes_per_epoch),
+                mistakes_per_epoch[-1] == 0,
+                predictions.numpy(),
+            )
+        )
 
     # XOR needs two layers: XOR(a, b) = AND(OR(a, b), NAND(a, b)). Weights set by hand, computed by the kernels.
     hidden_weight = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
@@ -516,8 +561,14 @@ def perceptron(
     output = lnf.neuron(hidden, output_weight, output_bias)[:, 0]
     hidden_ref = torch.heaviside(x @ hidden_weight.T + hidden_bias, one)
     output_ref = torch.heaviside(hidden_ref @ output_weight.T + output_bias, one)[:, 0]
-    xor_network = XorNetwork(hidden_weight.numpy(), hidden_bias.numpy(), output_weight.numpy(), output_bias.numpy(),
-                             hidden.detach().numpy(), output.detach().numpy())  # fmt: skip
+    xor_network = XorNetwork(
+        hidden_weight.numpy(),
+        hidden_bias.numpy(),
+        output_weight.numpy(),
+        output_bias.numpy(),
+        hidden.detach().numpy(),
+        output.detach().numpy(),
+    )
 
     checks = (
         Check("every prediction: linneuron.Neuron == torch.heaviside(F.linear)", predict_diff),
@@ -525,9 +576,11 @@ def perceptron(
         Check("every update: weights and bias == the torch twin", param_diff, 1e-6),
         _check("AND learned: predictions == truth table", gates[0].predictions, gates[0].targets),
         _check("OR learned: predictions == truth table", gates[1].predictions, gates[1].targets),
-        _check("two-layer XOR (linneuron.functional.neuron) == torch.heaviside layers",
-               np.concatenate([xor_network.hidden.ravel(), xor_network.output]),
-               np.concatenate([hidden_ref.numpy().ravel(), output_ref.numpy()])),  # fmt: skip
+        _check(
+            "two-layer XOR (linneuron.functional.neuron) == torch.heaviside layers",
+            np.concatenate([xor_network.hidden.ravel(), xor_network.output]),
+            np.concatenate([hidden_ref.numpy().ravel(), output_ref.numpy()]),
+        ),
         _check("two-layer XOR == XOR truth table", xor_network.output, GATES["XOR"]),
     )
     return Perceptron(x.numpy(), lr, alpha, tuple(gates), xor_network, checks)
@@ -610,15 +663,33 @@ def logistic_regression(
 
     checks = (
         _check("every epoch's loss: linneuron.Linear == nn.Linear", losses, losses_torch, 1e-5),
-        _check("final weights: linneuron == nn.Linear",
-               torch.cat([model.weight.detach()[0], model.bias.detach()]),
-               torch.cat([twin.weight.detach()[0], twin.bias.detach()]), 1e-5),  # fmt: skip
-        _check("classes: fused linneuron.functional.neuron (z >= 0) == torch.sigmoid(z) >= 0.5",
-               decided, decided_torch),  # fmt: skip
+        _check(
+            "final weights: linneuron == nn.Linear",
+            torch.cat([model.weight.detach()[0], model.bias.detach()]),
+            torch.cat([twin.weight.detach()[0], twin.bias.detach()]),
+            1e-5,
+        ),
+        _check(
+            "classes: fused linneuron.functional.neuron (z >= 0) == torch.sigmoid(z) >= 0.5", decided, decided_torch
+        ),
         _check("P(admitted | 45, 85): linneuron == nn.Linear", probability, probability_torch, 1e-6),
     )
-    return Logistic(data.scores, data.admitted, mean, std, epochs, lr, np.array(losses), np.array(losses_torch),
-                    weight, bias, accuracy, example, probability, checks)  # fmt: skip
+    return Logistic(
+        data.scores,
+        data.admitted,
+        mean,
+        std,
+        epochs,
+        lr,
+        np.array(losses),
+        np.array(losses_torch),
+        weight,
+        bias,
+        accuracy,
+        example,
+        probability,
+        checks,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -675,7 +746,8 @@ def _print_tensor_form(r: TensorForm, out: IO[str]) -> None:
         out.write(f"    x = {_fmt(row, 0)}   z = {target:+.1f}\n")
     out.write(
         f"    w = {_fmt(r.w, 1)}\n"
-        f"    zhat = linneuron.functional.linear(X, w) = {_fmt(r.zhat, 1)}   torch.mv(X, w) = {_fmt(r.zhat_torch_mv, 1)}\n"
+        f"    zhat = linneuron.functional.linear(X, w) = {_fmt(r.zhat, 1)}\n"
+        f"    torch.mv(X, w)                           = {_fmt(r.zhat_torch_mv, 1)}\n"
     )
     _print_checks(r.checks, out)
 
@@ -709,7 +781,8 @@ def _print_regression(r: Regression, out: IO[str]) -> None:
     )
     for people, by_network, by_formula in r.predictions:
         out.write(
-            f"    a city of {people:,.0f} people: predicted profit ${by_network:,.2f} (least squares ${by_formula:,.2f})\n"
+            f"    a city of {people:,.0f} people: predicted profit ${by_network:,.2f}"
+            f" (least squares ${by_formula:,.2f})\n"
         )
     _print_checks(r.checks, out)
 
@@ -808,8 +881,14 @@ def _plot_regression(r: Regression, out_dir: Path) -> list[Path]:
     left.scatter(r.population, r.profit, s=12, marker="x", color="tab:red", label="cities")
     line_x = np.array([r.population.min(), r.population.max()])
     left.plot(line_x, r.slope * line_x + r.intercept, color="tab:blue", label="gradient descent (linneuron)")
-    left.plot(line_x, r.slope_exact * line_x + r.intercept_exact, color="black", linestyle="--", linewidth=1,
-              label="least squares")  # fmt: skip
+    left.plot(
+        line_x,
+        r.slope_exact * line_x + r.intercept_exact,
+        color="black",
+        linestyle="--",
+        linewidth=1,
+        label="least squares",
+    )
     left.set_xlabel("population of city (10,000s)")
     left.set_ylabel("profit ($10,000s)")
     left.set_title("profit against population")
@@ -841,8 +920,15 @@ def _plot_perceptron(r: Perceptron, out_dir: Path) -> list[Path]:
             axis.axvline(-gate.bias / w1, color="black", linewidth=1)
         for (p, q), target, predicted in zip(r.inputs, gate.targets, gate.predictions):
             color = "tab:orange" if target else "tab:blue"
-            axis.scatter([p], [q], s=90, color=color, edgecolors="red" if predicted != target else "black",
-                         linewidths=2.5 if predicted != target else 1, zorder=3)  # fmt: skip
+            axis.scatter(
+                [p],
+                [q],
+                s=90,
+                color=color,
+                edgecolors="red" if predicted != target else "black",
+                linewidths=2.5 if predicted != target else 1,
+                zorder=3,
+            )
         axis.set_xlim(-0.5, 1.5)
         axis.set_ylim(-0.5, 1.5)
         axis.set_aspect("equal")
@@ -851,8 +937,10 @@ def _plot_perceptron(r: Perceptron, out_dir: Path) -> list[Path]:
         wrong = int(np.sum(gate.predictions != gate.targets))
         verdict = "learned" if gate.converged else f"not learnable ({wrong} wrong at the end)"
         axis.set_title(f"{gate.name}: {verdict}", fontsize="medium")
-    figure.suptitle("orange: should fire, blue: should not; shaded orange: where the neuron fires; red ring: wrong",
-                    fontsize="small")  # fmt: skip
+    figure.suptitle(
+        "orange: should fire, blue: should not; shaded orange: where the neuron fires; red ring: wrong",
+        fontsize="small",
+    )
     return [_save(figure, out_dir, "perceptron.png")]
 
 
@@ -867,11 +955,13 @@ def _plot_logistic(r: Logistic, out_dir: Path) -> list[Path]:
     left.legend(loc="upper left", fontsize="small")
     admitted = r.admitted == 1
     right.scatter(*r.scores[admitted].T, s=16, marker="+", color="tab:orange", label="admitted")
-    right.scatter(*r.scores[~admitted].T, s=14, marker="o", facecolors="none", edgecolors="tab:blue",
-                  label="not admitted")  # fmt: skip
+    right.scatter(
+        *r.scores[~admitted].T, s=14, marker="o", facecolors="none", edgecolors="tab:blue", label="not admitted"
+    )
     exam1 = np.array([30.0, 100.0])
-    right.plot(exam1, -(r.weight[0] * exam1 + r.bias) / r.weight[1], color="black", linewidth=1,
-               label="p = 0.5 boundary")  # fmt: skip
+    right.plot(
+        exam1, -(r.weight[0] * exam1 + r.bias) / r.weight[1], color="black", linewidth=1, label="p = 0.5 boundary"
+    )
     right.set_xlim(30, 100)
     right.set_ylim(30, 100)
     right.set_xlabel("exam 1")
@@ -894,17 +984,30 @@ class _Section:
 
 
 SECTIONS = {
-    1: _Section("One neuron: weights, threshold, bias", lambda seed, progress: one_neuron(),
-                _print_one_neuron, _plot_one_neuron),
+    1: _Section(
+        "One neuron: weights, threshold, bias", lambda seed, progress: one_neuron(), _print_one_neuron, _plot_one_neuron
+    ),
     2: _Section("The tensor form: zhat = X w", lambda seed, progress: tensor_form(), _print_tensor_form, None),
     3: _Section("The layer form: linneuron.Linear", lambda seed, progress: layer_form(seed), _print_layer_form, None),
-    4: _Section("Linear regression: a one-layer network", lambda seed, progress: linear_regression(seed, progress=progress),
-                _print_regression, _plot_regression),
-    5: _Section("The perceptron: AND, OR, and why not XOR", lambda seed, progress: perceptron(seed, progress=progress),
-                _print_perceptron, _plot_perceptron),
-    6: _Section("Next steps: logistic regression, a two-class classifier",
-                lambda seed, progress: logistic_regression(seed, progress=progress), _print_logistic, _plot_logistic),
-}  # fmt: skip
+    4: _Section(
+        "Linear regression: a one-layer network",
+        lambda seed, progress: linear_regression(seed, progress=progress),
+        _print_regression,
+        _plot_regression,
+    ),
+    5: _Section(
+        "The perceptron: AND, OR, and why not XOR",
+        lambda seed, progress: perceptron(seed, progress=progress),
+        _print_perceptron,
+        _plot_perceptron,
+    ),
+    6: _Section(
+        "Next steps: logistic regression, a two-class classifier",
+        lambda seed, progress: logistic_regression(seed, progress=progress),
+        _print_logistic,
+        _plot_logistic,
+    ),
+}
 
 
 def run_demo(
@@ -977,13 +1080,26 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``demo`` subcommand's options on ``parser``."""
-    parser.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
-                        help=f"folder for the pictures (PNG), created if needed (default: {DEFAULT_OUT})")  # fmt: skip
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default=DEFAULT_OUT,
+        help=f"folder for the pictures (PNG), created if needed (default: {DEFAULT_OUT})",
+    )
     parser.add_argument("--no-plot", action="store_true", help="draw no pictures (matplotlib is then not needed)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                        help=f"torch.manual_seed for the layers' random initial weights (default: {DEFAULT_SEED}, "
-                        "as in the tutorial)")  # fmt: skip
-    parser.add_argument("--section", type=int, nargs="+", choices=sorted(SECTIONS), metavar="N",
-                        help="run only these sections (1-6; default: all)")  # fmt: skip
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help=f"torch.manual_seed for the layers' random initial weights (default: {DEFAULT_SEED}, as in the tutorial)",
+    )
+    parser.add_argument(
+        "--section",
+        type=int,
+        nargs="+",
+        choices=sorted(SECTIONS),
+        metavar="N",
+        help="run only these sections (1-6; default: all)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (they show only on a terminal)")
     parser.set_defaults(run=_run)
