@@ -41,6 +41,33 @@ def check_dtype(t: torch.Tensor, name: str, fn: str) -> None:
 
 def check_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, fn: str) -> None:
     """The checks F.linear makes, with messages naming the argument, its shape, dtype and device."""
+    # One cheap test for the common, valid call (this runs on every call of a 3 -> 1 layer); explain otherwise.
+    if (
+        isinstance(x, torch.Tensor)
+        and isinstance(weight, torch.Tensor)
+        and weight.ndim == 2
+        and x.ndim >= 1
+        and x.shape[-1] == weight.shape[1]
+        and weight.dtype == x.dtype
+        and weight.device == x.device
+        and (x.dtype in _CPU_CODES or (x.dtype in _CUDA_CODES and not x.is_cpu))
+        and (
+            bias is None
+            or (
+                isinstance(bias, torch.Tensor)
+                and bias.ndim == 1
+                and bias.shape[0] == weight.shape[0]
+                and bias.dtype == x.dtype
+                and bias.device == x.device
+            )
+        )
+    ):
+        return
+    _explain_linear(x, weight, bias, fn)
+
+
+def _explain_linear(x, weight, bias, fn: str) -> None:
+    """Raise the error that describes why ``check_linear`` rejected its arguments."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{fn}(): input must be a Tensor, got {type(x).__name__}")
     if not isinstance(weight, torch.Tensor):
@@ -73,6 +100,7 @@ def check_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
             got += f", bias {bias.dtype}"
         raise TypeError(f"{fn}(): expected input, weight and bias to have the same dtype, got {got}")
     check_dtype(x, "input", fn)
+    raise RuntimeError(f"{fn}(): unsupported arguments: input {x.dtype} {_fmt(x.shape)} on {x.device}")  # unreachable
 
 
 def check_step(z: torch.Tensor, fn: str = "step") -> None:
@@ -83,10 +111,9 @@ def check_step(z: torch.Tensor, fn: str = "step") -> None:
 
 def _backend(t: torch.Tensor, fn: str):
     """``(module, dtype code, trailing (device, stream) args)`` for the kernels of ``t``'s device."""
-    kind = t.device.type
-    if kind == "cpu":
+    if t.is_cpu:
         return _core, _CPU_CODES[t.dtype], ()
-    if kind == "cuda":
+    if t.is_cuda:
         module = cuda_module(fn)
         index = t.device.index if t.device.index is not None else torch.cuda.current_device()
         return module, _CUDA_CODES[t.dtype], (index, torch.cuda.current_stream(index).cuda_stream)
@@ -95,6 +122,11 @@ def _backend(t: torch.Tensor, fn: str):
 
 def _rows_view(t: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
     """``(t, rows, row_stride, col_stride)`` viewing ``t`` (*, K) as rows x K; copies only if no row stride exists."""
+    if t.ndim == 2:  # the common case, any strides
+        rs, cs = t.stride()
+        return t, t.shape[0], rs, cs
+    if t.ndim == 1:
+        return t, 1, 0, t.stride(0)
     rows = collapse_rows(t.shape[:-1], t.stride()[:-1])
     if rows is None:  # e.g. a permuted batch dim that no single stride describes
         t = t.contiguous()
@@ -105,7 +137,7 @@ def _rows_view(t: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, step: bool, fn: str) -> torch.Tensor:
     """``[H](x @ weight.T + bias)`` for checked real tensors; any strides, result contiguous (*, out_features)."""
     n_out, k = weight.shape
-    out = torch.empty((*x.shape[:-1], n_out), dtype=x.dtype, device=x.device)
+    out = x.new_empty((*x.shape[:-1], n_out))
     if out.numel() == 0:
         return out
     module, code, extra = _backend(x, fn)

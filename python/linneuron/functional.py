@@ -29,7 +29,6 @@ from ._surrogate import DEFAULT_SURROGATE, resolve
 __all__ = ["linear", "neuron", "step"]
 
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
-_DIRECT_DEVICES = ("cpu", "cuda")
 _dispatch_stack_len = torch._C._len_torch_dispatch_stack
 _function_mode_on = torch._C._is_torch_function_mode_enabled
 _functorch_level = torch._C._functorch.peek_interpreter_stack
@@ -40,12 +39,14 @@ def _direct(input: torch.Tensor, *others: torch.Tensor | None) -> bool:
     """True when plain eager kernels may serve this call (see the module docstring); else use torch.ops."""
     if _is_compiling() or _dispatch_stack_len() or _function_mode_on() or _functorch_level() is not None:
         return False
-    if type(input) not in _PLAIN_TYPES or input.device.type not in _DIRECT_DEVICES:
+    if type(input) not in _PLAIN_TYPES:
         return False
     for t in others:
         if t is not None and type(t) not in _PLAIN_TYPES:
             return False
-    return not (input.is_cuda and torch.is_autocast_enabled("cuda"))
+    if input.is_cpu:
+        return True
+    return input.is_cuda and not torch.is_autocast_enabled("cuda")
 
 
 def _wants_grad(*tensors: torch.Tensor | None) -> bool:

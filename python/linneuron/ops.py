@@ -115,17 +115,24 @@ def _bias_grad_fake(grad_output):
 # torch.compile/export (fake tensors) they call these ops; either way they record a graph for double backward.
 
 
+def _as_rows(t):
+    """(*, C) -> (rows, C) without copying where strides allow (works for empty tensors, unlike reshape(-1, C))."""
+    return t.unsqueeze(0) if t.dim() == 1 else t.flatten(0, -2)
+
+
 def linear_backward(needs, grad_output, input, weight, has_bias):
-    """``(dX, dW, db)`` for Y = X Wᵀ + b, each computed only if ``needs[i]`` (else None)."""
+    """``(dX, dW, db)`` for Y = X Wᵀ + b, each computed only if ``needs[i]`` (else None).
+
+    ``input`` is only read for dW and ``weight`` only for dX (either may be None when not needed).
+    """
     from . import functional as F
 
     grad_input = grad_weight = grad_bias = None
     if needs[0]:
         grad_input = F.linear(grad_output, weight.t())  # dX = dY W
     if needs[1]:
-        n_out, k = weight.shape
-        gy2 = grad_output.reshape(-1, n_out)
-        x2 = input.reshape(-1, k)
+        gy2 = _as_rows(grad_output)
+        x2 = _as_rows(input)
         grad_weight = F.linear(gy2.t(), x2.t())  # dW = dYᵀ X
     if has_bias and needs[2]:
         grad_bias = F._bias_grad(grad_output)
@@ -136,7 +143,6 @@ def _linear_setup(ctx, inputs, output):
     input, weight, bias = inputs
     # Keep only what the requested gradients need: X for dW, W for dX.
     ctx.save_for_backward(input if ctx.needs_input_grad[1] else None, weight if ctx.needs_input_grad[0] else None)
-    ctx.weight_shape = weight.shape
     ctx.has_bias = bias is not None
 
 
