@@ -781,8 +781,8 @@ def _print_regression(r: Regression, out: IO[str]) -> None:
     )
     for people, by_network, by_formula in r.predictions:
         out.write(
-            f"    a city of {people:,.0f} people: predicted profit ${by_network:,.2f}"
-            f" (least squares ${by_formula:,.2f})\n"
+            f"    a city of {people:,.0f} people: predicted profit ${by_network:,.0f}"
+            f" (least squares ${by_formula:,.0f})\n"
         )
     _print_checks(r.checks, out)
 
