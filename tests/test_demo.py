@@ -250,7 +250,34 @@ def test_logistic_matches_plain_torch(logistic):
     assert logistic.example == (45.0, 85.0)
     assert logistic.example_probability == pytest.approx(p, abs=1e-5)
     assert np.all(np.diff(logistic.losses) <= 0)
+    with torch.no_grad():
+        assert logistic.loss == pytest.approx(F.binary_cross_entropy_with_logits(layer(x), t).item(), rel=1e-5)
     _all_passed(logistic)
+
+
+def test_logistic_minimum_matches_torch_lbfgs(logistic):
+    # An independent optimiser for the best cross-entropy: torch's L-BFGS in float64 on the raw scores.
+    data = exam_scores()
+    x = torch.tensor(data.scores, dtype=torch.float64)
+    t = torch.tensor(data.admitted, dtype=torch.float64).unsqueeze(1)
+    layer = torch.nn.Linear(2, 1, dtype=torch.float64)
+    torch.nn.init.zeros_(layer.weight)
+    torch.nn.init.zeros_(layer.bias)
+    optimizer = torch.optim.LBFGS(layer.parameters(), max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15,
+                                  history_size=20, line_search_fn="strong_wolfe")  # fmt: skip
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(layer(x), t)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        best = F.binary_cross_entropy_with_logits(layer(x), t).item()
+    assert logistic.loss_best == pytest.approx(best, abs=1e-8)
+    assert logistic.loss >= logistic.loss_best - 1e-6  # gradient descent cannot beat the minimum
+    assert logistic.loss == pytest.approx(logistic.loss_best, abs=1e-4)
 
 
 # ---- checks, progress bar, data -------------------------------------------------------------------------------

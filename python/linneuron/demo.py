@@ -602,6 +602,8 @@ class Logistic:
     lr: float
     losses: np.ndarray  # (epochs,) binary cross-entropy before each step, linneuron
     losses_torch: np.ndarray  # (epochs,) nn.Linear trained side by side
+    loss: float  # cross-entropy after training
+    loss_best: float  # the minimum over all lines, by Newton's method in float64
     weight: np.ndarray  # (2,) in the scores' own units: z = weight . scores + bias
     bias: float
     accuracy: float  # share of applicants classified right, class = H(z), by the fused neuron kernel
@@ -659,7 +661,9 @@ def logistic_regression(
         x_example = torch.tensor([[(example[i] - mean[i]) / std[i] for i in range(2)]], dtype=torch.float32)
         probability = torch.sigmoid(model(x_example)).item()
         probability_torch = torch.sigmoid(twin(x_example)).item()
+        loss_final = F.binary_cross_entropy_with_logits(model(x), t).item()
     accuracy = float((decided.numpy() == data.admitted).mean())
+    loss_best = _logistic_minimum(data.scores, data.admitted)
 
     checks = (
         _check("every epoch's loss: linneuron.Linear == nn.Linear", losses, losses_torch, 1e-5),
@@ -673,6 +677,7 @@ def logistic_regression(
             "classes: fused linneuron.functional.neuron (z >= 0) == torch.sigmoid(z) >= 0.5", decided, decided_torch
         ),
         _check("P(admitted | 45, 85): linneuron == nn.Linear", probability, probability_torch, 1e-6),
+        _check("final cross-entropy == the minimum (Newton's method, float64)", loss_final, loss_best, 1e-4),
     )
     return Logistic(
         data.scores,
@@ -683,6 +688,8 @@ def logistic_regression(
         lr,
         np.array(losses),
         np.array(losses_torch),
+        loss_final,
+        loss_best,
         weight,
         bias,
         accuracy,
@@ -692,15 +699,37 @@ def logistic_regression(
     )
 
 
+def _logistic_minimum(features: np.ndarray, labels: np.ndarray, iterations: int = 50) -> float:
+    """The smallest mean cross-entropy of sigmoid(w . x + b) over all w, b: Newton's method in float64.
+
+    The loss is convex; with overlapping classes its minimum is finite and Newton converges quadratically.
+    """
+    design = np.hstack([np.ones((features.shape[0], 1)), features])
+    params = np.zeros(design.shape[1])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(design @ params)))
+        hessian = (design.T * (p * (1.0 - p))) @ design
+        params -= np.linalg.solve(hessian, design.T @ (p - labels))
+    z = design @ params
+    # log(1 + e^z) - t z, written to stay finite for large |z|
+    return float(np.mean(np.logaddexp(0.0, z) - labels * z))
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Printing
 
 
 def _fmt(values: Any, digits: int = 4) -> str:
-    """Numbers as the tutorial writes them: fixed point, no negative zero."""
-    array = np.atleast_1d(np.asarray(values, dtype=np.float64))
-    parts = [f"{v + 0.0:.{digits}f}" if v != 0 else f"{0.0:.{digits}f}" for v in array.ravel()]
-    return "[" + ", ".join(parts) + "]" if array.size > 1 or np.ndim(values) > 0 else parts[0]
+    """Numbers as the tutorial writes them: fixed point, nested lists for arrays, no negative zero."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim == 0:
+        return f"{float(array) + 0.0:.{digits}f}"  # + 0.0 turns -0.0 into 0.0
+    return "[" + ", ".join(_fmt(row, digits) for row in array) + "]"
+
+
+def _plus(value: float, digits: int = 4) -> str:
+    """``+ 1.2000`` or ``- 1.2000``: a signed term of a printed formula."""
+    return f"{'-' if value < 0 else '+'} {abs(value):.{digits}f}"
 
 
 def _bits(values: Any) -> str:
@@ -775,8 +804,8 @@ def _print_regression(r: Regression, out: IO[str]) -> None:
         "the gradients. Population is standardised first (mean "
         f"{r.mean:.4f}, std {r.std:.4f}) so one step size suits both.\n"
         f"    {r.epochs} epochs at learning rate {r.lr:g}: mse {r.losses[0]:.4f} -> {r.mse:.4f}\n"
-        f"    gradient descent: profit = {r.slope:.4f} * population {r.intercept:+.4f}\n"
-        f"    least squares   : profit = {r.slope_exact:.4f} * population {r.intercept_exact:+.4f}"
+        f"    gradient descent: profit = {r.slope:.4f} * population {_plus(r.intercept)}\n"
+        f"    least squares   : profit = {r.slope_exact:.4f} * population {_plus(r.intercept_exact)}"
         f"   (smallest mse {r.mse_exact:.4f})\n"
     )
     for people, by_network, by_formula in r.predictions:
@@ -825,8 +854,9 @@ def _print_logistic(r: Logistic, out: IO[str]) -> None:
         "the step for the smooth sigmoid p = 1 / (1 + exp(-z)) (the probability of class 1) and the squared error\n"
         "for the cross-entropy. Now the output has a useful gradient everywhere. Admission from two exam\n"
         f"scores, {r.admitted.size} applicants (generated), {r.epochs} epochs of gradient descent at lr {r.lr:g}:\n"
-        f"    cross-entropy {r.losses[0]:.4f} -> {r.losses[-1]:.4f}\n"
-        f"    z = {r.weight[0]:.4f} * exam1 + {r.weight[1]:.4f} * exam2 {r.bias:+.4f}\n"
+        f"    cross-entropy {r.losses[0]:.4f} -> {r.loss:.4f}   (the best any line reaches: {r.loss_best:.4f},\n"
+        "    found by Newton's method in float64)\n"
+        f"    z = {r.weight[0]:.4f} * exam1 {_plus(r.weight[1])} * exam2 {_plus(r.bias)}\n"
         f"    class = H(z) (p >= 0.5): {100 * r.accuracy:.0f}% of applicants classified right\n"
         f"    P(admitted | scores {r.example[0]:g} and {r.example[1]:g}) = {r.example_probability:.4f}\n"
         "Beyond: several outputs with softmax (multi-class), hidden layers (as for XOR), convolutional and\n"
