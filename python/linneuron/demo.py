@@ -965,7 +965,7 @@ def _plot_perceptron(r: Perceptron, out_dir: Path) -> list[Path]:
         axis.set_xlabel("x1")
         axis.set_ylabel("x2")
         wrong = int(np.sum(gate.predictions != gate.targets))
-        verdict = "learned" if gate.converged else f"not learnable ({wrong} wrong at the end)"
+        verdict = "learned" if gate.converged else f"not learned ({wrong} wrong)"
         axis.set_title(f"{gate.name}: {verdict}", fontsize="medium")
     figure.suptitle(
         "orange: should fire, blue: should not; shaded orange: where the neuron fires; red ring: wrong",
