@@ -1,14 +1,17 @@
-"""``linneuron demo``: the beginner's neuron tutorial as a program, on linneuron's kernels, checked against torch.
+"""linneuron demo: the beginner's neuron tutorial as a program, on linneuron's kernels, checked against torch.
 
-Six sections follow the tutorial's story: one neuron with a threshold, the tensor form, the layer form
-(``nn.Linear``), linear regression as a one-layer network, the perceptron (AND, OR, and why not XOR), and a
-logistic-regression classifier as the next step. Each section is a function that returns its numbers as a
-dataclass (``one_neuron()``, ``tensor_form()``, ``layer_form()``, ``linear_regression()``, ``perceptron()``,
-``logistic_regression()``); the command prints them, and draws the pictures with matplotlib when it is installed.
-Every result carries ``checks``: linneuron's answer against torch or a closed form, printed as ``check ... ok``.
+Six sections follow the tutorial's story: 1) one neuron with a threshold and a bias, 2) the tensor form
+zhat = X w, 3) the layer form (linneuron.Linear as nn.Linear), 4) linear regression as a one-layer network,
+5) the perceptron (AND, OR, and why not XOR), 6) logistic regression, a two-class classifier. Each step runs on
+linneuron's kernels and is checked against torch or a closed form; the checks are printed, and the exit status
+is 1 if one fails. The pictures need matplotlib (pip install 'linneuron[plot]'). Story: docs/tutorial.md.
 
-    linneuron demo                      # everything, pictures into ./linneuron-demo
-    linneuron demo --no-plot --section 4
+  linneuron demo                        all sections, pictures into ./linneuron-demo
+  linneuron demo --no-plot --section 4  one section, no pictures
+
+In Python each section is a function returning its numbers as a dataclass with its ``checks``:
+``one_neuron()``, ``tensor_form()``, ``layer_form()``, ``linear_regression()``, ``perceptron()``,
+``logistic_regression()``; ``run_demo()`` prints and draws them.
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ class ProgressBar:
         self.width = width
         self._shown_percent = -1
         self._drawn = False
+        self._last_length = 0
 
     def update(self, done: int, note: str = "") -> None:
         if not self.enabled:
@@ -130,7 +134,9 @@ class ProgressBar:
         line = f"{self.label} [{bar}] {percent:3d}%  {done}/{self.total}"
         if note:
             line += f"  {note}"
-        self.stream.write("\r" + line)
+        # Pad over the previous line's tail when this one is shorter (the note can shrink).
+        self.stream.write("\r" + line.ljust(self._last_length))
+        self._last_length = len(line)
         self.stream.flush()
         self._drawn = True
 
@@ -1110,6 +1116,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``demo`` subcommand's options on ``parser``."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the description's example lines
     parser.add_argument(
         "--out",
         metavar="DIR",
