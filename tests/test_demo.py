@@ -283,6 +283,15 @@ def test_logistic_minimum_matches_torch_lbfgs(logistic):
 # ---- checks, progress bar, data -------------------------------------------------------------------------------
 
 
+def test_sections_leave_the_global_random_state_alone():
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    demo.layer_form(seed=1)
+    demo.perceptron(max_epochs=2)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_checks_can_fail():
     assert demo.Check("x", 0.0).passed
     assert not demo.Check("x", 1e-9).passed
@@ -365,6 +374,7 @@ def _subprocess_env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_command_end_to_end_is_deterministic(capsys):
     assert main(["demo", "--no-plot"]) == 0
     in_process = capsys.readouterr()
@@ -387,6 +397,7 @@ def test_command_end_to_end_is_deterministic(capsys):
     assert completed.stdout == in_process.out
 
 
+@pytest.mark.slow
 def test_command_draws_pictures(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out_dir = tmp_path / "pictures"
@@ -398,6 +409,9 @@ def test_command_draws_pictures(tmp_path, capsys):
         data = (out_dir / name).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 2000
         assert f"picture: {out_dir / name}" in out
+    # The same picture drawn again is the same file, byte for byte.
+    again = demo.run_demo([1], out_dir=tmp_path / "again", stdout=io.StringIO())[2]
+    assert again[0].read_bytes() == (out_dir / "step.png").read_bytes()
 
 
 def test_missing_matplotlib_is_explained(tmp_path, monkeypatch):

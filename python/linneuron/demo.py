@@ -17,12 +17,13 @@ In Python each section is a function returning its numbers as a dataclass with i
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, TypeVar
 
 import numpy as np
 
@@ -153,6 +154,22 @@ class ProgressBar:
         self.close()
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _keeps_global_rng(fn: _F) -> _F:
+    """Run ``fn`` on a copy of torch's CPU random state: a section seeds torch, the caller's stream is untouched."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _bar(total: int, label: str, progress: bool | None) -> ProgressBar:
     return ProgressBar(total, label, enabled=None if progress is None else progress)
 
@@ -277,6 +294,7 @@ class LayerForm:
     checks: tuple[Check, ...]
 
 
+@_keeps_global_rng
 def layer_form(seed: int = DEFAULT_SEED) -> LayerForm:
     """Section 3: a layer draws its own random w and b; the same seed gives the same layer and the same zhat."""
     import torch
@@ -333,6 +351,7 @@ class Regression:
     checks: tuple[Check, ...]
 
 
+@_keeps_global_rng
 def linear_regression(
     seed: int = DEFAULT_SEED, epochs: int = 200, lr: float = 0.05, progress: bool | None = False
 ) -> Regression:
@@ -483,6 +502,7 @@ GATES = {
 }
 
 
+@_keeps_global_rng
 def perceptron(
     seed: int = DEFAULT_SEED, lr: float = 0.25, max_epochs: int = 25, alpha: float = 0.1, progress: bool | None = False
 ) -> Perceptron:
@@ -618,6 +638,7 @@ class Logistic:
     checks: tuple[Check, ...]
 
 
+@_keeps_global_rng
 def logistic_regression(
     seed: int = DEFAULT_SEED, epochs: int = 300, lr: float = 1.0, progress: bool | None = False
 ) -> Logistic:
