@@ -224,7 +224,13 @@ def one_neuron(weights: Sequence[float] = (0.5, 0.25, 0.75), theta: float = 1.0)
             fires_threshold,
             torch.heaviside(torch_sum - theta, one),
         ),
-        _check("z = sum + b: linneuron.numpy.linear(x, w, b) == torch.mv + b", z, torch_sum + bias),
+        # Exact for the default (dyadic) weights; other weights may round differently where the kernel adds b.
+        _check(
+            "z = sum + b: linneuron.numpy.linear(x, w, b) == torch.mv + b",
+            z,
+            torch_sum + bias,
+            1e-12 * (1.0 + float(np.abs(w).sum()) + abs(bias)),
+        ),
         _check(
             "fires: fused linneuron.numpy.neuron(x, w, b) == torch.heaviside(z, 1)",
             fires_bias,
