@@ -69,7 +69,20 @@ class _LinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
-        return ops.linear_backward(ctx.needs_input_grad, grad_output, input, weight, ctx.has_bias)
+        needs = ctx.needs_input_grad
+        if torch.is_grad_enabled() or type(grad_output) is not torch.Tensor:
+            # create_graph=True (double backward) or an unusual gradient: the differentiable formulas.
+            return ops.linear_backward(needs, grad_output, input, weight, ctx.has_bias)
+        # The same products straight on the kernels (operands were checked in forward).
+        grad_input = grad_weight = grad_bias = None
+        if needs[0]:
+            grad_input = _kernels.linear(grad_output, weight.t(), None, False, "linear_backward")
+        if needs[1]:
+            rows = ops._as_rows
+            grad_weight = _kernels.linear(rows(grad_output).t(), rows(input).t(), None, False, "linear_backward")
+        if ctx.has_bias and needs[2]:
+            grad_bias = _kernels.bias_grad(grad_output)
+        return grad_input, grad_weight, grad_bias
 
 
 class _StepFunction(torch.autograd.Function):
