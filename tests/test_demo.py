@@ -209,6 +209,17 @@ def test_perceptron_learns_and_or_but_not_xor(perceptron):
     assert np.any(xor_gate.predictions != xor_gate.targets)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_perceptron_other_seeds(seed):
+    r = demo.perceptron(seed)
+    for gate in r.gates:
+        _, w, b, mistakes = _perceptron_in_torch(gate.targets.tolist(), seed, r.lr, 25)
+        assert list(gate.mistakes_per_epoch) == mistakes
+        np.testing.assert_allclose(gate.weight, w.numpy(), rtol=0, atol=1e-6)
+    assert [g.converged for g in r.gates] == [True, True, False]
+    _all_passed(r)
+
+
 def test_two_layer_xor(perceptron):
     net = perceptron.xor_network
     x = torch.tensor(perceptron.inputs, dtype=torch.float64)
