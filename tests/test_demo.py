@@ -193,6 +193,7 @@ def test_perceptron_matches_the_rule_in_torch(perceptron):
         assert list(gate.mistakes_per_epoch) == mistakes
         np.testing.assert_allclose(gate.weight, w.numpy(), rtol=0, atol=1e-6)
         assert gate.bias == pytest.approx(b.item(), abs=1e-6)
+        assert gate.threshold == -gate.bias
         x = torch.tensor(perceptron.inputs, dtype=torch.float64)
         z = x @ torch.tensor(gate.weight, dtype=torch.float64) + gate.bias
         np.testing.assert_array_equal(gate.predictions, (z >= 0).double().numpy())

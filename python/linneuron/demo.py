@@ -474,6 +474,7 @@ class GateFit:
     initial_bias: float
     weight: np.ndarray  # (2,) after training
     bias: float
+    threshold: float  # Neuron.threshold, theta = -bias: section 1's form of the same neuron
     mistakes_per_epoch: tuple[int, ...]
     converged: bool  # an epoch went by without a mistake
     predictions: np.ndarray  # (4,) of the trained neuron, by the fused kernel
@@ -578,6 +579,7 @@ def perceptron(
                 initial_bias,
                 neuron.weight.detach()[0].numpy().copy(),
                 neuron.bias.item(),
+                float(neuron.threshold.item()),
                 tuple(mistakes_per_epoch),
                 mistakes_per_epoch[-1] == 0,
                 predictions.numpy(),
@@ -863,8 +865,8 @@ def _print_perceptron(r: Perceptron, out: IO[str]) -> None:
         out.write(
             f"  {gate.name:<3}: truth {_bits(gate.targets)}  predictions {_bits(gate.predictions)}  {state}\n"
             f"       mistakes per epoch {list(gate.mistakes_per_epoch)}\n"
-            f"       w = {_fmt(gate.weight, 2)}  b = {gate.bias:.2f}   (started at w = {_fmt(gate.initial_weight, 4)}, "
-            f"b = {gate.initial_bias:.4f})\n"
+            f"       w = {_fmt(gate.weight, 2)}  b = {gate.bias:.2f}  (threshold theta = -b = {gate.threshold:.2f})\n"
+            f"       started at w = {_fmt(gate.initial_weight, 4)}, b = {gate.initial_bias:.4f}\n"
         )
     net = r.xor_network
     out.write(
