@@ -1078,7 +1078,7 @@ SECTIONS = {
 def run_demo(
     sections: Sequence[int] = tuple(SECTIONS),
     seed: int = DEFAULT_SEED,
-    out_dir: str | Path | None = DEFAULT_OUT,
+    out_dir: str | Path | None = None,
     progress: bool | None = None,
     stdout: IO[str] | None = None,
     stderr: IO[str] | None = None,
@@ -1135,7 +1135,7 @@ def run_demo(
 
 def _run(args: argparse.Namespace) -> int:
     _, checks, _ = run_demo(
-        sections=args.section or tuple(SECTIONS),
+        sections=tuple(dict.fromkeys(args.section)) if args.section else tuple(SECTIONS),
         seed=args.seed,
         out_dir=None if args.no_plot else args.out,
         progress=False if args.no_progress else None,
