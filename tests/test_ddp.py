@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import socket
 
+import linneuron
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
-
-import linneuron
 
 WORLD_SIZE = 2
 

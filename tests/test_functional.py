@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import math
 
+import linneuron.functional as LF
 import pytest
 import torch
 import torch.nn.functional as TF
-
-import linneuron.functional as LF
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -119,7 +118,9 @@ def test_zero_in_features_gives_bias():
     assert torch.equal(LF.linear(x, w), torch.zeros(4, 3))
 
 
-@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True), (False, True, True)])
+@pytest.mark.parametrize(
+    "needs", [(True, False, False), (False, True, False), (False, False, True), (False, True, True)]
+)
 def test_only_requested_gradients_are_computed(needs):
     tensors = [torch.randn(5, 3), torch.randn(2, 3), torch.randn(2)]
     for t, need in zip(tensors, needs):
@@ -175,6 +176,17 @@ def test_step_backward_is_the_surrogate_derivative(surrogate, alpha, dtype):
     want = gy.double() * _surrogate_reference(surrogate, z.detach().double(), a)
     tol = {"rtol": 1e-6, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
     torch.testing.assert_close(gz, want.to(dtype), **tol)
+
+
+def test_step_backward_mixed_layouts():
+    torch.manual_seed(0)
+    z = torch.randn(5, 6, dtype=torch.float64)
+    gy = torch.randn(6, 5, dtype=torch.float64)
+    want = LF._step_backward(gy.t().contiguous(), z, 3, 2.0)
+    assert torch.equal(LF._step_backward(gy.t(), z, 3, 2.0), want)  # transposed grad, contiguous z
+    assert torch.equal(LF._step_backward(gy.t().contiguous(), z.t().contiguous().t(), 3, 2.0), want)
+    ones = torch.ones(1, 1, dtype=torch.float64).expand(5, 6)  # stride 0, as from out.sum().backward()
+    torch.testing.assert_close(LF._step_backward(ones, z, 3, 2.0), _surrogate_reference("atan", z, 2.0))
 
 
 def test_default_surrogate_is_atan_with_alpha_2():
@@ -254,7 +266,8 @@ def test_neuron_exact_surrogate_gives_zero_gradients():
 
 def test_errors_name_arguments_shapes_and_dtypes():
     x, w = torch.randn(8, 3), torch.randn(2, 4)
-    with pytest.raises(ValueError, match=r"input has 3 features but weight expects 4 \(input \(8, 3\), weight \(2, 4\)\)"):
+    expected = r"input has 3 features but weight expects 4 \(input \(8, 3\), weight \(2, 4\)\)"
+    with pytest.raises(ValueError, match=expected):
         LF.linear(x, w)
     with pytest.raises(ValueError, match="weight must be 2-D"):
         LF.linear(x, torch.randn(3))

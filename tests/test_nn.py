@@ -6,11 +6,10 @@ from __future__ import annotations
 import copy
 import io
 
+import linneuron
 import pytest
 import torch
 from torch import nn
-
-import linneuron
 
 
 def _roundtrip(state):

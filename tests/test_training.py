@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import copy
 
+import linneuron
 import numpy as np
 import pytest
 import torch
 from torch import nn
-
-import linneuron
 
 
 def _regression_data():

@@ -109,14 +109,21 @@ def check_step(z: torch.Tensor, fn: str = "step") -> None:
     check_dtype(z, "input", fn)
 
 
+def _raw_stream(index: int) -> int:
+    """The current cudaStream_t of device ``index`` as an integer (the kernels launch on it)."""
+    # torch's raw getter (used by inductor) skips building a torch.cuda.Stream object on every call.
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    return raw(index) if raw is not None else torch.cuda.current_stream(index).cuda_stream
+
+
 def _backend(t: torch.Tensor, fn: str):
     """``(module, dtype code, trailing (device, stream) args)`` for the kernels of ``t``'s device."""
     if t.is_cpu:
         return _core, _CPU_CODES[t.dtype], ()
     if t.is_cuda:
         module = cuda_module(fn)
-        index = t.device.index if t.device.index is not None else torch.cuda.current_device()
-        return module, _CUDA_CODES[t.dtype], (index, torch.cuda.current_stream(index).cuda_stream)
+        index = t.get_device()
+        return module, _CUDA_CODES[t.dtype], (index, _raw_stream(index))
     raise RuntimeError(f"{fn}(): linneuron has kernels for cpu and cuda tensors, got a tensor on {t.device}")
 
 

@@ -20,9 +20,8 @@ import time
 import torch
 import torch.nn.functional as TF
 
-from . import _kernels
+from . import _kernels, ops
 from . import functional as LF
-from . import ops
 
 
 def _make_custom_op():

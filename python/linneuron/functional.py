@@ -60,9 +60,7 @@ class _LinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, weight, bias):
-        ctx.save_for_backward(
-            input if ctx.needs_input_grad[1] else None, weight if ctx.needs_input_grad[0] else None
-        )
+        ctx.save_for_backward(input if ctx.needs_input_grad[1] else None, weight if ctx.needs_input_grad[0] else None)
         ctx.has_bias = bias is not None
         return _kernels.linear(input, weight, bias, False, "linear")
 

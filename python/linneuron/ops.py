@@ -229,7 +229,8 @@ torch.library.register_autograd("linneuron::bias_grad", _bias_grad_backward, set
 def _autocast_cuda(op):
     def kernel(input, weight, bias=None):
         dtype = torch.get_autocast_dtype("cuda")
-        cast = [t.to(dtype) if t is not None and t.is_floating_point() and t.is_cuda else t for t in (input, weight, bias)]
+        cast = [t.to(dtype) if t is not None and t.is_cuda and t.is_floating_point() else t for t in (input, weight)]
+        cast.append(bias.to(dtype) if bias is not None and bias.is_cuda and bias.is_floating_point() else bias)
         with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCUDA)):
             return op(*cast)
 
