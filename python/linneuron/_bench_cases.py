@@ -40,7 +40,7 @@ class Built:
 
 @dataclass
 class Case:
-    op: str  # linear | linear+bwd | neuron | neuron+bwd | module | module+bwd | step | step-out
+    op: str  # linear | linear+bwd | neuron | neuron+bwd | module | module+bwd | step | step-out | linear-out
     shape: tuple[int, ...]  # (batch, in, out) or (elements,)
     dtype: torch.dtype
     goal: float | None = None
@@ -189,6 +189,36 @@ def _step(case: Case, gen: torch.Generator) -> Built:
                  lambda: (LF.step(z), torch.heaviside(z, one)))  # fmt: skip
 
 
+def _linear_into(case: Case, gen: torch.Generator) -> Built:
+    """The GEMM kernel alone: ``_core.gemm`` (pointers prepared once) against ``torch.addmm(..., out=)``.
+
+    Both write into an existing output, so this shows what the kernels deliver at sizes where the Python layer's
+    per-call cost would otherwise decide the comparison.
+    """
+    from linneuron import _core
+
+    batch, k, n = case.shape
+    x = _randn(gen, batch, k, dtype=case.dtype)
+    w = _randn(gen, n, k, dtype=case.dtype) / math.sqrt(k)
+    b = _randn(gen, n, dtype=case.dtype)
+    out_ln = torch.empty(batch, n, dtype=case.dtype)
+    out_torch = torch.empty(batch, n, dtype=case.dtype)
+    w_t = w.t()
+    code = {torch.float32: _core.FLOAT32, torch.float64: _core.FLOAT64}[case.dtype]
+    # B = Wᵀ: B(k, n) = W(n, k), so B's row stride is W's column stride and vice versa.
+    args = (code, batch, n, k, x.data_ptr(), k, 1, w.data_ptr(), 1, k, out_ln.data_ptr(), n, 1, b.data_ptr(), 1)
+    gemm = _core.gemm
+
+    def ln():
+        gemm(*args, False, False)
+        return out_ln
+
+    def ref():
+        return torch.addmm(b, x, w_t, out=out_torch)
+
+    return Built(ln, ref, 2.0 * batch * k * n, "GFLOP/s", lambda: (ln().clone(), ref().clone()))
+
+
 def _step_into(case: Case, gen: torch.Generator) -> Built:
     """The step kernel alone, writing into an existing output (torch.heaviside(..., out=) on the torch side).
 
@@ -223,6 +253,7 @@ _BUILDERS: dict[str, Callable[[Case, torch.Generator], Built]] = {
     "module+bwd": lambda c, g: _module(c, g, train=True),
     "step": _step,
     "step-out": _step_into,
+    "linear-out": _linear_into,
 }
 
 
@@ -275,6 +306,8 @@ def default_cases(quick: bool = False) -> list[Case]:
         Case("module", TUTORIAL, f32, GOAL_TUTORIAL_NO_GRAD),
         Case("module+bwd", TUTORIAL, f32, GOAL_TUTORIAL_TRAIN),
     ]
+    # The same small products kernel against kernel (no torch layer, outputs preallocated): not a goal row.
+    cases += [Case("linear-out", s, f32, None) for s in [TUTORIAL, (1, 512, 512), (16, 256, 256), (64, 64, 64)]]
     cases += [Case("step", (STEP_ELEMENTS,), f32, GOAL_STEP), Case("step-out", (STEP_ELEMENTS,), f32, GOAL_STEP)]
     for s in [(64, 64, 64), (8192, 64, 64), (65536, 2, 1), (8192, 784, 10), (1024, 1024, 1024)]:
         cases.append(Case("neuron", s, f32, GOAL_NEURON_SMALL_K if s[1] <= 64 else GOAL_NEURON))
