@@ -1,0 +1,66 @@
+"""``linneuron bench``: the command runs end to end, checks agreement before timing, and reports what it measured."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from linneuron import cli  # noqa: E402
+from linneuron._bench_cases import Built, Case, check, default_cases  # noqa: E402
+from linneuron.bench import time_pair  # noqa: E402
+
+
+def test_quick_run_writes_table_and_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = cli.main(["bench", "--quick", "--threads", "1", "--filter", "256x256", "--seconds", "0.5",
+                     "--json", str(out)])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "speed-up" in printed and "256x256->256" in printed
+    data = json.loads(out.read_text())
+    assert data["machine"]["isa"] in ("avx512", "avx2", "portable")
+    assert data["machine"]["peaks"]["1"]["float32_gflops"] > 0
+    rows = data["results"]
+    assert {r["op"] for r in rows} == {"linear", "linear+bwd"}
+    for row in rows:
+        assert row["linneuron_s"] > 0 and row["torch_s"] > 0
+        assert row["speedup"] == pytest.approx(row["torch_s"] / row["linneuron_s"])
+
+
+def test_every_default_case_agrees_with_torch_on_a_small_twin():
+    """Each builder (op kind) on a small shape: linneuron and torch must agree before anything is timed."""
+    seen = set()
+    for case in default_cases() + default_cases(quick=True):
+        if case.op in seen:
+            continue
+        seen.add(case.op)
+        shape = (1 << 12,) if case.op.startswith("step") else (37, 19, 5)
+        small = Case(case.op, shape, case.dtype, case.goal)
+        assert check(small, small.build()) is None, small.name
+
+
+def test_check_reports_a_disagreement():
+    case = Case("linear", (8, 4, 3), torch.float32)
+    good = case.build()
+    wrong = Built(good.linneuron, good.torch, good.work, good.unit, lambda: (good.linneuron() + 1, good.torch()))
+    assert check(case, wrong) is not None
+
+
+def test_time_pair_interleaves_and_returns_medians():
+    calls = []
+    a_s, b_s, reps = time_pair(lambda: calls.append("a"), lambda: calls.append("b"), budget=0.01, min_reps=3)
+    assert a_s > 0 and b_s > 0 and reps >= 3
+    assert "a" in calls and "b" in calls
+
+
+def test_cuda_device_without_gpu_module_exits_cleanly(capsys):
+    from linneuron import _cuda_loader
+
+    _, reason = _cuda_loader.status()
+    if reason is None:
+        pytest.skip("a usable GPU is present; the GPU benchmark itself is tested with the CUDA module")
+    assert cli.main(["bench", "--device", "cuda"]) == 2
+    assert "linneuron bench --device cuda" in capsys.readouterr().err
