@@ -364,3 +364,31 @@ def test_no_reads_or_writes_outside_the_operands(name):
         pytest.skip(f"{name} is not supported here")
     out = subprocess.run([sys.executable, "-c", _GUARD_SCRIPT, name], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", (out.returncode, out.stderr[-2000:])
+
+
+def test_concurrent_python_threads_get_correct_results(rng):
+    """The bindings release the GIL: several Python threads run GEMMs of every path at once (per-thread workspace)."""
+    import threading
+
+    shapes = [(300, 200, 300), (8, 700, 64), (5000, 3, 2), (40, 60, 70)]
+    operands = [(rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((n, k)).astype(np.float32))
+                for m, n, k in shapes]  # fmt: skip
+    expected = [x.astype(np.float64) @ w.astype(np.float64).T for x, w in operands]
+    errors = []
+
+    def worker(index):
+        x, w = operands[index]
+        tol = linear_tolerance(x, w, None, np.dtype(np.float32))
+        for _ in range(20):
+            out = linneuron.numpy.linear(x, w)
+            if not np.all(np.abs(out - expected[index]) <= tol):
+                errors.append(shapes[index])
+                return
+
+    linneuron.set_num_threads(2)
+    threads = [threading.Thread(target=worker, args=(i % len(shapes),)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
