@@ -134,7 +134,8 @@ torch.manual_seed(0)
 for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
     # (1536, 24, 1536) fills >= 132 tiles of 128 x 128, so float32 takes the large-tile kernel; the sanitizer
     # runs (LINNEURON_SMOKE_SMALL=1) leave out only the biggest shape.
-    shapes = [(1, 33, 5), (8, 70, 9), (9, 70, 130), (130, 64, 257), (300, 129, 200), (1536, 24, 1536)]
+    # (24, 2100, 100) is split along K for float32/float64 (few tiles, long K).
+    shapes = [(1, 33, 5), (8, 70, 9), (9, 70, 130), (130, 64, 257), (300, 129, 200), (1536, 24, 1536), (24, 2100, 100)]
     if not os.environ.get("LINNEURON_SMOKE_SMALL"):
         shapes.append((2048, 96, 2176))
     for m, k, n in shapes:

@@ -97,7 +97,8 @@ def _check_linear(out, x, w, b, what=""):
     return _check_matmul(out2, x2, w.t(), b, what=what)
 
 
-# (M, K, N): skinny (M <= 8), small tiles, tile edges, large float32 tiles (>= 132 tiles of 128 x 128), K = 0.
+# (M, K, N): skinny (M <= 8), small tiles, tile edges, large float32 tiles (>= 132 tiles of 128 x 128), split-K,
+# K = 0.
 SHAPES = [
     (1, 1, 1),
     (1, 300, 7),
@@ -108,6 +109,7 @@ SHAPES = [
     (127, 129, 131),
     (300, 40, 520),
     (2048, 96, 2176),
+    (40, 3001, 70),  # few tiles, long K: split along K (float32/float64)
     (5, 0, 3),
 ]
 
@@ -168,9 +170,9 @@ def test_batched_inputs(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("m", [1, 7, 200])
-def test_backward_matches_float64(dtype, m):
-    k, n = 96, 70
+@pytest.mark.parametrize("m,k,n", [(1, 96, 70), (7, 96, 70), (200, 96, 70), (3000, 40, 6)])
+def test_backward_matches_float64(dtype, m, k, n):
+    # (3000, 40, 6): dW = dYᵀ X has 1 x 1 tiles and K = 3000, the split-K case of weight gradients.
     x = _randn(m, k, dtype=dtype, seed=m).requires_grad_()
     layer = linneuron.Linear(k, n, device=DEV, dtype=dtype)
     grad_out = _randn(m, n, dtype=dtype)

@@ -3,6 +3,7 @@
 //   m <= 8 and B K-contiguous (small-batch forward)  -> skinny kernel, one warp per output column, any dtype
 //   float16, bfloat16 (sm_80+ for bfloat16)          -> tensor-core kernel, 128 x 128 tiles
 //   float32                                           -> CUDA-core 128 x 128 tiles when they fill the GPU, else 64 x 64
+//                                                        (split along K when even those are too few and K is long)
 //   float64, and bfloat16 before sm_80                -> CUDA-core 64 x 64 tiles
 #include <mutex>
 #include <unordered_map>
@@ -45,14 +46,14 @@ void gemm_typed(const GemmCall& call, cudaStream_t stream) {
     if (large_tiles >= dev.sm_count)
       launch_simt_large<T>(p, stream);
     else
-      launch_simt_small<T>(p, stream);
+      launch_simt_small<T>(p, stream, dev);
   } else if constexpr (std::is_same<T, double>::value) {
-    launch_simt_small<T>(p, stream);
+    launch_simt_small<T>(p, stream, dev);
   } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
     if (dev.cc_major >= 8)
       launch_wmma<T>(p, stream);
     else
-      launch_simt_small<T>(p, stream);
+      launch_simt_small<T>(p, stream, dev);
   } else {
     launch_wmma<T>(p, stream);
   }

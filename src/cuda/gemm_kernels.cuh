@@ -10,11 +10,12 @@ namespace cuda {
 constexpr int64_t kSkinnyMaxM = 8;
 
 // CUDA-core tiles: 128 x 128 (8 x 8 per thread; float32 only) and 64 x 64 (4 x 4 per thread; float32, float64,
-// and bfloat16 on GPUs without bfloat16 tensor cores).
+// and bfloat16 on GPUs without bfloat16 tensor cores). The 64 x 64 kernel splits K when its tiles cannot fill
+// the GPU and K is long.
 template <typename T>
 void launch_simt_large(const GemmParams<T>& p, cudaStream_t stream);
 template <typename T>
-void launch_simt_small(const GemmParams<T>& p, cudaStream_t stream);
+void launch_simt_small(const GemmParams<T>& p, cudaStream_t stream, const DeviceInfo& dev);
 
 // m <= kSkinnyMaxM and b_rs == 1 (the forward product with a small batch): one warp per column of C.
 template <typename T>

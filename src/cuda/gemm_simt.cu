@@ -42,10 +42,14 @@ __device__ __forceinline__ void load_fragment(const Acc* src, Acc* dst) {
 // vector load when vec says the operand is aligned for it. Shared memory holds A as [k][m] and B as [k][n] in Acc,
 // padded by 16 bytes per row (conflict-free transposing stores), in two stages: the next tile's global loads are
 // in registers while the current one is multiplied.
-template <typename T, typename Acc, int BM, int BN, int BK, int TM, int TN>
+//
+// Split-K (kSplit): blockIdx.y picks a slice of k_per_slice (a multiple of BK) along K, and the block writes its raw
+// sums to partial[slice][m][n] instead of C; split_k_reduce_kernel then adds the slices in order and applies the
+// epilogue, so the result does not depend on scheduling.
+template <typename T, typename Acc, int BM, int BN, int BK, int TM, int TN, bool kSplit>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN))
-    simt_gemm_kernel(GemmParams<T> p, int64_t m_tiles, int64_t n_tiles, bool a_along_k, bool a_vec, bool b_along_k,
-                     bool b_vec) {
+    simt_gemm_kernel(GemmParams<T> params, int64_t m_tiles, int64_t n_tiles, bool a_along_k, bool a_vec,
+                     bool b_along_k, bool b_vec, Acc* partial, int64_t k_per_slice) {
   constexpr int kThreads = (BM / TM) * (BN / TN);
   constexpr int RA = BM * BK / kThreads;
   constexpr int RB = BN * BK / kThreads;
@@ -56,6 +60,15 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
 
   __shared__ __align__(16) Acc As[2][BK][BM + kPad];
   __shared__ __align__(16) Acc Bs[2][BK][BN + kPad];
+
+  GemmParams<T> p = params;
+  if constexpr (kSplit) {
+    // k_begin is a multiple of BK (so of every run length): vector loads stay aligned.
+    const int64_t k_begin = static_cast<int64_t>(blockIdx.y) * k_per_slice;
+    p.a += k_begin * p.a_cs;
+    p.b += k_begin * p.b_rs;
+    p.k = (p.k - k_begin) < k_per_slice ? (p.k - k_begin) : k_per_slice;
+  }
 
   const TileCoord tc = tile_of(blockIdx.x, m_tiles, n_tiles);
   const int64_t m0 = tc.mt * BM, n0 = tc.nt * BN;
@@ -171,8 +184,26 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
 #pragma unroll
     for (int j = 0; j < TN; ++j) {
       const int64_t gn = n0 + (j < HN ? tx * HN + j : BN / 2 + tx * HN + (j - HN));
-      if (gn < p.n) store_output<T, Acc>(p, gm, gn, acc[i][j]);
+      if (gn >= p.n) continue;
+      if constexpr (kSplit)
+        partial[(static_cast<int64_t>(blockIdx.y) * p.m + gm) * p.n + gn] = acc[i][j];
+      else
+        store_output<T, Acc>(p, gm, gn, acc[i][j]);
     }
+  }
+}
+
+// C(i, j) = epilogue(sum over slices s, in order, of partial[s][i][j]) for the split-K path; grid-stride over m*n.
+template <typename T, typename Acc>
+__global__ void __launch_bounds__(256)
+    split_k_reduce_kernel(GemmParams<T> p, const Acc* __restrict__ partial, int slices) {
+  const int64_t count = p.m * p.n;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < count; e += stride) {
+    Acc sum = partial[e];
+    for (int s = 1; s < slices; ++s) sum += partial[s * count + e];
+    const int64_t i = e / p.n;
+    store_output<T, Acc>(p, i, e - i * p.n, sum);
   }
 }
 
@@ -252,8 +283,13 @@ OperandPlan plan_operand(const T* x, int64_t outer_stride, int64_t k_stride, int
   return {abs_k <= abs_outer, false};
 }
 
+// K at and above which a GEMM with too few tiles to fill the GPU is split along K, and the least K per slice.
+constexpr int64_t kSplitMinK = 1024;
+constexpr int64_t kSplitMinSliceK = 256;
+constexpr int64_t kSplitMaxSlices = 16;
+
 template <typename T, typename Acc, int BM, int BN, int BK, int TM, int TN>
-void launch_simt(const GemmParams<T>& p, cudaStream_t stream) {
+void launch_simt(const GemmParams<T>& p, cudaStream_t stream, const DeviceInfo* dev) {
   constexpr int kThreads = (BM / TM) * (BN / TN);
   constexpr int RA = BM * BK / kThreads;
   constexpr int RB = BN * BK / kThreads;
@@ -261,8 +297,36 @@ void launch_simt(const GemmParams<T>& p, cudaStream_t stream) {
   const OperandPlan b = plan_operand(p.b, p.b_cs, p.b_rs, RB);
   const int64_t m_tiles = ceil_div(p.m, BM), n_tiles = ceil_div(p.n, BN);
   const unsigned int blocks = tile_grid(m_tiles, n_tiles, "gemm");
-  simt_gemm_kernel<T, Acc, BM, BN, BK, TM, TN>
-      <<<blocks, kThreads, 0, stream>>>(p, m_tiles, n_tiles, a.along_k, a.vec, b.along_k, b.vec);
+
+  // Few tiles and a long K (small batches, weight gradients of narrow layers): give each tile several blocks,
+  // one per K slice, aiming at two blocks per multiprocessor. The partial sums live in a stream-ordered
+  // allocation (also valid under CUDA graph capture); if it cannot be had, the unsplit kernel runs instead.
+  if (dev != nullptr && p.k >= kSplitMinK && static_cast<int64_t>(blocks) < dev->sm_count) {
+    int64_t slices = ceil_div(2 * static_cast<int64_t>(dev->sm_count), static_cast<int64_t>(blocks));
+    slices = slices < p.k / kSplitMinSliceK ? slices : p.k / kSplitMinSliceK;
+    slices = slices < kSplitMaxSlices ? slices : kSplitMaxSlices;
+    const int64_t k_per_slice = ceil_div(ceil_div(p.k, slices), BK) * BK;
+    slices = ceil_div(p.k, k_per_slice);
+    if (slices >= 2) {
+      void* workspace = nullptr;
+      const size_t bytes = static_cast<size_t>(slices * p.m * p.n) * sizeof(Acc);
+      if (cudaMallocAsync(&workspace, bytes, stream) == cudaSuccess) {
+        Acc* partial = static_cast<Acc*>(workspace);
+        simt_gemm_kernel<T, Acc, BM, BN, BK, TM, TN, true>
+            <<<dim3(blocks, static_cast<unsigned int>(slices)), kThreads, 0, stream>>>(
+                p, m_tiles, n_tiles, a.along_k, a.vec, b.along_k, b.vec, partial, k_per_slice);
+        check_launch("gemm");
+        split_k_reduce_kernel<T, Acc><<<grid_stride_blocks(p.m * p.n, 256, *dev), 256, 0, stream>>>(
+            p, partial, static_cast<int>(slices));
+        check_launch("gemm");
+        check_call(cudaFreeAsync(workspace, stream), "gemm", "cudaFreeAsync");
+        return;
+      }
+      cudaGetLastError();  // no stream-ordered allocation here: clear the error and run unsplit
+    }
+  }
+  simt_gemm_kernel<T, Acc, BM, BN, BK, TM, TN, false><<<blocks, kThreads, 0, stream>>>(
+      p, m_tiles, n_tiles, a.along_k, a.vec, b.along_k, b.vec, nullptr, 0);
   check_launch("gemm");
 }
 
@@ -278,12 +342,12 @@ unsigned int tile_grid(int64_t m_tiles, int64_t n_tiles, const char* op) {
 
 template <typename T>
 void launch_simt_large(const GemmParams<T>& p, cudaStream_t stream) {
-  launch_simt<T, typename AccOf<T>::type, 128, 128, 8, 8, 8>(p, stream);
+  launch_simt<T, typename AccOf<T>::type, 128, 128, 8, 8, 8>(p, stream, nullptr);
 }
 
 template <typename T>
-void launch_simt_small(const GemmParams<T>& p, cudaStream_t stream) {
-  launch_simt<T, typename AccOf<T>::type, 64, 64, 8, 4, 4>(p, stream);
+void launch_simt_small(const GemmParams<T>& p, cudaStream_t stream, const DeviceInfo& dev) {
+  launch_simt<T, typename AccOf<T>::type, 64, 64, 8, 4, 4>(p, stream, &dev);
 }
 
 template <typename T>
@@ -299,9 +363,9 @@ void launch_skinny(const GemmParams<T>& p, cudaStream_t stream, const DeviceInfo
 }
 
 template void launch_simt_large<float>(const GemmParams<float>&, cudaStream_t);
-template void launch_simt_small<float>(const GemmParams<float>&, cudaStream_t);
-template void launch_simt_small<double>(const GemmParams<double>&, cudaStream_t);
-template void launch_simt_small<__nv_bfloat16>(const GemmParams<__nv_bfloat16>&, cudaStream_t);
+template void launch_simt_small<float>(const GemmParams<float>&, cudaStream_t, const DeviceInfo&);
+template void launch_simt_small<double>(const GemmParams<double>&, cudaStream_t, const DeviceInfo&);
+template void launch_simt_small<__nv_bfloat16>(const GemmParams<__nv_bfloat16>&, cudaStream_t, const DeviceInfo&);
 template void launch_skinny<float>(const GemmParams<float>&, cudaStream_t, const DeviceInfo&);
 template void launch_skinny<double>(const GemmParams<double>&, cudaStream_t, const DeviceInfo&);
 template void launch_skinny<__half>(const GemmParams<__half>&, cudaStream_t, const DeviceInfo&);
