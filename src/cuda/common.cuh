@@ -138,13 +138,16 @@ inline void check_call(cudaError_t err, const char* op, const char* what) {
 struct DeviceInfo {
   int sm_count;
   int cc_major;
+  int threads_per_sm;  // most resident threads per multiprocessor
 };
 DeviceInfo current_device_info(const char* op);
 
-// Largest grid.x a grid-stride kernel gets: enough blocks to fill every multiprocessor several times over.
+// Blocks of `threads` for a grid-stride loop over work_items: one per chunk of work, at most one full wave of
+// resident blocks (more would only queue behind the first wave and leave a ragged tail).
 inline unsigned int grid_stride_blocks(int64_t work_items, int threads, const DeviceInfo& dev) {
   const int64_t wanted = ceil_div(work_items, threads);
-  const int64_t cap = static_cast<int64_t>(dev.sm_count) * 16;
+  const int64_t per_sm = dev.threads_per_sm / threads > 0 ? dev.threads_per_sm / threads : 1;
+  const int64_t cap = static_cast<int64_t>(dev.sm_count) * per_sm;
   return static_cast<unsigned int>(wanted < cap ? (wanted < 1 ? 1 : wanted) : cap);
 }
 

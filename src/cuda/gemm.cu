@@ -28,6 +28,8 @@ DeviceInfo current_device_info(const char* op) {
              "cudaDeviceGetAttribute(multiprocessor count)");
   check_call(cudaDeviceGetAttribute(&info.cc_major, cudaDevAttrComputeCapabilityMajor, device), op,
              "cudaDeviceGetAttribute(compute capability)");
+  check_call(cudaDeviceGetAttribute(&info.threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device), op,
+             "cudaDeviceGetAttribute(threads per multiprocessor)");
   std::lock_guard<std::mutex> lock(mutex);
   cache[device] = info;
   return info;
