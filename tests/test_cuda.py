@@ -153,7 +153,8 @@ def _view(kind: str, rows: int, cols: int, dtype, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("x_kind", ["contiguous", "transposed", "misaligned", "strided", "broadcast"])
 @pytest.mark.parametrize("w_kind", ["contiguous", "transposed", "misaligned", "strided"])
 def test_operand_layouts(dtype, x_kind, w_kind):
-    for m, k, n in ((130, 70, 200), (5, 77, 33)):
+    # Sizes off the vector width (element loads), on it (16-byte loads in every layout), and skinny.
+    for m, k, n in ((130, 70, 200), (136, 72, 264), (5, 77, 33)):
         x = _view(x_kind, m, k, dtype, seed=1)
         w = _view(w_kind, n, k, dtype, seed=2)
         b = _randn(2 * n, dtype=dtype)[::2]  # a strided bias too
@@ -170,9 +171,11 @@ def test_batched_inputs(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("m,k,n", [(1, 96, 70), (7, 96, 70), (200, 96, 70), (3000, 40, 6)])
+@pytest.mark.parametrize("m,k,n", [(1, 96, 70), (7, 96, 70), (200, 96, 72), (3000, 40, 6), (1536, 1536, 1536)])
 def test_backward_matches_float64(dtype, m, k, n):
-    # (3000, 40, 6): dW = dYᵀ X has 1 x 1 tiles and K = 3000, the split-K case of weight gradients.
+    # (200, 96, 72): sizes on the vector width, so dX (B N-contiguous) and dW (A M-contiguous) take 16-byte loads.
+    # (3000, 40, 6): dW = dYᵀ X has one tile and K = 3000, the split-K case of weight gradients.
+    # (1536, 1536, 1536): enough tiles for the 128 x 128 float32 kernel in all three products.
     x = _randn(m, k, dtype=dtype, seed=m).requires_grad_()
     layer = linneuron.Linear(k, n, device=DEV, dtype=dtype)
     grad_out = _randn(m, n, dtype=dtype)
