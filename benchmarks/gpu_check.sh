@@ -38,7 +38,8 @@ STEP=0
 remaining() { echo $((BUDGET - ($(date +%s) - START))); }
 
 # run_step NAME TIMEOUT MIN_SECONDS REQUIRED COMMAND...: runs COMMAND with min(TIMEOUT, time left), logging to
-# LOG/NN-NAME.log; skipped when fewer than MIN_SECONDS remain. REQUIRED=1 steps count towards the exit status.
+# LOG/NN-NAME.log; skipped when fewer than MIN_SECONDS remain. REQUIRED: 1 = must run and pass, 2 = must pass if
+# it runs (optional when out of time), 0 = informational. Failures of required steps set the exit status.
 run_step() {
   local name=$1 limit=$2 min=$3 required=$4
   shift 4
@@ -49,7 +50,7 @@ run_step() {
   left=$(remaining)
   if [ "$left" -lt "$min" ]; then
     echo "SKIP  $name (only ${left}s of the budget left)" | tee -a "$SUMMARY"
-    [ "$required" = 1 ] && FAILED=1
+    if [ "$required" = 1 ]; then FAILED=1; fi
     return 0
   fi
   [ "$limit" -gt "$left" ] && limit=$left
@@ -64,7 +65,7 @@ run_step() {
   else
     [ $rc -eq 124 ] && echo "TIMEOUT after ${limit}s" >>"$file"
     echo "FAIL  $name (exit $rc after ${took}s, see $(basename "$file"))" | tee -a "$SUMMARY"
-    [ "$required" = 1 ] && FAILED=1
+    if [ "$required" != 0 ]; then FAILED=1; fi
   fi
   return 0
 }
@@ -203,7 +204,7 @@ if (cd "$WORK" && "$VPY" -c "import linneuron._cuda") 2>/dev/null; then
   SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
   if [ "${GPU_CHECK_SANITIZER:-1}" != 0 ] && [ -n "$SANITIZER" ]; then
     for tool in memcheck racecheck; do
-      run_step "sanitizer-$tool" 120 45 0 env LINNEURON_SMOKE_SMALL=1 "$SANITIZER" --tool "$tool" \
+      run_step "sanitizer-$tool" 120 45 2 env LINNEURON_SMOKE_SMALL=1 "$SANITIZER" --tool "$tool" \
         --error-exitcode 9 "$VPY" "$LOG/smoke.py"
     done
   else
