@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +134,16 @@ def test_cuda_tensor_gets_the_reason():
 
     with pytest.raises(RuntimeError, match=re.escape(reason)):
         LF.linear(x, torch.ones(4, 3, device="cuda"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("LINNEURON_CUDA_EMULATION") != "1", reason="opt-in: LINNEURON_CUDA_EMULATION=1")
+def test_kernels_in_host_emulation():
+    # The CUDA kernels compiled for the host (one thread per CUDA thread, barriers for __syncthreads) against a
+    # float64 reference: indexing, bounds, staging and split-K logic, without a GPU. About a minute on 2 cores.
+    script = Path(__file__).resolve().parents[1] / "src" / "cuda" / "emulation" / "run.sh"
+    if not shutil.which(os.environ.get("CXX", "g++")):
+        pytest.skip("no C++ compiler")
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert " 0 failures;" in done.stdout.splitlines()[-1]
