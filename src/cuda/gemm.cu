@@ -1,7 +1,8 @@
 // The CUDA GEMM entry point: picks a kernel by dtype, shape and the device, and caches device properties.
 //
 //   m <= 8 and B K-contiguous (small-batch forward)  -> skinny kernel, one warp per output column, any dtype
-//   float16, bfloat16 (sm_80+ for bfloat16)          -> tensor-core kernel, 128 x 128 tiles
+//   float16, bfloat16 (sm_80+ for bfloat16)          -> tensor-core kernel, 128 x 128 tiles (split along K when
+//                                                        they are too few and K is long)
 //   float32                                           -> CUDA-core 128 x 128 tiles when they fill the GPU, else 64 x 64
 //                                                        (split along K when even those are too few and K is long)
 //   float64, and bfloat16 before sm_80                -> CUDA-core 64 x 64 tiles
@@ -53,11 +54,11 @@ void gemm_typed(const GemmCall& call, cudaStream_t stream) {
     launch_simt_small<T>(p, stream, dev);
   } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
     if (dev.cc_major >= 8)
-      launch_wmma<T>(p, stream);
+      launch_wmma<T>(p, stream, dev);
     else
       launch_simt_small<T>(p, stream, dev);
   } else {
-    launch_wmma<T>(p, stream);
+    launch_wmma<T>(p, stream, dev);
   }
 }
 

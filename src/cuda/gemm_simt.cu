@@ -193,20 +193,6 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
   }
 }
 
-// C(i, j) = epilogue(sum over slices s, in order, of partial[s][i][j]) for the split-K path; grid-stride over m*n.
-template <typename T, typename Acc>
-__global__ void __launch_bounds__(256)
-    split_k_reduce_kernel(GemmParams<T> p, const Acc* __restrict__ partial, int slices) {
-  const int64_t count = p.m * p.n;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < count; e += stride) {
-    Acc sum = partial[e];
-    for (int s = 1; s < slices; ++s) sum += partial[s * count + e];
-    const int64_t i = e / p.n;
-    store_output<T, Acc>(p, i, e - i * p.n, sum);
-  }
-}
-
 // C(i, j) for i < m <= MAXM: one warp per column j of C walks B's column (contiguous, b_rs == 1) and the m rows of
 // A once, then reduces across lanes. Reading each element of B once is the floor when m is small, so this kernel
 // is bound by B's bandwidth; unrolling keeps several 16-byte loads in flight per lane.
@@ -283,11 +269,6 @@ OperandPlan plan_operand(const T* x, int64_t outer_stride, int64_t k_stride, int
   return {abs_k <= abs_outer, false};
 }
 
-// K at and above which a GEMM with too few tiles to fill the GPU is split along K, and the least K per slice.
-constexpr int64_t kSplitMinK = 1024;
-constexpr int64_t kSplitMinSliceK = 256;
-constexpr int64_t kSplitMaxSlices = 16;
-
 template <typename T, typename Acc, int BM, int BN, int BK, int TM, int TN>
 void launch_simt(const GemmParams<T>& p, cudaStream_t stream, const DeviceInfo* dev) {
   constexpr int kThreads = (BM / TM) * (BN / TN);
@@ -298,32 +279,14 @@ void launch_simt(const GemmParams<T>& p, cudaStream_t stream, const DeviceInfo* 
   const int64_t m_tiles = ceil_div(p.m, BM), n_tiles = ceil_div(p.n, BN);
   const unsigned int blocks = tile_grid(m_tiles, n_tiles, "gemm");
 
-  // Few tiles and a long K (small batches, weight gradients of narrow layers): give each tile several blocks,
-  // one per K slice, aiming at two blocks per multiprocessor. The partial sums live in a stream-ordered
-  // allocation (also valid under CUDA graph capture); if it cannot be had, the unsplit kernel runs instead.
-  if (dev != nullptr && p.k >= kSplitMinK && static_cast<int64_t>(blocks) < dev->sm_count) {
-    int64_t slices = ceil_div(2 * static_cast<int64_t>(dev->sm_count), static_cast<int64_t>(blocks));
-    slices = slices < p.k / kSplitMinSliceK ? slices : p.k / kSplitMinSliceK;
-    slices = slices < kSplitMaxSlices ? slices : kSplitMaxSlices;
-    const int64_t k_per_slice = ceil_div(ceil_div(p.k, slices), BK) * BK;
-    slices = ceil_div(p.k, k_per_slice);
-    if (slices >= 2) {
-      void* workspace = nullptr;
-      const size_t bytes = static_cast<size_t>(slices * p.m * p.n) * sizeof(Acc);
-      if (cudaMallocAsync(&workspace, bytes, stream) == cudaSuccess) {
-        Acc* partial = static_cast<Acc*>(workspace);
-        simt_gemm_kernel<T, Acc, BM, BN, BK, TM, TN, true>
-            <<<dim3(blocks, static_cast<unsigned int>(slices)), kThreads, 0, stream>>>(
-                p, m_tiles, n_tiles, a.along_k, a.vec, b.along_k, b.vec, partial, k_per_slice);
-        check_launch("gemm");
-        split_k_reduce_kernel<T, Acc><<<grid_stride_blocks(p.m * p.n, 256, *dev), 256, 0, stream>>>(
-            p, partial, static_cast<int>(slices));
-        check_launch("gemm");
-        check_call(cudaFreeAsync(workspace, stream), "gemm", "cudaFreeAsync");
-        return;
-      }
-      cudaGetLastError();  // no stream-ordered allocation here: clear the error and run unsplit
-    }
+  if (dev != nullptr) {
+    const SplitPlan plan = plan_split(p.k, blocks, *dev, BK);
+    if (plan.slices > 1 && run_split<T, Acc>(p, plan, stream, *dev, [&](Acc* partial) {
+          simt_gemm_kernel<T, Acc, BM, BN, BK, TM, TN, true>
+              <<<dim3(blocks, static_cast<unsigned int>(plan.slices)), kThreads, 0, stream>>>(
+                  p, m_tiles, n_tiles, a.along_k, a.vec, b.along_k, b.vec, partial, plan.k_per_slice);
+        }))
+      return;
   }
   simt_gemm_kernel<T, Acc, BM, BN, BK, TM, TN, false><<<blocks, kThreads, 0, stream>>>(
       p, m_tiles, n_tiles, a.along_k, a.vec, b.along_k, b.vec, nullptr, 0);

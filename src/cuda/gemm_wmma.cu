@@ -6,7 +6,8 @@
 // stepping K by 32. Each operand sits in shared memory in the layout that its memory order makes a plain copy:
 // K-major ([row][k], WMMA row_major for A / col_major for B) when K is contiguous or nothing is, else
 // M- or N-major ([k][row]). Rows are padded by 8 elements (16 bytes) against bank conflicts; two stages, the next
-// tile's global loads held in registers while the current one is multiplied.
+// tile's global loads held in registers while the current one is multiplied. With few tiles and a long K, blocks
+// split K (kSplit, see gemm_kernels.cuh) and write float partial sums that a second kernel reduces.
 #include <mma.h>
 
 #include <type_traits>
@@ -31,15 +32,24 @@ union Run16 {
   T e[kRun];
 };
 
-template <typename T, bool A_KMAJOR, bool B_KMAJOR>
-__device__ __forceinline__ void wmma_gemm_body(const GemmParams<T>& p, int64_t m_tiles, int64_t n_tiles, bool a_vec,
-                                               bool b_vec) {
+template <typename T, bool A_KMAJOR, bool B_KMAJOR, bool kSplit>
+__device__ __forceinline__ void wmma_gemm_body(const GemmParams<T>& params, int64_t m_tiles, int64_t n_tiles,
+                                               bool a_vec, bool b_vec, float* partial, int64_t k_per_slice) {
   using ALayout = typename std::conditional<A_KMAJOR, wmma::row_major, wmma::col_major>::type;
   using BLayout = typename std::conditional<B_KMAJOR, wmma::col_major, wmma::row_major>::type;
   constexpr int LDA = A_KMAJOR ? kBK + kPad : kBM + kPad;
   constexpr int LDB = B_KMAJOR ? kBK + kPad : kBN + kPad;
 
   __shared__ __align__(128) T smem[2 * 2 * kStageElems];  // [stage][A, B]
+
+  GemmParams<T> p = params;
+  if constexpr (kSplit) {
+    // k_begin is a multiple of kBK (so of the 8-element runs): vector loads stay aligned.
+    const int64_t k_begin = static_cast<int64_t>(blockIdx.y) * k_per_slice;
+    p.a += k_begin * p.a_cs;
+    p.b += k_begin * p.b_rs;
+    p.k = (p.k - k_begin) < k_per_slice ? (p.k - k_begin) : k_per_slice;
+  }
 
   const TileCoord tc = tile_of(blockIdx.x, m_tiles, n_tiles);
   const int64_t m0 = tc.mt * kBM, n0 = tc.nt * kBN;
@@ -175,41 +185,55 @@ __device__ __forceinline__ void wmma_gemm_body(const GemmParams<T>& p, int64_t m
       const int64_t gn0 = n0 + warp_n * 32 + ni * 16 + c0;
       if (gm < p.m) {
 #pragma unroll
-        for (int q = 0; q < 8; ++q)
-          if (gn0 + q < p.n) store_output<T, float>(p, gm, gn0 + q, park[r * 16 + c0 + q]);
+        for (int q = 0; q < 8; ++q) {
+          if (gn0 + q >= p.n) continue;
+          if constexpr (kSplit)
+            partial[(static_cast<int64_t>(blockIdx.y) * p.m + gm) * p.n + gn0 + q] = park[r * 16 + c0 + q];
+          else
+            store_output<T, float>(p, gm, gn0 + q, park[r * 16 + c0 + q]);
+        }
       }
       __syncwarp();
     }
   }
 }
 
-template <typename T, bool A_KMAJOR, bool B_KMAJOR>
+template <typename T, bool A_KMAJOR, bool B_KMAJOR, bool kSplit>
 __global__ void __launch_bounds__(kThreads)
-    wmma_gemm_kernel(GemmParams<T> p, int64_t m_tiles, int64_t n_tiles, bool a_vec, bool b_vec) {
+    wmma_gemm_kernel(GemmParams<T> p, int64_t m_tiles, int64_t n_tiles, bool a_vec, bool b_vec, float* partial,
+                     int64_t k_per_slice) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   // bfloat16 tensor cores start with sm_80; the dispatcher sends bfloat16 on older GPUs to the CUDA-core kernel.
   if constexpr (std::is_same<T, __nv_bfloat16>::value) {
     __trap();
   } else {
-    wmma_gemm_body<T, A_KMAJOR, B_KMAJOR>(p, m_tiles, n_tiles, a_vec, b_vec);
+    wmma_gemm_body<T, A_KMAJOR, B_KMAJOR, kSplit>(p, m_tiles, n_tiles, a_vec, b_vec, partial, k_per_slice);
   }
 #else
-  wmma_gemm_body<T, A_KMAJOR, B_KMAJOR>(p, m_tiles, n_tiles, a_vec, b_vec);
+  wmma_gemm_body<T, A_KMAJOR, B_KMAJOR, kSplit>(p, m_tiles, n_tiles, a_vec, b_vec, partial, k_per_slice);
 #endif
 }
 
 template <typename T, bool A_KMAJOR, bool B_KMAJOR>
-void launch_layout(const GemmParams<T>& p, cudaStream_t stream, bool a_vec, bool b_vec) {
+void launch_layout(const GemmParams<T>& p, cudaStream_t stream, const DeviceInfo& dev, bool a_vec, bool b_vec) {
   const int64_t m_tiles = ceil_div(p.m, kBM), n_tiles = ceil_div(p.n, kBN);
   const unsigned int blocks = tile_grid(m_tiles, n_tiles, "gemm");
-  wmma_gemm_kernel<T, A_KMAJOR, B_KMAJOR><<<blocks, kThreads, 0, stream>>>(p, m_tiles, n_tiles, a_vec, b_vec);
+  const SplitPlan plan = plan_split(p.k, blocks, dev, kBK);
+  if (plan.slices > 1 && run_split<T, float>(p, plan, stream, dev, [&](float* partial) {
+        wmma_gemm_kernel<T, A_KMAJOR, B_KMAJOR, true><<<dim3(blocks, static_cast<unsigned int>(plan.slices)),
+                                                         kThreads, 0, stream>>>(p, m_tiles, n_tiles, a_vec, b_vec,
+                                                                                partial, plan.k_per_slice);
+      }))
+    return;
+  wmma_gemm_kernel<T, A_KMAJOR, B_KMAJOR, false>
+      <<<blocks, kThreads, 0, stream>>>(p, m_tiles, n_tiles, a_vec, b_vec, nullptr, 0);
   check_launch("gemm");
 }
 
 }  // namespace
 
 template <typename T>
-void launch_wmma(const GemmParams<T>& p, cudaStream_t stream) {
+void launch_wmma(const GemmParams<T>& p, cudaStream_t stream, const DeviceInfo& dev) {
   constexpr int64_t kRunBytes = kRun * static_cast<int64_t>(sizeof(T));
   // M- or N-major shared layout only when that dimension is contiguous and K is not; otherwise K-major, with
   // element loads unless K is contiguous and aligned.
@@ -220,17 +244,17 @@ void launch_wmma(const GemmParams<T>& p, cudaStream_t stream) {
   const bool b_vec = aligned_to(p.b, kRunBytes) &&
                      (b_kmajor ? (p.b_rs == 1 && p.b_cs % kRun == 0) : (p.b_rs % kRun == 0));
   if (a_kmajor && b_kmajor)
-    launch_layout<T, true, true>(p, stream, a_vec, b_vec);
+    launch_layout<T, true, true>(p, stream, dev, a_vec, b_vec);
   else if (a_kmajor)
-    launch_layout<T, true, false>(p, stream, a_vec, b_vec);
+    launch_layout<T, true, false>(p, stream, dev, a_vec, b_vec);
   else if (b_kmajor)
-    launch_layout<T, false, true>(p, stream, a_vec, b_vec);
+    launch_layout<T, false, true>(p, stream, dev, a_vec, b_vec);
   else
-    launch_layout<T, false, false>(p, stream, a_vec, b_vec);
+    launch_layout<T, false, false>(p, stream, dev, a_vec, b_vec);
 }
 
-template void launch_wmma<__half>(const GemmParams<__half>&, cudaStream_t);
-template void launch_wmma<__nv_bfloat16>(const GemmParams<__nv_bfloat16>&, cudaStream_t);
+template void launch_wmma<__half>(const GemmParams<__half>&, cudaStream_t, const DeviceInfo&);
+template void launch_wmma<__nv_bfloat16>(const GemmParams<__nv_bfloat16>&, cudaStream_t, const DeviceInfo&);
 
 }  // namespace cuda
 }  // namespace linneuron

@@ -113,6 +113,7 @@ void run_dtype(bool big) {
   check_gemm<T>(40, 70, 3001, "contiguous", "contiguous", true, false, false, false);
   check_gemm<T>(6, 40, 3000, "transposed", "transposed", false, false, false, false);  // dW of a narrow layer
   check_gemm<T>(24, 100, 2100, "contiguous", "transposed", true, true, false, false);
+  check_gemm<T>(64, 300, 2080, "transposed", "contiguous", true, false, true, true);  // split, M-major A, step
   if (big) {
     check_gemm<T>(1536, 1536, 24, "contiguous", "contiguous", true, false, false, false);  // 128x128 float32 tiles
     check_gemm<T>(1536, 1536, 20, "transposed", "transposed", true, false, true, false);

@@ -10,6 +10,8 @@ trap 'rm -rf "$WORK"' EXIT
 for f in gemm gemm_simt gemm_wmma elementwise; do
   python3 "$HERE/transform.py" "$SRC/$f.cu" "$WORK/$f.cpp"
 done
+# The sources include "gemm_kernels.cuh" from their own folder, so the rewritten copy beside them is used.
+python3 "$HERE/transform.py" "$SRC/gemm_kernels.cuh" "$WORK/gemm_kernels.cuh"
 ${CXX:-g++} -std=c++20 -O1 -pthread -w -I"$HERE" -I"$SRC" -I"$SRC/../cpp" -x c++ "$WORK"/gemm.cpp "$WORK"/gemm_simt.cpp \
   "$WORK"/gemm_wmma.cpp "$WORK"/elementwise.cpp "$HERE/emu_test.cpp" -o "$WORK/emu_test"
 "$WORK/emu_test" "$@"
