@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import math
 
+import linneuron.functional as LF
 import pytest
 import torch
 import torch.nn.functional as TF
-
-import linneuron.functional as LF
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -119,7 +118,9 @@ def test_zero_in_features_gives_bias():
     assert torch.equal(LF.linear(x, w), torch.zeros(4, 3))
 
 
-@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True), (False, True, True)])
+@pytest.mark.parametrize(
+    "needs", [(True, False, False), (False, True, False), (False, False, True), (False, True, True)]
+)
 def test_only_requested_gradients_are_computed(needs):
     tensors = [torch.randn(5, 3), torch.randn(2, 3), torch.randn(2)]
     for t, need in zip(tensors, needs):
@@ -175,6 +176,17 @@ def test_step_backward_is_the_surrogate_derivative(surrogate, alpha, dtype):
     want = gy.double() * _surrogate_reference(surrogate, z.detach().double(), a)
     tol = {"rtol": 1e-6, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
     torch.testing.assert_close(gz, want.to(dtype), **tol)
+
+
+def test_step_backward_mixed_layouts():
+    torch.manual_seed(0)
+    z = torch.randn(5, 6, dtype=torch.float64)
+    gy = torch.randn(6, 5, dtype=torch.float64)
+    want = LF._step_backward(gy.t().contiguous(), z, 3, 2.0)
+    assert torch.equal(LF._step_backward(gy.t(), z, 3, 2.0), want)  # transposed grad, contiguous z
+    assert torch.equal(LF._step_backward(gy.t().contiguous(), z.t().contiguous().t(), 3, 2.0), want)
+    ones = torch.ones(1, 1, dtype=torch.float64).expand(5, 6)  # stride 0, as from out.sum().backward()
+    torch.testing.assert_close(LF._step_backward(ones, z, 3, 2.0), _surrogate_reference("atan", z, 2.0))
 
 
 def test_default_surrogate_is_atan_with_alpha_2():
@@ -254,7 +266,8 @@ def test_neuron_exact_surrogate_gives_zero_gradients():
 
 def test_errors_name_arguments_shapes_and_dtypes():
     x, w = torch.randn(8, 3), torch.randn(2, 4)
-    with pytest.raises(ValueError, match=r"input has 3 features but weight expects 4 \(input \(8, 3\), weight \(2, 4\)\)"):
+    expected = r"input has 3 features but weight expects 4 \(input \(8, 3\), weight \(2, 4\)\)"
+    with pytest.raises(ValueError, match=expected):
         LF.linear(x, w)
     with pytest.raises(ValueError, match="weight must be 2-D"):
         LF.linear(x, torch.randn(3))
@@ -290,3 +303,80 @@ def test_mixed_devices_raise_like_nn_linear():
     w = torch.randn(2, 3, device="meta")
     with pytest.raises(RuntimeError, match="same device, got input on cpu, weight on meta"):
         LF.linear(x, w)
+
+
+# ---- torch.func transforms ----------------------------------------------------------------------------------
+
+
+def _func_data():
+    torch.manual_seed(0)
+    return (
+        torch.randn(5, 3, dtype=torch.float64),
+        torch.randn(2, 3, dtype=torch.float64),
+        torch.randn(2, dtype=torch.float64),
+    )
+
+
+def test_vmap_over_inputs_and_per_sample_weights():
+    from torch.func import vmap
+
+    x, w, b = _func_data()
+    xs = torch.randn(4, 5, 3, dtype=torch.float64)
+    ws = torch.randn(4, 2, 3, dtype=torch.float64)
+    torch.testing.assert_close(vmap(lambda x: LF.linear(x, w, b))(xs), TF.linear(xs, w, b))
+    torch.testing.assert_close(
+        vmap(lambda x: LF.linear(x, w), in_dims=1)(xs), vmap(lambda x: TF.linear(x, w), in_dims=1)(xs)
+    )
+    torch.testing.assert_close(vmap(lambda w: LF.linear(x, w, b))(ws), vmap(lambda w: TF.linear(x, w, b))(ws))
+    assert torch.equal(vmap(lambda x: LF.neuron(x, w, b))(xs), (TF.linear(xs, w, b) >= 0).double())
+    assert torch.equal(vmap(LF.step, in_dims=2)(xs), (xs >= 0).double().permute(2, 0, 1))
+
+
+def test_func_grad_jacrev_and_per_sample_gradients_match_F_linear():
+    from torch.func import grad, jacrev, vmap
+
+    x, w, b = _func_data()
+    jac = jacrev(LF.linear, argnums=(0, 1, 2))(x, w, b)
+    jac_ref = jacrev(TF.linear, argnums=(0, 1, 2))(x, w, b)
+    for got, want in zip(jac, jac_ref):
+        torch.testing.assert_close(got, want)
+
+    def per_sample(fn):
+        return vmap(grad(lambda w, b, xi: fn(xi, w, b).square().sum(), argnums=(0, 1)), in_dims=(None, None, 0))(
+            w, b, x
+        )
+
+    for got, want in zip(per_sample(LF.linear), per_sample(TF.linear)):
+        torch.testing.assert_close(got, want)
+    z = torch.randn(4, 6, dtype=torch.float64)
+    s = torch.sigmoid(4.0 * z)
+    torch.testing.assert_close(grad(lambda z: LF.step(z, "sigmoid").sum())(z), 4.0 * s * (1 - s))
+    assert torch.equal(grad(lambda w: LF.neuron(x, w, b, surrogate=None).sum())(w), torch.zeros_like(w))
+
+
+# torch's forward-mode decompositions script themselves with the deprecated torch.jit.script (not our code).
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_forward_mode_jacfwd_and_hessian():
+    from torch.func import hessian, jacfwd, jacrev
+
+    x, w, b = _func_data()
+    for got, want in zip(jacfwd(LF.linear, argnums=(0, 1, 2))(x, w, b), jacfwd(TF.linear, argnums=(0, 1, 2))(x, w, b)):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(
+        hessian(lambda w: LF.linear(x, w, b).square().sum())(w), hessian(lambda w: TF.linear(x, w, b).square().sum())(w)
+    )
+    import torch.autograd.forward_ad as fwAD
+
+    tangent = torch.randn_like(w)
+    with fwAD.dual_level():  # eager forward-mode AD, outside torch.func
+        dual = fwAD.make_dual(w, tangent)
+        got, want = (fwAD.unpack_dual(fn(x, dual, b)).tangent for fn in (LF.linear, TF.linear))
+    torch.testing.assert_close(got, want)
+    z, g = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
+    for code in (1, 2, 3):
+
+        def backward_fn(g, z, code=code):
+            return LF._step_backward(g, z, code, 1.3)
+
+        for got, want in zip(jacfwd(backward_fn, argnums=(0, 1))(g, z), jacrev(backward_fn, argnums=(0, 1))(g, z)):
+            torch.testing.assert_close(got, want)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import types
 
+import linneuron.functional as LF
 import pytest
 import torch
 import torch.nn.functional as TF
+from linneuron import _kernels, ops
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
-
-import linneuron.functional as LF
-from linneuron import _kernels, ops
 
 
 def _t(*shape, dtype=torch.float64, grad=True):
@@ -120,8 +119,11 @@ def test_fake_tensors_and_meta_device():
 
 def test_compile_fullgraph_matches_eager():
     torch.manual_seed(0)
-    x, w1, b1, w2 = _t(6, 3, dtype=torch.float32), _t(5, 3, dtype=torch.float32), _t(5, dtype=torch.float32), _t(
-        2, 5, dtype=torch.float32
+    x, w1, b1, w2 = (
+        _t(6, 3, dtype=torch.float32),
+        _t(5, 3, dtype=torch.float32),
+        _t(5, dtype=torch.float32),
+        _t(2, 5, dtype=torch.float32),
     )
 
     def f(x, w1, b1, w2):
@@ -180,3 +182,91 @@ def test_eager_fast_path_and_ops_give_identical_bits():
     assert torch.equal(LF.linear(x, w, b), ops.linear(x, w, b))
     assert torch.equal(LF.neuron(x, w, b), ops.neuron(x, w, b))
     torch.testing.assert_close(ops.linear(x, w, b), TF.linear(x, w, b), rtol=1e-5, atol=1e-5)
+
+
+# ---- CUDA (run where a GPU and linneuron's _cuda module exist; skipped otherwise) -----------------------------
+
+
+def _cuda_kernels_ready() -> bool:
+    from linneuron import _cuda_loader
+
+    return torch.cuda.is_available() and _cuda_loader.status()[1] is None
+
+
+needs_cuda = pytest.mark.skipif(not _cuda_kernels_ready(), reason="needs a CUDA GPU and linneuron's _cuda module")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_real_cuda_tensor_without_cuda_kernels_says_why():
+    from linneuron import _cuda_loader
+
+    if _cuda_loader.status()[1] is None:
+        pytest.skip("linneuron's CUDA kernels are available here")
+    x = torch.randn(2, 3, device="cuda")
+    with pytest.raises(RuntimeError, match="CUDA kernels are unavailable"):
+        LF.linear(x, torch.randn(1, 3, device="cuda"))
+
+
+_CUDA_TOL = {
+    torch.float32: {"rtol": 2e-5, "atol": 2e-5},
+    torch.float64: {"rtol": 1e-12, "atol": 1e-12},
+    torch.float16: {"rtol": 2e-3, "atol": 2e-3},
+    torch.bfloat16: {"rtol": 1.6e-2, "atol": 1.6e-2},
+}
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("dtype", list(_CUDA_TOL))
+@pytest.mark.parametrize("shape", [(16,), (0, 16), (37, 16), (2, 5, 16)])
+def test_cuda_linear_and_gradients_match_float64_reference(dtype, shape):
+    torch.manual_seed(0)
+    dims = list(range(len(shape)))[::-1]
+    x = _leaf(torch.randn(shape[::-1], device="cuda", dtype=dtype).permute(dims))  # column-major storage
+    w = torch.randn(8, 16, device="cuda", dtype=dtype, requires_grad=True)
+    b = torch.randn(8, device="cuda", dtype=dtype, requires_grad=True)
+    out = LF.linear(x, w, b)
+    gy = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (x, w, b), gy)
+    ref = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    ref_out = TF.linear(*ref)
+    ref_grads = torch.autograd.grad(ref_out, ref, gy.double())
+    torch.testing.assert_close(out, ref_out.to(dtype), **_CUDA_TOL[dtype])
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want.to(dtype), **_CUDA_TOL[dtype])
+    with torch.no_grad():
+        z = ref_out.detach()
+        keep = z.abs() > 0.05  # away from the rounding edge of 16-bit sums
+        assert torch.equal(LF.neuron(x, w, b)[keep], (z >= 0).to(dtype)[keep])
+        assert torch.equal(LF.step(out), (out >= 0).to(dtype))
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_side_stream_compile_opcheck_and_autocast():
+    torch.manual_seed(0)
+    x, w, b = (torch.randn(*s, device="cuda") for s in ((64, 32), (16, 32), (16,)))
+    want = TF.linear(x, w, b)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        got = LF.linear(x, w, b)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.testing.assert_close(got, want, rtol=2e-5, atol=2e-5)
+    compiled = torch.compile(lambda x, w, b: LF.neuron(x, w, b) + LF.linear(x, w, b), fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x, w, b), (want >= 0).float() + want, rtol=2e-5, atol=2e-5)
+    torch.library.opcheck(ops.linear, (x.double().requires_grad_(), w.double().requires_grad_(), b.double()))
+    with torch.autocast("cuda", dtype=torch.float16):
+        auto = LF.linear(x, w, b)
+        auto_ref = TF.linear(x, w, b)
+    assert auto.dtype == auto_ref.dtype == torch.float16
+    torch.testing.assert_close(auto, auto_ref, rtol=2e-3, atol=2e-3)
+
+
+def test_ops_reject_unknown_surrogate_codes_and_slopes():
+    z = torch.randn(3)
+    with pytest.raises(ValueError, match="surrogate code must be one of"):
+        ops.step(z, 7, 1.0)
+    with pytest.raises(ValueError, match="alpha must be positive"):
+        ops.step_backward(z, z, 3, 0.0)

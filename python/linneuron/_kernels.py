@@ -109,14 +109,21 @@ def check_step(z: torch.Tensor, fn: str = "step") -> None:
     check_dtype(z, "input", fn)
 
 
+def _raw_stream(index: int) -> int:
+    """The current cudaStream_t of device ``index`` as an integer (the kernels launch on it)."""
+    # torch's raw getter (used by inductor) skips building a torch.cuda.Stream object on every call.
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    return raw(index) if raw is not None else torch.cuda.current_stream(index).cuda_stream
+
+
 def _backend(t: torch.Tensor, fn: str):
     """``(module, dtype code, trailing (device, stream) args)`` for the kernels of ``t``'s device."""
     if t.is_cpu:
         return _core, _CPU_CODES[t.dtype], ()
     if t.is_cuda:
         module = cuda_module(fn)
-        index = t.device.index if t.device.index is not None else torch.cuda.current_device()
-        return module, _CUDA_CODES[t.dtype], (index, torch.cuda.current_stream(index).cuda_stream)
+        index = t.get_device()
+        return module, _CUDA_CODES[t.dtype], (index, _raw_stream(index))
     raise RuntimeError(f"{fn}(): linneuron has kernels for cpu and cuda tensors, got a tensor on {t.device}")
 
 
@@ -136,12 +143,20 @@ def _rows_view(t: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, step: bool, fn: str) -> torch.Tensor:
     """``[H](x @ weight.T + bias)`` for checked real tensors; any strides, result contiguous (*, out_features)."""
+    # Written for the per-call cost of tiny layers (each line here was timed): varargs new_empty, no helpers.
     n_out, k = weight.shape
-    out = x.new_empty((*x.shape[:-1], n_out))
-    if out.numel() == 0:
+    out = x.new_empty(*x.shape[:-1], n_out)
+    if x.is_cpu:
+        module, code, extra = _core, _CPU_CODES[x.dtype], ()
+    else:
+        module, code, extra = _backend(x, fn)
+    if x.ndim == 2:
+        m = x.shape[0]
+        x_rs, x_cs = x.stride()
+    else:
+        x, m, x_rs, x_cs = _rows_view(x)
+    if m == 0 or n_out == 0:
         return out
-    module, code, extra = _backend(x, fn)
-    x, m, x_rs, x_cs = _rows_view(x)
     w_rs, w_cs = weight.stride()
     module.gemm(
         code, m, n_out, k,

@@ -5,7 +5,9 @@ call overhead. Compared, in one process, interleaved, median of repeats, same th
 
 - ``F.linear``                        torch's own op (reference);
 - ``custom_op``                       the kernel wrapped with ``torch.library.custom_op`` (+ register_autograd);
-- ``Library.define/impl``             ``torch.ops.linneuron.linear`` as registered in ops.py;
+- ``Library.define/impl``             ``torch.ops.linneuron.linear`` as registered in ops.py (its
+                                      register_autograd kernel runs in Python on every call, grad or not),
+                                      and, inference only, the same op with no autograd kernel at all;
 - ``linneuron.functional.linear``     the eager fast path (direct kernel call / autograd.Function), which
                                       falls back to the registered op under compile/export/fake tensors.
 Two regimes: inference (no grad) and training (forward + backward with every input requiring grad).
@@ -20,9 +22,8 @@ import time
 import torch
 import torch.nn.functional as TF
 
-from . import _kernels
+from . import _kernels, ops
 from . import functional as LF
-from . import ops
 
 
 def _make_custom_op():
@@ -48,6 +49,23 @@ def _make_custom_op():
     return linear_custom
 
 
+def _make_plain_library_op():
+    """The op as Library.define/impl with no autograd kernel: the dispatcher plus a Python kernel, nothing else."""
+    lib = torch.library.Library("linneuron_overhead", "FRAGMENT")
+    lib.define("linear_plain(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor")
+
+    def kernel(input, weight, bias=None):
+        _kernels.check_linear(input, weight, bias, "linear")
+        return _kernels.linear(input, weight, bias, False, "linear")
+
+    lib.impl("linear_plain", kernel, "CPU")
+    _keep_alive.append(lib)
+    return torch.ops.linneuron_overhead.linear_plain.default
+
+
+_keep_alive: list = []
+
+
 def measure(rows: int = 4, k: int = 3, n: int = 1, calls: int = 2000, repeats: int = 15) -> dict[str, dict[str, float]]:
     """Median µs per call for each style, ``{"inference": {...}, "training": {...}}``."""
     torch.manual_seed(0)
@@ -55,11 +73,14 @@ def measure(rows: int = 4, k: int = 3, n: int = 1, calls: int = 2000, repeats: i
         "F.linear (torch)": TF.linear,
         "torch.library.custom_op": _make_custom_op(),
         "Library.define/impl (torch.ops.linneuron.linear)": ops.linear,
+        "Library.define/impl, no autograd kernel": _make_plain_library_op(),
         "linneuron.functional.linear (fast path)": LF.linear,
     }
     results: dict[str, dict[str, float]] = {}
     for regime in ("inference", "training"):
         grad = regime == "training"
+        if grad:  # an op without an autograd kernel cannot be trained through
+            styles.pop("Library.define/impl, no autograd kernel")
         x = torch.randn(rows, k, requires_grad=grad)
         w = torch.randn(n, k, requires_grad=grad)
         b = torch.randn(n, requires_grad=grad)

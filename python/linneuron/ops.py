@@ -1,4 +1,4 @@
-"""The ``torch.ops.linneuron`` operators: schemas, CPU/CUDA kernels, fake kernels, autograd and autocast rules.
+"""The ``torch.ops.linneuron`` operators: schemas, CPU/CUDA kernels, fake kernels, autograd, autocast, vmap rules.
 
 Ops (registered with ``torch.library.Library.define/impl``, the cheapest registration style per eager call;
 see docs/torch.md for the measurements):
@@ -22,11 +22,11 @@ from __future__ import annotations
 import torch
 
 from . import _kernels
-from ._surrogate import second_derivative_factor
+from ._surrogate import SURROGATE_NAMES, second_derivative_factor
 
 __all__ = ["bias_grad", "linear", "neuron", "step", "step_backward"]
 
-_lib = torch.library.Library("linneuron", "DEF")  # noqa: TOR901 - kept alive for the life of the process
+_lib = torch.library.Library("linneuron", "DEF")  # a module global: the registrations live as long as the process
 _lib.define("linear(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor")
 _lib.define("neuron(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor")
 _lib.define("step(Tensor input, int surrogate=3, float alpha=2.0) -> Tensor")
@@ -53,13 +53,23 @@ def _neuron_kernel(input, weight, bias=None):
     return _kernels.linear(input, weight, bias, True, "neuron")
 
 
+def _check_surrogate(surrogate, alpha, fn):
+    """The ops take the kernel code directly (linneuron.functional maps names to codes and checks them)."""
+    if surrogate not in SURROGATE_NAMES:
+        raise ValueError(f"{fn}(): surrogate code must be one of {sorted(SURROGATE_NAMES)}, got {surrogate}")
+    if not alpha > 0:
+        raise ValueError(f"{fn}(): alpha must be positive, got {alpha}")
+
+
 def _step_kernel(input, surrogate=3, alpha=2.0):
     _kernels.check_step(input)
+    _check_surrogate(surrogate, alpha, "step")
     return _kernels.step(input)
 
 
 def _step_backward_kernel(grad_output, input, surrogate, alpha):
     _kernels.check_step(input, "step_backward")
+    _check_surrogate(surrogate, alpha, "step_backward")
     return _kernels.step_backward(grad_output, input, surrogate, alpha)
 
 
@@ -96,6 +106,7 @@ def _neuron_fake(input, weight, bias=None):
 @torch.library.register_fake("linneuron::step", lib=_lib)
 def _step_fake(input, surrogate=3, alpha=2.0):
     _kernels.check_step(input)
+    _check_surrogate(surrogate, alpha, "step")
     return input.new_empty(input.shape)
 
 
@@ -229,7 +240,8 @@ torch.library.register_autograd("linneuron::bias_grad", _bias_grad_backward, set
 def _autocast_cuda(op):
     def kernel(input, weight, bias=None):
         dtype = torch.get_autocast_dtype("cuda")
-        cast = [t.to(dtype) if t is not None and t.is_floating_point() and t.is_cuda else t for t in (input, weight, bias)]
+        cast = [t.to(dtype) if t is not None and t.is_cuda and t.is_floating_point() else t for t in (input, weight)]
+        cast.append(bias.to(dtype) if bias is not None and bias.is_cuda and bias.is_floating_point() else bias)
         with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCUDA)):
             return op(*cast)
 
@@ -238,3 +250,52 @@ def _autocast_cuda(op):
 
 _lib.impl("linear", _autocast_cuda(linear), "AutocastCUDA")
 _lib.impl("neuron", _autocast_cuda(neuron), "AutocastCUDA")
+
+
+# ---- vmap rules (torch.func): a batch of inputs against one weight is one more leading dim; else a loop --------
+
+
+def _pick(t, batch_dim, i):
+    return t if t is None or batch_dim is None else t.select(batch_dim, i)
+
+
+def _gemm_vmap(op):
+    def rule(info, in_dims, input, weight, bias=None):
+        input_dim, weight_dim = in_dims[:2]
+        bias_dim = in_dims[2] if len(in_dims) > 2 else None  # an omitted bias has no entry
+        if weight_dim is None and bias_dim is None:
+            return op(input.movedim(input_dim, 0), weight, bias), 0
+        # Per-sample weights: one GEMM per sample (each is a different matrix).
+        outs = [
+            op(_pick(input, input_dim, i), _pick(weight, weight_dim, i), _pick(bias, bias_dim, i))
+            for i in range(info.batch_size)
+        ]
+        return torch.stack(outs), 0
+
+    return rule
+
+
+def _step_vmap(info, in_dims, input, surrogate=3, alpha=2.0):
+    return step(input, surrogate, alpha), in_dims[0]  # elementwise: the batch dim stays where it is
+
+
+def _batch_first(t, batch_dim, batch_size):
+    return t.movedim(batch_dim, 0) if batch_dim is not None else t.expand(batch_size, *t.shape)
+
+
+def _step_backward_vmap(info, in_dims, grad_output, input, surrogate, alpha):
+    grad_output = _batch_first(grad_output, in_dims[0], info.batch_size)
+    input = _batch_first(input, in_dims[1], info.batch_size)
+    return step_backward(grad_output, input, surrogate, alpha), 0
+
+
+def _bias_grad_vmap(info, in_dims, grad_output):
+    (batch_dim,) = in_dims
+    return torch.stack([bias_grad(grad_output.select(batch_dim, i)) for i in range(info.batch_size)]), 0
+
+
+torch.library.register_vmap("linneuron::linear", _gemm_vmap(linear), lib=_lib)
+torch.library.register_vmap("linneuron::neuron", _gemm_vmap(neuron), lib=_lib)
+torch.library.register_vmap("linneuron::step", _step_vmap, lib=_lib)
+torch.library.register_vmap("linneuron::step_backward", _step_backward_vmap, lib=_lib)
+torch.library.register_vmap("linneuron::bias_grad", _bias_grad_vmap, lib=_lib)
