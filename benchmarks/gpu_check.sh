@@ -193,8 +193,25 @@ VPY="$PYTHON"
 if (cd "$WORK" && "$VPY" -c "import linneuron._cuda") 2>/dev/null; then
   # Tests that need packages this machine lacks are deselected (and say so) rather than failing on imports.
   DESELECT=""
-  "$VPY" -c "import expecttest" 2>/dev/null || DESELECT="not opcheck"
-  [ -n "$DESELECT" ] && echo "note: expecttest missing, deselecting opcheck tests" | tee -a "$SUMMARY"
+  if ! "$VPY" -c "import expecttest" 2>/dev/null; then
+    # torch.testing._internal (imported by opcheck and by torch's OpInfo samples) needs expecttest at import time:
+    # a stub lets those modules import; the opcheck tests, which might use it, are deselected.
+    mkdir -p "$WORK/stubs"
+    cat >"$WORK/stubs/expecttest.py" <<'STUB'
+"""Import-only stand-in for expecttest (missing on this machine); gpu_check.sh deselects the opcheck tests."""
+import unittest
+
+ACCEPT = False
+
+
+class TestCase(unittest.TestCase):
+    def assertExpectedInline(self, *args, **kwargs):
+        raise NotImplementedError("expecttest is not installed here")
+STUB
+    export PYTHONPATH="$PYTHONPATH:$WORK/stubs"
+    DESELECT="not opcheck"
+    echo "note: expecttest missing: import stub on PYTHONPATH, opcheck tests deselected" | tee -a "$SUMMARY"
+  fi
   run_step smoke-vs-numpy 90 20 1 "$VPY" "$LOG/smoke.py"
   run_step cuda-tests 180 60 1 "$VPY" -m pytest -p no:cacheprovider -q -rs "$REPO/tests" -m cuda \
     ${DESELECT:+-k "$DESELECT"} --junitxml="$LOG/cuda-tests.xml"
