@@ -14,13 +14,12 @@ from __future__ import annotations
 import math
 import os
 
+import linneuron
+import linneuron.functional as LF
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
-
-import linneuron
-import linneuron.functional as LF
 from linneuron import _cuda_loader, ops
 
 ON_CPU = os.environ.get("LINNEURON_CUDA_TESTS_ON_CPU") == "1"
@@ -236,7 +235,11 @@ def test_step_backward_matches_formula(dtype, code, alpha):
     torch.manual_seed(5)
     z_all = _randn(6001, dtype=dtype) * 2
     gy_all = _randn(6001, dtype=dtype)
-    for z, gy in ((z_all, gy_all), (z_all[1:], gy_all[1:]), (z_all[:6000].view(60, 100).t(), gy_all[:6000].view(100, 60))):
+    for z, gy in (
+        (z_all, gy_all),
+        (z_all[1:], gy_all[1:]),
+        (z_all[:6000].view(60, 100).t(), gy_all[:6000].view(100, 60)),
+    ):
         got = ops.step_backward(gy, z, code, alpha)
         want = gy.double() * _surrogate_reference(code, z, alpha)
         # Relative to the result, plus a term on the peak scale alpha |gy|: s(1 - s) cancels where s is near 1.
@@ -296,9 +299,10 @@ def test_gemm_accumulate_step_and_strided_output(dtype, m, k, n):
             torch.cuda.synchronize()
         ref = c0.double() + a.double() @ bmat.double().t() + bias.double()
         if step:
-            bound = 4 * math.sqrt(k) * _acc_eps(dtype) * (a.double().abs() @ bmat.double().abs().t() + 3) + 2 * EPS[
-                dtype
-            ] * ref.abs()
+            bound = (
+                4 * math.sqrt(k) * _acc_eps(dtype) * (a.double().abs() @ bmat.double().abs().t() + 3)
+                + 2 * EPS[dtype] * ref.abs()
+            )
             clear = ref.abs() > bound
             assert torch.equal(c.double()[clear], (ref[clear] >= 0).double())
         else:
@@ -316,7 +320,9 @@ def test_gemm_accumulate_step_and_strided_output(dtype, m, k, n):
     if not ON_CPU:
         torch.cuda.synchronize()
     want = before[::2].double() + gy.double().sum(0)
-    bound = 2 * EPS[dtype] * want.abs() + 4 * math.sqrt(m) * _acc_eps(dtype) * (gy.double().abs().sum(0) + before[::2].double().abs())
+    bound = 2 * EPS[dtype] * want.abs() + 4 * math.sqrt(m) * _acc_eps(dtype) * (
+        gy.double().abs().sum(0) + before[::2].double().abs()
+    )
     assert bool(((db[::2].double() - want).abs() <= bound).all())
     assert torch.equal(db[1::2], before[1::2])  # untouched between the strided elements
 
@@ -334,7 +340,9 @@ def test_gradcheck_float64():
     z = torch.randn(4, 6, dtype=torch.float64, device=DEV, requires_grad=True)
     for code in (2, 3):
         assert torch.autograd.gradcheck(lambda g, z, c=code: ops.step_backward(g, z, c, 1.3), (g, z))
-    assert torch.autograd.gradcheck(ops.bias_grad, (torch.randn(5, 3, 4, dtype=torch.float64, device=DEV, requires_grad=True),))
+    assert torch.autograd.gradcheck(
+        ops.bias_grad, (torch.randn(5, 3, 4, dtype=torch.float64, device=DEV, requires_grad=True),)
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16] if not ON_CPU else [torch.float32], ids=str)
@@ -473,5 +481,5 @@ def test_offsets_beyond_int32():
     _check_linear(out[-64:], x[-64:], w, b, what="rows past 2**31 elements")
     flat = x.view(-1)
     fired = LF.step(flat[-(2**31 + 5) :] - 0.25)  # > 2**31 elements
-    assert bool((fired[:-64 * k] == 1).all())
+    assert bool((fired[: -64 * k] == 1).all())
     torch.testing.assert_close(fired[-64 * k :], (flat[-64 * k :] >= 0.25).half(), rtol=0, atol=0)

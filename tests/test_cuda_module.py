@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from linneuron import _build_config, _cuda_loader
 
 pytestmark = pytest.mark.skipif(not _build_config.CUDA_BUILT, reason="linneuron was built without CUDA")

@@ -65,7 +65,6 @@ def _hbm_copy_rate(nbytes: int) -> float:
     src = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda").uniform_()
     dst = torch.empty_like(src)
     seconds = statistics.median(_events_time(lambda: dst.copy_(src), 5) for _ in range(5))
-    del src, dst
     return 2 * nbytes / seconds
 
 
@@ -80,7 +79,9 @@ def _cases(quick: bool) -> list[dict[str, Any]]:
     rows.append(dict(kind="train", name=f"training step Linear({big},{big}), batch {2 * big}", dtype="float32",
                      m=2 * big, k=big, n=big, goal=0.8))  # fmt: skip
     elements = (16 if quick else 256) << 20
-    rows.append(dict(kind="step", name=f"step on {elements >> 20}M elements", dtype="float32", numel=elements, goal=1.0))
+    rows.append(
+        dict(kind="step", name=f"step on {elements >> 20}M elements", dtype="float32", numel=elements, goal=1.0)
+    )
     rows_neuron = 16384 if quick else 65536
     for k, dtype in ((32, "float32"), (256, "float32"), (256, "float16")):
         rows.append(dict(kind="neuron", name=f"fused neuron K={k} vs linear+heaviside", dtype=dtype, m=rows_neuron,

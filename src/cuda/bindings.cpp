@@ -59,9 +59,9 @@ void check_dtype(int dtype, const char* what) {
   require(dtype == lc::kFloat32 || dtype == lc::kFloat64 || dtype == lc::kFloat16 || dtype == lc::kBFloat16, what);
 }
 
-void gemm(int dtype, int64_t m, int64_t n, int64_t k, std::uintptr_t a, int64_t a_rs, int64_t a_cs,
-          std::uintptr_t b, int64_t b_rs, int64_t b_cs, std::uintptr_t c, int64_t c_rs, int64_t c_cs,
-          std::uintptr_t bias, int64_t bias_stride, bool accumulate, bool step, int device, std::uintptr_t stream) {
+void gemm(int dtype, int64_t m, int64_t n, int64_t k, std::uintptr_t a, int64_t a_rs, int64_t a_cs, std::uintptr_t b,
+          int64_t b_rs, int64_t b_cs, std::uintptr_t c, int64_t c_rs, int64_t c_cs, std::uintptr_t bias,
+          int64_t bias_stride, bool accumulate, bool step, int device, std::uintptr_t stream) {
   check_dtype(dtype, "linneuron._cuda.gemm: unknown dtype code");
   require(m >= 0 && n >= 0 && k >= 0, "linneuron._cuda.gemm: negative size");
   if (m == 0 || n == 0) return;
@@ -158,19 +158,18 @@ PYBIND11_MODULE(_cuda, m) {
 
   m.def("gemm", &gemm, "C = [C +] A B [+ bias] [then step] on `stream` of `device`; see src/cpp/gemm.h",
         py::arg("dtype"), py::arg("m"), py::arg("n"), py::arg("k"), py::arg("a"), py::arg("a_rs"), py::arg("a_cs"),
-        py::arg("b"), py::arg("b_rs"), py::arg("b_cs"), py::arg("c"), py::arg("c_rs"), py::arg("c_cs"),
-        py::arg("bias"), py::arg("bias_stride"), py::arg("accumulate"), py::arg("step"), py::arg("device"),
-        py::arg("stream"));
-  m.def("step_forward", &step_forward, "out = H(in) over a strided rows x cols grid", py::arg("dtype"),
-        py::arg("rows"), py::arg("cols"), py::arg("src"), py::arg("src_rs"), py::arg("src_cs"), py::arg("out"),
-        py::arg("out_rs"), py::arg("out_cs"), py::arg("device"), py::arg("stream"));
+        py::arg("b"), py::arg("b_rs"), py::arg("b_cs"), py::arg("c"), py::arg("c_rs"), py::arg("c_cs"), py::arg("bias"),
+        py::arg("bias_stride"), py::arg("accumulate"), py::arg("step"), py::arg("device"), py::arg("stream"));
+  m.def("step_forward", &step_forward, "out = H(in) over a strided rows x cols grid", py::arg("dtype"), py::arg("rows"),
+        py::arg("cols"), py::arg("src"), py::arg("src_rs"), py::arg("src_cs"), py::arg("out"), py::arg("out_rs"),
+        py::arg("out_cs"), py::arg("device"), py::arg("stream"));
   m.def("step_backward", &step_backward, "grad_z = grad_y * surrogate'(z) over a strided rows x cols grid",
         py::arg("dtype"), py::arg("rows"), py::arg("cols"), py::arg("z"), py::arg("z_rs"), py::arg("z_cs"),
-        py::arg("grad_y"), py::arg("gy_rs"), py::arg("gy_cs"), py::arg("grad_z"), py::arg("gz_rs"),
-        py::arg("gz_cs"), py::arg("surrogate"), py::arg("alpha"), py::arg("device"), py::arg("stream"));
+        py::arg("grad_y"), py::arg("gy_rs"), py::arg("gy_cs"), py::arg("grad_z"), py::arg("gz_rs"), py::arg("gz_cs"),
+        py::arg("surrogate"), py::arg("alpha"), py::arg("device"), py::arg("stream"));
   m.def("bias_grad", &bias_grad, "db = [db +] column sums of dY", py::arg("dtype"), py::arg("m"), py::arg("n"),
-        py::arg("dy"), py::arg("dy_rs"), py::arg("dy_cs"), py::arg("db"), py::arg("db_stride"),
-        py::arg("accumulate"), py::arg("device"), py::arg("stream"));
+        py::arg("dy"), py::arg("dy_rs"), py::arg("dy_cs"), py::arg("db"), py::arg("db_stride"), py::arg("accumulate"),
+        py::arg("device"), py::arg("stream"));
   m.def("availability_error", &availability_error,
         "'' when a usable CUDA device exists, else the reason (no driver, no device, ...)");
   m.def("device_count", &device_count, "number of CUDA devices (0 without a driver)");

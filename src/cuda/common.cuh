@@ -33,9 +33,21 @@ struct GemmParams {
 
 template <typename T>
 GemmParams<T> typed(const GemmCall& g) {
-  return GemmParams<T>{g.m,    g.n,    g.k,    static_cast<const T*>(g.a), g.a_rs,
-                       g.a_cs, static_cast<const T*>(g.b), g.b_rs, g.b_cs, static_cast<T*>(g.c),
-                       g.c_rs, g.c_cs, static_cast<const T*>(g.bias), g.bias_stride, g.accumulate,
+  return GemmParams<T>{g.m,
+                       g.n,
+                       g.k,
+                       static_cast<const T*>(g.a),
+                       g.a_rs,
+                       g.a_cs,
+                       static_cast<const T*>(g.b),
+                       g.b_rs,
+                       g.b_cs,
+                       static_cast<T*>(g.c),
+                       g.c_rs,
+                       g.c_cs,
+                       static_cast<const T*>(g.bias),
+                       g.bias_stride,
+                       g.accumulate,
                        g.step};
 }
 
@@ -124,14 +136,14 @@ __host__ __device__ __forceinline__ int64_t ceil_div(int64_t a, int64_t b) { ret
 inline void check_launch(const char* op) {
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess)
-    throw std::runtime_error(std::string("linneuron._cuda.") + op + ": kernel launch failed: " +
-                             cudaGetErrorString(err) + " (" + cudaGetErrorName(err) + ")");
+    throw std::runtime_error(std::string("linneuron._cuda.") + op +
+                             ": kernel launch failed: " + cudaGetErrorString(err) + " (" + cudaGetErrorName(err) + ")");
 }
 
 inline void check_call(cudaError_t err, const char* op, const char* what) {
   if (err != cudaSuccess)
-    throw std::runtime_error(std::string("linneuron._cuda.") + op + ": " + what + " failed: " +
-                             cudaGetErrorString(err) + " (" + cudaGetErrorName(err) + ")");
+    throw std::runtime_error(std::string("linneuron._cuda.") + op + ": " + what +
+                             " failed: " + cudaGetErrorString(err) + " (" + cudaGetErrorName(err) + ")");
 }
 
 // Multiprocessor count and compute capability of the current device (cached per device; thread-safe).

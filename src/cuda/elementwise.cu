@@ -29,8 +29,8 @@ union Vec16 {
 // out[e] = H(in[e]) for e < count, both contiguous. With vec (both 16-byte aligned), whole 16-byte vectors go
 // through the grid-stride loop and the last count % VEC elements are done one by one.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) step_flat_kernel(const T* __restrict__ in, T* __restrict__ out,
-                                                             int64_t count, bool vec) {
+__global__ void __launch_bounds__(kThreads)
+    step_flat_kernel(const T* __restrict__ in, T* __restrict__ out, int64_t count, bool vec) {
   constexpr int VEC = 16 / static_cast<int>(sizeof(T));
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -53,9 +53,8 @@ __global__ void __launch_bounds__(kThreads) step_flat_kernel(const T* __restrict
 
 // The general case: a rows x cols grid with any element strides, walked by flat index.
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    step_strided_kernel(int64_t rows, int64_t cols, const T* in, int64_t in_rs, int64_t in_cs, T* out,
-                        int64_t out_rs, int64_t out_cs) {
+__global__ void __launch_bounds__(kThreads) step_strided_kernel(int64_t rows, int64_t cols, const T* in, int64_t in_rs,
+                                                                int64_t in_cs, T* out, int64_t out_rs, int64_t out_cs) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < rows * cols; e += stride) {
     const int64_t r = e / cols, c = e - r * cols;
@@ -128,11 +127,13 @@ __global__ void __launch_bounds__(32 * kRowLanes)
   }
 }
 
-bool contiguous_rows(int64_t rows, int64_t cols, int64_t rs, int64_t cs) { return cs == 1 && (rows == 1 || rs == cols); }
+bool contiguous_rows(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
+  return cs == 1 && (rows == 1 || rs == cols);
+}
 
 template <typename T>
-void step_forward_typed(int64_t rows, int64_t cols, const T* in, int64_t in_rs, int64_t in_cs, T* out,
-                        int64_t out_rs, int64_t out_cs, cudaStream_t stream) {
+void step_forward_typed(int64_t rows, int64_t cols, const T* in, int64_t in_rs, int64_t in_cs, T* out, int64_t out_rs,
+                        int64_t out_cs, cudaStream_t stream) {
   const DeviceInfo dev = current_device_info("step_forward");
   const int64_t count = rows * cols;
   if (contiguous_rows(rows, cols, in_rs, in_cs) && contiguous_rows(rows, cols, out_rs, out_cs)) {
@@ -148,9 +149,9 @@ void step_forward_typed(int64_t rows, int64_t cols, const T* in, int64_t in_rs, 
 }
 
 template <typename T>
-void step_backward_typed(int64_t rows, int64_t cols, const T* z, int64_t z_rs, int64_t z_cs, const T* gy,
-                         int64_t gy_rs, int64_t gy_cs, T* gz, int64_t gz_rs, int64_t gz_cs, Surrogate kind,
-                         double alpha, cudaStream_t stream) {
+void step_backward_typed(int64_t rows, int64_t cols, const T* z, int64_t z_rs, int64_t z_cs, const T* gy, int64_t gy_rs,
+                         int64_t gy_cs, T* gz, int64_t gz_rs, int64_t gz_cs, Surrogate kind, double alpha,
+                         cudaStream_t stream) {
   using Acc = typename AccOf<T>::type;
   const DeviceInfo dev = current_device_info("step_backward");
   const int64_t count = rows * cols;
@@ -173,8 +174,8 @@ void bias_grad_typed(int64_t m, int64_t n, const T* dy, int64_t dy_rs, int64_t d
                      bool accumulate, cudaStream_t stream) {
   const int64_t blocks = ceil_div(n, 32);
   if (blocks > 0x7fffffff) throw std::runtime_error("linneuron._cuda.bias_grad: too many columns for one launch");
-  bias_grad_kernel<T><<<static_cast<unsigned int>(blocks), dim3(32, kRowLanes), 0, stream>>>(m, n, dy, dy_rs, dy_cs,
-                                                                                              db, db_stride, accumulate);
+  bias_grad_kernel<T><<<static_cast<unsigned int>(blocks), dim3(32, kRowLanes), 0, stream>>>(m, n, dy, dy_rs, dy_cs, db,
+                                                                                             db_stride, accumulate);
   check_launch("bias_grad");
 }
 
@@ -194,7 +195,8 @@ void by_dtype(int dtype, const char* op, F&& f) {
       f(__nv_bfloat16{});
       break;
     default:
-      throw std::invalid_argument(std::string("linneuron._cuda.") + op + ": unknown dtype code " + std::to_string(dtype));
+      throw std::invalid_argument(std::string("linneuron._cuda.") + op + ": unknown dtype code " +
+                                  std::to_string(dtype));
   }
 }
 
@@ -210,9 +212,9 @@ void step_forward(int dtype, int64_t rows, int64_t cols, const void* in, int64_t
   });
 }
 
-void step_backward(int dtype, int64_t rows, int64_t cols, const void* z, int64_t z_rs, int64_t z_cs,
-                   const void* grad_y, int64_t gy_rs, int64_t gy_cs, void* grad_z, int64_t gz_rs, int64_t gz_cs,
-                   int surrogate, double alpha, void* stream) {
+void step_backward(int dtype, int64_t rows, int64_t cols, const void* z, int64_t z_rs, int64_t z_cs, const void* grad_y,
+                   int64_t gy_rs, int64_t gy_cs, void* grad_z, int64_t gz_rs, int64_t gz_cs, int surrogate,
+                   double alpha, void* stream) {
   if (rows <= 0 || cols <= 0) return;
   if (surrogate < 0 || surrogate > 3)
     throw std::invalid_argument("linneuron._cuda.step_backward: unknown surrogate code " + std::to_string(surrogate));

@@ -49,8 +49,8 @@ __device__ __forceinline__ TileCoord tile_of(int64_t tile, int64_t m_tiles, int6
 // each tile gets several blocks, one per slice of K; they write raw float sums to partial[slice][m][n] and a
 // second kernel adds the slices in a fixed order and applies the epilogue, so results do not depend on scheduling.
 
-constexpr int64_t kSplitMinK = 1024;       // shorter K is never split
-constexpr int64_t kSplitMinSliceK = 256;   // the least K per slice
+constexpr int64_t kSplitMinK = 1024;      // shorter K is never split
+constexpr int64_t kSplitMinSliceK = 256;  // the least K per slice
 constexpr int64_t kSplitMaxSlices = 16;
 
 struct SplitPlan {
@@ -103,8 +103,8 @@ bool run_split(const GemmParams<T>& p, const SplitPlan& plan, cudaStream_t strea
   Acc* partial = static_cast<Acc*>(workspace);
   launch_slices(partial);
   check_launch("gemm");
-  split_k_reduce_kernel<T, Acc><<<grid_stride_blocks(p.m * p.n, 256, dev), 256, 0, stream>>>(
-      p, partial, static_cast<int>(plan.slices));
+  split_k_reduce_kernel<T, Acc>
+      <<<grid_stride_blocks(p.m * p.n, 256, dev), 256, 0, stream>>>(p, partial, static_cast<int>(plan.slices));
   check_launch("gemm");
   check_call(cudaFreeAsync(workspace, stream), "gemm", "cudaFreeAsync");
   return true;

@@ -48,8 +48,8 @@ __device__ __forceinline__ void load_fragment(const Acc* src, Acc* dst) {
 // epilogue, so the result does not depend on scheduling.
 template <typename T, typename Acc, int BM, int BN, int BK, int TM, int TN, bool kSplit>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN))
-    simt_gemm_kernel(GemmParams<T> params, int64_t m_tiles, int64_t n_tiles, bool a_along_k, bool a_vec,
-                     bool b_along_k, bool b_vec, Acc* partial, int64_t k_per_slice) {
+    simt_gemm_kernel(GemmParams<T> params, int64_t m_tiles, int64_t n_tiles, bool a_along_k, bool a_vec, bool b_along_k,
+                     bool b_vec, Acc* partial, int64_t k_per_slice) {
   constexpr int kThreads = (BM / TM) * (BN / TN);
   constexpr int RA = BM * BK / kThreads;
   constexpr int RB = BN * BK / kThreads;
@@ -288,8 +288,8 @@ void launch_simt(const GemmParams<T>& p, cudaStream_t stream, const DeviceInfo* 
         }))
       return;
   }
-  simt_gemm_kernel<T, Acc, BM, BN, BK, TM, TN, false><<<blocks, kThreads, 0, stream>>>(
-      p, m_tiles, n_tiles, a.along_k, a.vec, b.along_k, b.vec, nullptr, 0);
+  simt_gemm_kernel<T, Acc, BM, BN, BK, TM, TN, false>
+      <<<blocks, kThreads, 0, stream>>>(p, m_tiles, n_tiles, a.along_k, a.vec, b.along_k, b.vec, nullptr, 0);
   check_launch("gemm");
 }
 

@@ -21,7 +21,7 @@ namespace {
 namespace wmma = nvcuda::wmma;
 
 constexpr int kBM = 128, kBN = 128, kBK = 32, kPad = 8, kThreads = 256;
-constexpr int kRun = 8;                      // 16-bit elements per 16-byte load
+constexpr int kRun = 8;                          // 16-bit elements per 16-byte load
 constexpr int kStageElems = kBM * (kBK + kPad);  // >= kBK * (kBM + kPad): room for either layout
 static_assert(kBK * (kBM + kPad) <= kStageElems && kBK * (kBN + kPad) <= kStageElems, "stage too small");
 static_assert(kBM == kBN, "one stage size serves both operands");
@@ -220,9 +220,9 @@ void launch_layout(const GemmParams<T>& p, cudaStream_t stream, const DeviceInfo
   const unsigned int blocks = tile_grid(m_tiles, n_tiles, "gemm");
   const SplitPlan plan = plan_split(p.k, blocks, dev, kBK);
   if (plan.slices > 1 && run_split<T, float>(p, plan, stream, dev, [&](float* partial) {
-        wmma_gemm_kernel<T, A_KMAJOR, B_KMAJOR, true><<<dim3(blocks, static_cast<unsigned int>(plan.slices)),
-                                                         kThreads, 0, stream>>>(p, m_tiles, n_tiles, a_vec, b_vec,
-                                                                                partial, plan.k_per_slice);
+        wmma_gemm_kernel<T, A_KMAJOR, B_KMAJOR, true>
+            <<<dim3(blocks, static_cast<unsigned int>(plan.slices)), kThreads, 0, stream>>>(
+                p, m_tiles, n_tiles, a_vec, b_vec, partial, plan.k_per_slice);
       }))
     return;
   wmma_gemm_kernel<T, A_KMAJOR, B_KMAJOR, false>
@@ -239,10 +239,10 @@ void launch_wmma(const GemmParams<T>& p, cudaStream_t stream, const DeviceInfo& 
   // element loads unless K is contiguous and aligned.
   const bool a_kmajor = p.a_cs == 1 || p.a_rs != 1;
   const bool b_kmajor = p.b_rs == 1 || p.b_cs != 1;
-  const bool a_vec = aligned_to(p.a, kRunBytes) &&
-                     (a_kmajor ? (p.a_cs == 1 && p.a_rs % kRun == 0) : (p.a_cs % kRun == 0));
-  const bool b_vec = aligned_to(p.b, kRunBytes) &&
-                     (b_kmajor ? (p.b_rs == 1 && p.b_cs % kRun == 0) : (p.b_rs % kRun == 0));
+  const bool a_vec =
+      aligned_to(p.a, kRunBytes) && (a_kmajor ? (p.a_cs == 1 && p.a_rs % kRun == 0) : (p.a_cs % kRun == 0));
+  const bool b_vec =
+      aligned_to(p.b, kRunBytes) && (b_kmajor ? (p.b_rs == 1 && p.b_cs % kRun == 0) : (p.b_rs % kRun == 0));
   if (a_kmajor && b_kmajor)
     launch_layout<T, true, true>(p, stream, dev, a_vec, b_vec);
   else if (a_kmajor)

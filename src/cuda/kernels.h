@@ -35,9 +35,9 @@ void step_forward(int dtype, int64_t rows, int64_t cols, const void* in, int64_t
                   int64_t out_rs, int64_t out_cs, void* stream);
 
 // grad_z(r, c) = grad_y(r, c) * surrogate'(z(r, c)); surrogate is a linneuron::Surrogate code (0..3).
-void step_backward(int dtype, int64_t rows, int64_t cols, const void* z, int64_t z_rs, int64_t z_cs,
-                   const void* grad_y, int64_t gy_rs, int64_t gy_cs, void* grad_z, int64_t gz_rs, int64_t gz_cs,
-                   int surrogate, double alpha, void* stream);
+void step_backward(int dtype, int64_t rows, int64_t cols, const void* z, int64_t z_rs, int64_t z_cs, const void* grad_y,
+                   int64_t gy_rs, int64_t gy_cs, void* grad_z, int64_t gz_rs, int64_t gz_cs, int surrogate,
+                   double alpha, void* stream);
 
 // db(j) = [db(j) +] sum_i dY(i, j) for dY (m, n); m == 0 gives zeros (or leaves db unchanged when accumulating).
 void bias_grad(int dtype, int64_t m, int64_t n, const void* dy, int64_t dy_rs, int64_t dy_cs, void* db,

@@ -6,14 +6,14 @@
 #pragma once
 #include <barrier>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <thread>
 #include <vector>
-#include <stdexcept>
-#include <cstdio>
 
 #define __global__
 #define __device__
@@ -23,31 +23,50 @@
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 
-struct alignas(8) uint2 { unsigned x, y; };
-struct alignas(16) uint4 { unsigned x, y, z, w; };
-struct uint3 { unsigned x = 0, y = 0, z = 0; };
+struct alignas(8) uint2 {
+  unsigned x, y;
+};
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
+struct uint3 {
+  unsigned x = 0, y = 0, z = 0;
+};
 struct dim3 {
   unsigned x, y, z;
   dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 typedef struct CUstream_st* cudaStream_t;
 enum cudaError_t { cudaSuccess = 0, cudaErrorMemoryAllocation = 2 };
-enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount, cudaDevAttrComputeCapabilityMajor, cudaDevAttrMaxThreadsPerMultiProcessor };
+enum cudaDeviceAttr {
+  cudaDevAttrMultiProcessorCount,
+  cudaDevAttrComputeCapabilityMajor,
+  cudaDevAttrMaxThreadsPerMultiProcessor
+};
 
 namespace emu {
 inline int sm_count = 132, cc_major = 9, threads_per_sm = 2048;
 inline long launches = 0, split_launches = 0, allocs = 0;
-struct Warp { std::unique_ptr<std::barrier<>> bar; double buf[32]; };
-struct Block { std::unique_ptr<std::barrier<>> bar; std::vector<Warp> warps; };
+struct Warp {
+  std::unique_ptr<std::barrier<>> bar;
+  double buf[32];
+};
+struct Block {
+  std::unique_ptr<std::barrier<>> bar;
+  std::vector<Warp> warps;
+};
 inline thread_local uint3 tIdx, bIdx;
 inline thread_local Block* cur_block = nullptr;
 inline dim3 bDim, gDim;
 template <class F>
 void launch(dim3 grid, dim3 block, size_t, cudaStream_t, F&& fn) {
   ++launches;
-  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || block.x * block.y * block.z == 0) throw std::runtime_error("emu: empty launch");
-  if (grid.y > 65535 || grid.z > 65535 || block.x * block.y * block.z > 1024) throw std::runtime_error("emu: bad launch config");
-  bDim = block; gDim = grid;
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || block.x * block.y * block.z == 0)
+    throw std::runtime_error("emu: empty launch");
+  if (grid.y > 65535 || grid.z > 65535 || block.x * block.y * block.z > 1024)
+    throw std::runtime_error("emu: bad launch config");
+  bDim = block;
+  gDim = grid;
   const unsigned nt = block.x * block.y * block.z;
   const unsigned nw = (nt + 31) / 32;
   const size_t nblocks = size_t(grid.x) * grid.y * grid.z;
@@ -57,7 +76,8 @@ void launch(dim3 grid, dim3 block, size_t, cudaStream_t, F&& fn) {
   for (auto& blk : blocks) {
     blk.bar = std::make_unique<std::barrier<>>(nt);
     blk.warps.resize(nw);
-    for (unsigned w = 0; w < nw; ++w) blk.warps[w].bar = std::make_unique<std::barrier<>>(w + 1 < nw ? 32 : nt - 32 * w);
+    for (unsigned w = 0; w < nw; ++w)
+      blk.warps[w].bar = std::make_unique<std::barrier<>>(w + 1 < nw ? 32 : nt - 32 * w);
   }
   std::barrier<> next(nt);
   std::vector<std::thread> threads;
@@ -99,7 +119,10 @@ T __shfl_xor_sync(unsigned, T v, int off) {
 }
 template <class T>
 T __ldg(const T* p) {
-  if (reinterpret_cast<std::uintptr_t>(p) % alignof(T)) { std::fprintf(stderr, "emu: misaligned __ldg\n"); std::abort(); }
+  if (reinterpret_cast<std::uintptr_t>(p) % alignof(T)) {
+    std::fprintf(stderr, "emu: misaligned __ldg\n");
+    std::abort();
+  }
   return *p;
 }
 inline void __trap() { std::abort(); }
@@ -107,10 +130,22 @@ inline void __trap() { std::abort(); }
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
 inline const char* cudaGetErrorString(cudaError_t) { return "emu error"; }
 inline const char* cudaGetErrorName(cudaError_t) { return "emuError"; }
-inline cudaError_t cudaGetDevice(int* d) { *d = 0; return cudaSuccess; }
-inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
-  *v = a == cudaDevAttrMultiProcessorCount ? emu::sm_count : a == cudaDevAttrComputeCapabilityMajor ? emu::cc_major : emu::threads_per_sm;
+inline cudaError_t cudaGetDevice(int* d) {
+  *d = 0;
   return cudaSuccess;
 }
-inline cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t) { ++emu::allocs; *p = std::malloc(n + 1); return cudaSuccess; }
-inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) { std::free(p); return cudaSuccess; }
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
+  *v = a == cudaDevAttrMultiProcessorCount      ? emu::sm_count
+       : a == cudaDevAttrComputeCapabilityMajor ? emu::cc_major
+                                                : emu::threads_per_sm;
+  return cudaSuccess;
+}
+inline cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t) {
+  ++emu::allocs;
+  *p = std::malloc(n + 1);
+  return cudaSuccess;
+}
+inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
+  std::free(p);
+  return cudaSuccess;
+}

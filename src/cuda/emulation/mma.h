@@ -1,21 +1,35 @@
 // Host emulation shim of nvcuda::wmma: each lane holds the whole 16x16 tile; checks WMMA's pointer alignment
 // (32 bytes) and ldm (a multiple of 16 bytes) rules, so a kernel that breaks them aborts here.
 #pragma once
-#include "cuda_fp16.h"
-#include "cuda_bf16.h"
 #include <type_traits>
-namespace nvcuda { namespace wmma {
-struct row_major {}; struct col_major {}; struct matrix_a {}; struct matrix_b {}; struct accumulator {};
+
+#include "cuda_bf16.h"
+#include "cuda_fp16.h"
+namespace nvcuda {
+namespace wmma {
+struct row_major {};
+struct col_major {};
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
 enum layout_t { mem_row_major, mem_col_major };
-template <class Use, int M, int N, int K, class T, class Layout = void> struct fragment { float x[16 * 16]; };
+template <class Use, int M, int N, int K, class T, class Layout = void>
+struct fragment {
+  float x[16 * 16];
+};
 inline float emu_f(float v) { return v; }
 inline float emu_f(__half v) { return __half2float(v); }
 inline float emu_f(__nv_bfloat16 v) { return __bfloat162float(v); }
 inline void emu_check(const void* p, unsigned ldm, unsigned elem) {
-  if (reinterpret_cast<std::uintptr_t>(p) % 32 || (ldm * elem) % 16) { std::fprintf(stderr, "emu: wmma alignment/ldm violated\n"); std::abort(); }
+  if (reinterpret_cast<std::uintptr_t>(p) % 32 || (ldm * elem) % 16) {
+    std::fprintf(stderr, "emu: wmma alignment/ldm violated\n");
+    std::abort();
+  }
 }
 template <class Use, int M, int N, int K, class T, class L>
-void fill_fragment(fragment<Use, M, N, K, T, L>& f, float v) { for (auto& e : f.x) e = v; }
+void fill_fragment(fragment<Use, M, N, K, T, L>& f, float v) {
+  for (auto& e : f.x) e = v;
+}
 template <class Use, int M, int N, int K, class T, class L>
 void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const T* p, unsigned ldm) {
   emu_check(p, ldm, sizeof(T));
@@ -41,4 +55,5 @@ inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, 
   for (int r = 0; r < 16; ++r)
     for (int c = 0; c < 16; ++c) (l == mem_row_major ? p[r * ldm + c] : p[r + c * ldm]) = f.x[r * 16 + c];
 }
-}}  // namespace nvcuda::wmma
+}  // namespace wmma
+}  // namespace nvcuda
