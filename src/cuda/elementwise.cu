@@ -98,29 +98,54 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // db(j) = [db(j) +] sum_i dY(i, j). Block (32, kRowLanes): threadIdx.x picks the column (coalesced when dY's
-// columns are contiguous), threadIdx.y strides over rows; the kRowLanes partial sums are then added in a fixed
-// order, so the result depends on the shape only (deterministic, no atomics).
+// columns are contiguous), threadIdx.y strides over the block's rows; the kRowLanes partial sums are then added in
+// a fixed order. With few columns and many rows, blockIdx.y splits the rows into chunks of rows_per_chunk that
+// write their sums to partial[chunk][n], and bias_grad_reduce_kernel adds the chunks in order. Either way the
+// summation order depends on the shape only (deterministic, no atomics).
 constexpr int kRowLanes = 16;
 
 template <typename T>
 __global__ void __launch_bounds__(32 * kRowLanes)
     bias_grad_kernel(int64_t m, int64_t n, const T* __restrict__ dy, int64_t dy_rs, int64_t dy_cs, T* db,
-                     int64_t db_stride, bool accumulate) {
+                     int64_t db_stride, bool accumulate, int64_t rows_per_chunk,
+                     typename AccOf<T>::type* __restrict__ partial) {
   using Acc = typename AccOf<T>::type;
-  __shared__ Acc partial[kRowLanes][33];
+  __shared__ Acc lanes[kRowLanes][33];
   const int64_t j = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
+  const int64_t row_begin = static_cast<int64_t>(blockIdx.y) * rows_per_chunk;
+  const int64_t row_end = (m - row_begin) < rows_per_chunk ? m : row_begin + rows_per_chunk;
   Acc sum = Acc(0);
   if (j < n) {
     const T* col = dy + j * dy_cs;
 #pragma unroll 4
-    for (int64_t i = threadIdx.y; i < m; i += kRowLanes) sum += to_acc<Acc>(col[i * dy_rs]);
+    for (int64_t i = row_begin + threadIdx.y; i < row_end; i += kRowLanes) sum += to_acc<Acc>(col[i * dy_rs]);
   }
-  partial[threadIdx.y][threadIdx.x] = sum;
+  lanes[threadIdx.y][threadIdx.x] = sum;
   __syncthreads();
   if (threadIdx.y == 0 && j < n) {
     Acc total = Acc(0);
 #pragma unroll
-    for (int r = 0; r < kRowLanes; ++r) total += partial[r][threadIdx.x];
+    for (int r = 0; r < kRowLanes; ++r) total += lanes[r][threadIdx.x];
+    if (partial != nullptr) {
+      partial[static_cast<int64_t>(blockIdx.y) * n + j] = total;
+    } else {
+      T* dst = db + j * db_stride;
+      if (accumulate) total += to_acc<Acc>(*dst);
+      *dst = from_acc<T, Acc>(total);
+    }
+  }
+}
+
+// db(j) = [db(j) +] sum over chunks c, in order, of partial[c][j].
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    bias_grad_reduce_kernel(int64_t n, const typename AccOf<T>::type* __restrict__ partial, int64_t chunks, T* db,
+                            int64_t db_stride, bool accumulate) {
+  using Acc = typename AccOf<T>::type;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < n; j += stride) {
+    Acc total = partial[j];
+    for (int64_t c = 1; c < chunks; ++c) total += partial[c * n + j];
     T* dst = db + j * db_stride;
     if (accumulate) total += to_acc<Acc>(*dst);
     *dst = from_acc<T, Acc>(total);
@@ -169,13 +194,46 @@ void step_backward_typed(int64_t rows, int64_t cols, const T* z, int64_t z_rs, i
   check_launch("step_backward");
 }
 
+// Rows per chunk below which the row split is not worth its second pass.
+constexpr int64_t kMinRowsPerChunk = 1024;
+
 template <typename T>
 void bias_grad_typed(int64_t m, int64_t n, const T* dy, int64_t dy_rs, int64_t dy_cs, T* db, int64_t db_stride,
                      bool accumulate, cudaStream_t stream) {
-  const int64_t blocks = ceil_div(n, 32);
-  if (blocks > 0x7fffffff) throw std::runtime_error("linneuron._cuda.bias_grad: too many columns for one launch");
-  bias_grad_kernel<T><<<static_cast<unsigned int>(blocks), dim3(32, kRowLanes), 0, stream>>>(m, n, dy, dy_rs, dy_cs, db,
-                                                                                             db_stride, accumulate);
+  using Acc = typename AccOf<T>::type;
+  const int64_t col_blocks = ceil_div(n, 32);
+  if (col_blocks > 0x7fffffff) throw std::runtime_error("linneuron._cuda.bias_grad: too many columns for one launch");
+  const dim3 block(32, kRowLanes);
+  // Too few column strips to fill the GPU (narrow layers, large batches): split the rows as well, aiming at two
+  // blocks per multiprocessor, through a stream-ordered workspace (valid under graph capture). Without one, or when
+  // the rows are few, one block per column strip walks all rows.
+  const DeviceInfo dev = current_device_info("bias_grad");
+  int64_t chunks = 1;
+  if (col_blocks < dev.sm_count && m >= 2 * kMinRowsPerChunk) {
+    chunks = ceil_div(2 * static_cast<int64_t>(dev.sm_count), col_blocks);
+    chunks = chunks < m / kMinRowsPerChunk ? chunks : m / kMinRowsPerChunk;
+    chunks = chunks < 65535 ? chunks : 65535;
+  }
+  if (chunks > 1) {
+    const int64_t rows_per_chunk = ceil_div(m, chunks);
+    chunks = ceil_div(m, rows_per_chunk);
+    void* workspace = nullptr;
+    if (cudaMallocAsync(&workspace, static_cast<size_t>(chunks * n) * sizeof(Acc), stream) == cudaSuccess) {
+      Acc* partial = static_cast<Acc*>(workspace);
+      bias_grad_kernel<T>
+          <<<dim3(static_cast<unsigned int>(col_blocks), static_cast<unsigned int>(chunks)), block, 0, stream>>>(
+              m, n, dy, dy_rs, dy_cs, db, db_stride, accumulate, rows_per_chunk, partial);
+      check_launch("bias_grad");
+      bias_grad_reduce_kernel<T><<<grid_stride_blocks(n, kThreads, dev), kThreads, 0, stream>>>(n, partial, chunks, db,
+                                                                                                db_stride, accumulate);
+      check_launch("bias_grad");
+      check_call(cudaFreeAsync(workspace, stream), "bias_grad", "cudaFreeAsync");
+      return;
+    }
+    cudaGetLastError();  // no stream-ordered allocation: clear the error and walk all rows per strip
+  }
+  bias_grad_kernel<T><<<static_cast<unsigned int>(col_blocks), block, 0, stream>>>(
+      m, n, dy, dy_rs, dy_cs, db, db_stride, accumulate, m > 0 ? m : 1, nullptr);
   check_launch("bias_grad");
 }
 

@@ -247,8 +247,8 @@ void run_elementwise() {
     }
   }
   // bias_grad: (m, n) with strides, accumulate into strided db, and m = 0
-  for (int64_t m : {0, 1, 37, 3001}) {
-    const int64_t cols = 45;
+  for (int64_t m : {0, 1, 37, 3001, 100003}) {
+    const int64_t cols = m == 100003 ? 3 : 45;  // 3001 and 100003 rows split into row chunks
     std::vector<T> dy(m * cols * 2 + 8), db(2 * cols + 2);
     for (auto& v : dy) v = from_d<T>(nd(rng));
     for (auto& v : db) v = from_d<T>(nd(rng));
