@@ -136,9 +136,12 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("get_num_threads", &linneuron::num_threads);
   m.def("set_num_threads", [](int n) {
-    if (n < 1) throw std::invalid_argument("set_num_threads(): n must be >= 1, got " + std::to_string(n));
+    // 0 restores the default: follow OpenMP's (and so torch's) thread count.
+    if (n < 0) throw std::invalid_argument("set_num_threads(): n must be >= 0, got " + std::to_string(n));
     linneuron::set_num_threads(n);
   });
+  m.def("in_forked_child", &linneuron::in_forked_child,
+        "True in the child of a fork(): kernels then run on one thread, as libgomp cannot start threads there");
   m.def("openmp_enabled", &linneuron::openmp_enabled);
   m.def("compiled_isas", &linneuron::compiled_isas);
   m.def("supported_isas", &linneuron::supported_isas);

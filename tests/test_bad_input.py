@@ -1,0 +1,450 @@
+"""The bad-input matrix of the NumPy API and the raw _core bindings: each case raises a clear error or is correct."""
+
+from __future__ import annotations
+
+import mmap
+import sys
+
+import numpy as np
+import pytest
+from _hardening import assert_linear_close, assert_neuron_matches, reference_step
+from numpy.lib.stride_tricks import as_strided
+
+import linneuron
+from linneuron import _core
+from linneuron import numpy as lnp
+
+GEMM_FNS = {"linear": lnp.linear, "neuron": lnp.neuron}
+
+BAD_DTYPES = [
+    np.bool_,
+    np.int8,
+    np.uint8,
+    np.int32,
+    np.int64,
+    np.uint64,
+    np.float16,
+    np.longdouble,
+    np.complex64,
+    np.complex128,
+    np.object_,
+    np.str_,
+    np.dtype("datetime64[s]"),
+    np.dtype([("a", np.float32), ("b", np.float32)]),
+]
+BAD_DTYPE_IDS = [np.dtype(d).name if np.dtype(d).names is None else "structured" for d in BAD_DTYPES]
+
+
+def _operands(dtype=np.float64, m=5, n=3, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return (
+        rng.standard_normal((m, k)).astype(dtype),
+        rng.standard_normal((n, k)).astype(dtype),
+        rng.standard_normal(n).astype(dtype),
+    )
+
+
+def _cast(arr: np.ndarray, dtype) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    if dtype.names is not None:
+        return np.zeros(arr.shape, dtype=dtype)
+    if dtype.kind == "M":
+        return np.zeros(arr.shape, dtype=dtype)
+    return arr.astype(dtype)
+
+
+def _check_gemm(fn_name, out, x, w, b):
+    if fn_name == "linear":
+        assert_linear_close(out, x, w, b)
+    else:
+        assert_neuron_matches(out, x, w, b)
+
+
+# ---- dtypes --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", BAD_DTYPES, ids=BAD_DTYPE_IDS)
+@pytest.mark.parametrize("arg", ["x", "weight", "bias"])
+@pytest.mark.parametrize("fn_name", sorted(GEMM_FNS))
+def test_gemm_rejects_unsupported_dtype(fn_name, arg, dtype):
+    args = dict(zip(("x", "weight", "bias"), _operands()))
+    args[arg] = _cast(args[arg], dtype)
+    with pytest.raises(TypeError, match=rf"{fn_name}\(\): {arg} must be float32 or float64, got"):
+        GEMM_FNS[fn_name](args["x"], args["weight"], args["bias"])
+
+
+@pytest.mark.parametrize("dtype", BAD_DTYPES, ids=BAD_DTYPE_IDS)
+def test_step_rejects_unsupported_dtype(dtype):
+    with pytest.raises(TypeError, match=r"step\(\): z must be float32 or float64, got"):
+        lnp.step(_cast(np.linspace(-1, 1, 6).reshape(2, 3), dtype))
+
+
+@pytest.mark.parametrize("fn_name", sorted(GEMM_FNS))
+@pytest.mark.parametrize(
+    "dtypes",
+    [
+        (np.float32, np.float64, np.float64),
+        (np.float64, np.float32, np.float64),
+        (np.float32, np.float32, np.float64),
+        (np.float64, np.float64, np.float32),
+    ],
+    ids=["x32-w64", "x64-w32", "bias64-on-32", "bias32-on-64"],
+)
+def test_gemm_rejects_mixed_dtypes(fn_name, dtypes):
+    x, w, b = (a.astype(d) for a, d in zip(_operands(), dtypes))
+    with pytest.raises(TypeError, match=rf"{fn_name}\(\): .*(same dtype|bias must have dtype)"):
+        GEMM_FNS[fn_name](x, w, b)
+
+
+@pytest.mark.parametrize("fn_name", sorted(GEMM_FNS))
+@pytest.mark.parametrize(
+    "bad", [None, "abc", {"a": 1}, object(), [[1.0, 2.0], [3.0]], {1.0, 2.0}], ids=repr
+)
+@pytest.mark.parametrize("arg", ["x", "weight"])
+def test_gemm_rejects_non_arrays(fn_name, arg, bad):
+    args = dict(zip(("x", "weight", "bias"), _operands()))
+    args[arg] = bad
+    with pytest.raises(TypeError, match=rf"{fn_name}\(\): {arg} must be"):
+        GEMM_FNS[fn_name](args["x"], args["weight"], args["bias"])
+
+
+@pytest.mark.parametrize("bad", ["abc", object(), [[1.0], [2.0, 3.0]]], ids=repr)
+def test_step_rejects_non_arrays(bad):
+    with pytest.raises(TypeError, match=r"step\(\): z must be"):
+        lnp.step(bad)
+
+
+def test_nested_lists_of_floats_are_accepted():
+    x, w, b = _operands()
+    assert_linear_close(lnp.linear(x.tolist(), w.tolist(), b.tolist()), x, w, b)
+    np.testing.assert_array_equal(lnp.step([[-1.0, 0.0], [-0.0, 2.0]]), [[0.0, 1.0], [1.0, 1.0]])
+
+
+# ---- shapes --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn_name", sorted(GEMM_FNS))
+@pytest.mark.parametrize(
+    "x_shape, w_shape, b_shape, error",
+    [
+        ((5, 4), (), (3,), r"weight must be 2-D"),
+        ((5, 4), (4,), (3,), r"weight must be 2-D"),
+        ((5, 4), (3, 4, 1), (3,), r"weight must be 2-D"),
+        ((), (3, 4), (3,), r"x must have at least 1 dimension"),
+        ((5, 5), (3, 4), (3,), r"x has 5 features but weight expects 4"),
+        ((5,), (3, 4), (3,), r"x has 5 features but weight expects 4"),
+        ((2, 5, 3), (3, 4), (3,), r"x has 3 features but weight expects 4"),
+        ((5, 4), (3, 4), (4,), r"bias must have shape \(3,\)"),
+        ((5, 4), (3, 4), (2,), r"bias must have shape \(3,\)"),
+        ((5, 4), (3, 4), (), r"bias must have shape \(3,\)"),
+        ((5, 4), (3, 4), (1, 3), r"bias must have shape \(3,\)"),
+        ((5, 4), (3, 4), (3, 1), r"bias must have shape \(3,\)"),
+        ((5, 4), (0, 4), (1,), r"bias must have shape \(0,\)"),
+    ],
+)
+def test_gemm_rejects_bad_shapes(fn_name, x_shape, w_shape, b_shape, error):
+    with pytest.raises(ValueError, match=rf"{fn_name}\(\): {error}"):
+        GEMM_FNS[fn_name](np.ones(x_shape), np.ones(w_shape), np.ones(b_shape))
+
+
+@pytest.mark.parametrize("fn_name", sorted(GEMM_FNS))
+@pytest.mark.parametrize(
+    "x_shape, n",
+    [((4,), 3), ((2, 3, 4), 3), ((1, 1, 1, 4), 2), ((0, 4), 3), ((5, 0), 3), ((5, 4), 0), ((0, 0), 0), ((2, 0, 4), 3)],
+)
+def test_gemm_accepts_any_leading_dims_and_empty_sizes(fn_name, x_shape, n):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal((n, x_shape[-1]))
+    b = rng.standard_normal(n)
+    for bias in (b, None):
+        out = GEMM_FNS[fn_name](x, w, bias)
+        assert out.shape == x_shape[:-1] + (n,)
+        _check_gemm(fn_name, out, x, w, bias)
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (7,), (3, 0, 2), (2, 3, 4, 5)])
+def test_step_accepts_any_shape(shape):
+    z = np.random.default_rng(2).standard_normal(shape)
+    out = lnp.step(z)
+    assert out.shape == z.shape and out.dtype == z.dtype
+    np.testing.assert_array_equal(out, reference_step(z))
+
+
+# ---- memory layouts ------------------------------------------------------------------------------------------
+
+
+def _misaligned(arr: np.ndarray) -> np.ndarray:
+    """A copy of ``arr`` whose data starts one byte past an aligned address (so numpy marks it unaligned)."""
+    raw = np.zeros(arr.nbytes + 1, dtype=np.uint8)
+    view = raw[1:].view(arr.dtype).reshape(arr.shape)
+    view[...] = arr
+    assert not view.flags.aligned
+    return view
+
+
+def _read_only(arr: np.ndarray) -> np.ndarray:
+    arr = arr.copy()
+    arr.flags.writeable = False
+    return arr
+
+
+def _byteswapped(arr: np.ndarray) -> np.ndarray:
+    return arr.astype(arr.dtype.newbyteorder(">" if sys.byteorder == "little" else "<"))
+
+
+def _negative_strides(arr: np.ndarray) -> np.ndarray:
+    """The same values read backwards from a reversed copy: every stride negative."""
+    flip = (slice(None, None, -1),) * arr.ndim
+    return arr[flip].copy()[flip]
+
+
+def _sliced(arr: np.ndarray) -> np.ndarray:
+    """The same values at every other element of a bigger buffer (positive, non-unit strides)."""
+    big = np.zeros(tuple(2 * s for s in arr.shape), dtype=arr.dtype)
+    view = big[tuple(slice(None, None, 2) for _ in arr.shape)]
+    view[...] = arr
+    return view
+
+
+def _fortran(arr: np.ndarray) -> np.ndarray:
+    return np.asfortranarray(arr)
+
+
+LAYOUTS = {
+    "read_only": _read_only,
+    "misaligned": _misaligned,
+    "byteswapped": _byteswapped,
+    "negative_strides": _negative_strides,
+    "sliced": _sliced,
+    "fortran": _fortran,
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("arg", ["x", "weight", "bias"])
+@pytest.mark.parametrize("fn_name", sorted(GEMM_FNS))
+def test_gemm_odd_layouts_give_correct_results(fn_name, arg, layout, dtype):
+    x, w, b = _operands(dtype, m=9, n=11, k=13)
+    args = {"x": x, "weight": w, "bias": b}
+    args[arg] = LAYOUTS[layout](args[arg])
+    np.testing.assert_array_equal(args[arg], {"x": x, "weight": w, "bias": b}[arg])
+    out = GEMM_FNS[fn_name](args["x"], args["weight"], args["bias"])
+    assert out.dtype == np.dtype(dtype)
+    _check_gemm(fn_name, out, x, w, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_step_odd_layouts_give_correct_results(layout, dtype):
+    z = np.random.default_rng(3).standard_normal((6, 7)).astype(dtype)
+    z[0, :3] = [0.0, -0.0, np.nan]
+    out = lnp.step(LAYOUTS[layout](z))
+    np.testing.assert_array_equal(out, reference_step(z))
+
+
+@pytest.mark.parametrize("fn_name", sorted(GEMM_FNS))
+def test_gemm_zero_strides_broadcast_operands(fn_name):
+    rng = np.random.default_rng(4)
+    x = np.broadcast_to(rng.standard_normal(6), (5, 6))  # every row the same: row stride 0
+    w = np.broadcast_to(rng.standard_normal((3, 1)), (3, 6))  # every column the same: column stride 0
+    b = np.broadcast_to(np.float64(0.25), (3,))  # stride 0
+    assert x.strides[0] == 0 and w.strides[1] == 0 and b.strides[0] == 0
+    _check_gemm(fn_name, GEMM_FNS[fn_name](x, w, b), x, w, b)
+
+
+def test_gemm_non_collapsible_leading_dims():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 3, 5)).transpose(1, 0, 2)  # leading dims (3, 4) with strides that do not merge
+    w = rng.standard_normal((2, 5))
+    out = lnp.linear(x, w)
+    assert out.shape == (3, 4, 2)
+    assert_linear_close(out, x, w)
+
+
+def test_step_non_collapsible_strides():
+    z = np.random.default_rng(6).standard_normal((4, 5, 6)).transpose(2, 0, 1)[:, ::2, 1:]
+    np.testing.assert_array_equal(lnp.step(z), reference_step(z))
+
+
+def test_inputs_are_not_modified():
+    x, w, b = _operands()
+    before = [a.copy() for a in (x, w, b)]
+    lnp.linear(x, w, b)
+    lnp.neuron(x, w, b)
+    lnp.step(x)
+    for a, kept in zip((x, w, b), before):
+        np.testing.assert_array_equal(a, kept)
+
+
+# ---- sizes past 32 bits --------------------------------------------------------------------------------------
+
+
+def _ones_stride0(shape, dtype=np.float64) -> np.ndarray:
+    """A read-only array of ``shape`` built on one element: every stride is 0, so it costs no memory."""
+    return as_strided(np.ones(1, dtype=dtype), shape=shape, strides=(0,) * len(shape), writeable=False)
+
+
+@pytest.mark.parametrize(
+    "x_shape, n",
+    [
+        ((2**33, 4), 0),  # M * N = 0 although M alone passes 32 bits
+        ((2**20, 2**14), 0),  # M * K = 2**34
+        ((0, 2**40), 7),  # K past 32 bits with no rows
+        ((2**31 + 3, 0), 0),  # K = 0, N = 0
+    ],
+)
+def test_huge_but_empty_results(x_shape, n):
+    x = _ones_stride0(x_shape)
+    w = _ones_stride0((n, x_shape[-1]))
+    out = lnp.linear(x, w)
+    assert out.shape == x_shape[:-1] + (n,)
+
+
+def test_k_zero_with_many_rows_is_bias():
+    x = _ones_stride0((3, 0))
+    b = np.array([1.0, -2.0])
+    np.testing.assert_array_equal(lnp.linear(x, np.ones((2, 0)), b), np.tile(b, (3, 1)))
+    np.testing.assert_array_equal(lnp.neuron(x, np.ones((2, 0)), b), np.tile([1.0, 0.0], (3, 1)))
+
+
+@pytest.mark.slow
+def test_rows_times_features_past_32_bits_is_exact():
+    """M * K = 2**31 + 2**15 multiply-adds of ones: exact in float64, and every loop counter passes int32."""
+    m, k = 2**16 + 1, 2**15
+    out = lnp.linear(_ones_stride0((m, k)), _ones_stride0((1, k)))
+    assert out.shape == (m, 1)
+    np.testing.assert_array_equal(out, np.full((m, 1), float(k)))
+
+
+def _sparse_mapping(nbytes: int):
+    """An anonymous mapping of ``nbytes`` that reserves no memory (pages read before a write are the zero page)."""
+    map_noreserve = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux") else 0)
+    try:
+        return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | map_noreserve)
+    except (OSError, OverflowError, ValueError) as err:
+        pytest.skip(f"cannot map {nbytes} bytes of address space here: {err}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_offsets_past_32_bits_are_exact(dtype):
+    """Rows 2**31 + 5 elements apart (more than 8 GiB) in a sparse mapping: i * row_stride must be 64-bit.
+
+    Only a few pages are ever touched. With a 32-bit product the kernel would read row 0 for row 1 (or fault).
+    """
+    itemsize = np.dtype(dtype).itemsize
+    row_stride = 2**31 + 5  # elements
+    k = 3
+    buf = _sparse_mapping((row_stride + k) * itemsize)
+    try:
+        base = np.frombuffer(buf, dtype=dtype)
+        x = as_strided(base, shape=(2, k), strides=(row_stride * itemsize, itemsize))
+        x[0] = [1.0, 2.0, 3.0]
+        x[1] = [-4.0, 5.0, -6.0]
+        z = as_strided(base, shape=(2, k), strides=(row_stride * itemsize, itemsize))
+        w = np.array([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]], dtype=dtype)
+        np.testing.assert_array_equal(lnp.linear(x, w), [[6.0, 1.0], [-5.0, -4.0]])
+        np.testing.assert_array_equal(lnp.neuron(x, w), [[1.0, 1.0], [0.0, 0.0]])
+        np.testing.assert_array_equal(lnp.step(z), [[1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])
+        # The same rows reached through a negative stride from the far end.
+        np.testing.assert_array_equal(lnp.linear(x[::-1], w), [[-5.0, -4.0], [6.0, 1.0]])
+        del base, x, z
+    finally:
+        buf.close()
+
+
+# ---- the raw bindings (linneuron._core) ----------------------------------------------------------------------
+
+
+def _gemm_args(**overrides):
+    a = np.ones((2, 3))
+    b = np.ones((3, 4))
+    c = np.zeros((2, 4))
+    args = dict(
+        dtype=_core.FLOAT64, m=2, n=4, k=3,
+        a=a.ctypes.data, a_rs=3, a_cs=1,
+        b=b.ctypes.data, b_rs=4, b_cs=1,
+        c=c.ctypes.data, c_rs=4, c_cs=1,
+        bias=0, bias_stride=0, accumulate=False, step=False,
+    )  # fmt: skip
+    args.update(overrides)
+    return args, (a, b, c)
+
+
+@pytest.mark.parametrize(
+    "overrides, error",
+    [
+        ({"dtype": 7}, r"unknown dtype"),
+        ({"dtype": -1}, r"unknown dtype"),
+        ({"m": -1}, r"negative size"),
+        ({"n": -1}, r"negative size"),
+        ({"k": -1}, r"negative size"),
+        ({"c": 0}, r"null output"),
+        ({"a": 0}, r"null operand"),
+        ({"b": 0}, r"null operand"),
+    ],
+)
+def test_core_gemm_rejects_bad_arguments(overrides, error):
+    args, keep = _gemm_args(**overrides)
+    with pytest.raises(ValueError, match=error):
+        _core.gemm(*args.values())
+    assert not keep[2].any(), "nothing may be written before the error"
+
+
+def test_core_gemm_rejects_wrong_python_types():
+    args, _ = _gemm_args()
+    for name, bad in [("m", 2.5), ("a", "0x10"), ("a", -5), ("step", "yes"), ("m", 2**64)]:
+        bad_args = dict(args, **{name: bad})
+        with pytest.raises(TypeError):
+            _core.gemm(*bad_args.values())
+
+
+def test_core_gemm_correct_through_raw_pointers():
+    args, (a, b, c) = _gemm_args()
+    _core.gemm(*args.values())
+    np.testing.assert_array_equal(c, a @ b)
+
+
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda p: _core.step_forward(5, 1, 1, p, 1, 1, p, 1, 1), r"unknown dtype"),
+        (lambda p: _core.step_forward(0, -1, 1, p, 1, 1, p, 1, 1), r"negative size"),
+        (lambda p: _core.step_forward(0, 1, 1, 0, 1, 1, p, 1, 1), r"null pointer"),
+        (lambda p: _core.step_backward(0, 1, 1, p, 1, 1, p, 1, 1, p, 1, 1, 9, 1.0), r"unknown surrogate"),
+        (lambda p: _core.step_backward(0, 1, 1, p, 1, 1, p, 1, 1, p, 1, 1, -1, 1.0), r"unknown surrogate"),
+        (lambda p: _core.step_backward(0, 1, 1, 0, 1, 1, p, 1, 1, p, 1, 1, 1, 1.0), r"null pointer"),
+        (lambda p: _core.step_backward(0, 1, -3, p, 1, 1, p, 1, 1, p, 1, 1, 1, 1.0), r"negative size"),
+        (lambda p: _core.bias_grad(0, 1, 1, 0, 1, 1, p, 1, False), r"null pointer"),
+        (lambda p: _core.bias_grad(0, 1, 1, p, 1, 1, 0, 1, False), r"null pointer"),
+        (lambda p: _core.bias_grad(0, -1, 1, p, 1, 1, p, 1, False), r"negative size"),
+        (lambda p: _core.bias_grad(3, 1, 1, p, 1, 1, p, 1, False), r"unknown dtype"),
+    ],
+)
+def test_core_elementwise_rejects_bad_arguments(call, error):
+    buf = np.zeros(4, dtype=np.float32)
+    with pytest.raises(ValueError, match=error):
+        call(buf.ctypes.data)
+    assert not buf.any()
+
+
+@pytest.mark.parametrize("n", [-1, -(2**31)])
+def test_core_set_num_threads_rejects_negative(n):
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        _core.set_num_threads(n)
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError),
+                                        ("4", TypeError), (2**40, ValueError)])
+def test_set_num_threads_rejects_bad_values(bad, error):
+    before = linneuron.get_num_threads()
+    with pytest.raises(error, match=r"set_num_threads\(\): n must be"):
+        linneuron.set_num_threads(bad)
+    assert linneuron.get_num_threads() == before
+
+
+def test_set_active_isa_rejects_unknown_names():
+    active = _core.active_isa()
+    assert _core.set_active_isa("no-such-isa") is False
+    assert _core.active_isa() == active
