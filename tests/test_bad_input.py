@@ -448,3 +448,14 @@ def test_set_active_isa_rejects_unknown_names():
     active = _core.active_isa()
     assert _core.set_active_isa("no-such-isa") is False
     assert _core.active_isa() == active
+
+
+@pytest.mark.parametrize("fn_name", sorted(GEMM_FNS))
+def test_empty_x_with_non_collapsible_strides(fn_name):
+    """Found by hypothesis: K = 0 and leading dims whose strides do not merge. numpy's ascontiguousarray keeps an
+    empty array's strides, so the copy fallback could not collapse the rows either (TypeError from an unpack)."""
+    x = as_strided(np.zeros(4, np.float32), shape=(1, 2, 2, 0), strides=(16, 4, 8, 4))
+    b = np.array([0.5, -1.0, 0.0], np.float32)
+    out = GEMM_FNS[fn_name](x, np.zeros((3, 0), np.float32), b)
+    expected = np.broadcast_to(b if fn_name == "linear" else reference_step(b), (1, 2, 2, 3))
+    np.testing.assert_array_equal(out, expected)

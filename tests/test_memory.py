@@ -30,7 +30,7 @@ def _rss_bytes() -> int:
 
 
 def _growth_over(calls: int, fn) -> int:
-    for _ in range(200):  # warm-up: workspaces, caches, allocator pools reach their steady state
+    for _ in range(1000):  # warm-up: workspaces, caches, allocator pools reach their steady state
         fn()
     gc.collect()
     before = _rss_bytes()

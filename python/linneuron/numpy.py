@@ -11,6 +11,7 @@ array([-0.1,  0.1,  0.1])
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,8 @@ def _gemm_forward(x: Any, weight: Any, bias: Any, step: bool, fn: str) -> np.nda
     if out.size == 0:
         return out
     rows = collapse_rows(x.shape[:-1], _element_strides(x)[:-1])
+    if rows is None and k == 0:  # x is empty and never read; numpy keeps arbitrary strides on empty arrays
+        rows = math.prod(x.shape[:-1]), 0
     if rows is None:  # leading dims that no single row stride describes
         x = np.ascontiguousarray(x)
         rows = collapse_rows(x.shape[:-1], _element_strides(x)[:-1])
