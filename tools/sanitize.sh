@@ -3,6 +3,7 @@
 #
 #   tools/sanitize.sh                      # the default subset below
 #   tools/sanitize.sh tests/test_core.py   # any pytest arguments instead
+#   tools/sanitize.sh --fuzz 60            # tools/fuzz.py (atheris if installed) for 60 s against this build
 #
 # The sanitized build goes to build/sanitize/ (cmake tree, wheel, unpacked package), apart from the developer's
 # install; the tests then import it first on sys.path. Environment:
@@ -75,6 +76,12 @@ canary "read past a numpy buffer" "AddressSanitizer: heap-buffer-overflow" \
   "a = np.zeros(4, np.float32); o = np.zeros(64, np.float32); _core.step_forward(0, 1, 64, a.ctypes.data, 0, 1, o.ctypes.data, 0, 1)"
 canary "row offset overflowing int64" "runtime error" \
   "a = np.ones(64); c = np.zeros(64); _core.gemm(1, 4, 8, 8, a.ctypes.data, 2**62, 1, a.ctypes.data, 8, 1, c.ctypes.data, 8, 1, 0, 0, False, False)"
+
+if [[ "${1:-}" == "--fuzz" ]]; then  # tools/sanitize.sh --fuzz SECONDS: run tools/fuzz.py against this build
+  shift
+  echo "== tools/fuzz.py --seconds ${1:-60} under the sanitizers"
+  exec "$PYTHON" -S tools/fuzz.py --seconds "${1:-60}" "${@:2}"
+fi
 
 if [[ $# -eq 0 ]]; then
   # Default subset: everything but the RSS/memory-growth tests (ASan's quarantine grows RSS on purpose) and the
