@@ -10,7 +10,7 @@
 #   PYTHON            interpreter with numpy, pytest, hypothesis (and torch for the torch tests); default python3
 #   SANITIZE_DIR      where to build; default build/sanitize
 #   LINNEURON_SANITIZE  sanitizers; default address,undefined
-#   HYPOTHESIS_PROFILE  default "dev" here (50 examples a property): instrumented code runs ~3-10x slower
+#   HYPOTHESIS_PROFILE  default "ci" (500 examples a property, as in the plain test run)
 #
 # Leak checking is off (detect_leaks=0): CPython and torch keep allocations alive until exit by design, so LSan
 # reports thousands of interpreter "leaks" that say nothing about linneuron. Leaks of ours are covered by
@@ -46,7 +46,7 @@ export PYTHONPATH="$SANITIZE_DIR/site:$PWD/tests:$SITE_PACKAGES${PYTHONPATH:+:$P
 export LD_PRELOAD="$LIBASAN${LIBUBSAN:+ $LIBUBSAN}"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1:strict_init_order=1:check_initialization_order=1:detect_stack_use_after_return=1:halt_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-dev}
+export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}
 export LINNEURON_HANG_TIMEOUT_S=${LINNEURON_HANG_TIMEOUT_S:-120}
 
 "$PYTHON" -S -c "
