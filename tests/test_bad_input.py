@@ -459,3 +459,14 @@ def test_empty_x_with_non_collapsible_strides(fn_name):
     out = GEMM_FNS[fn_name](x, np.zeros((3, 0), np.float32), b)
     expected = np.broadcast_to(b if fn_name == "linear" else reference_step(b), (1, 2, 2, 3))
     np.testing.assert_array_equal(out, expected)
+
+
+def test_numpy_api_names_the_argument_for_tensors_it_cannot_convert():
+    torch = pytest.importorskip("torch")
+    w = torch.ones(3, 4, requires_grad=True)  # np.asarray raises RuntimeError for it
+    with pytest.raises(TypeError, match=r"linear\(\): weight must be a float32 or float64 array, got Tensor"):
+        lnp.linear(np.ones((2, 4)), w)
+    x = torch.ones(2, 4, device="meta")
+    with pytest.raises(TypeError, match=r"neuron\(\): x must be a float32 or float64 array, got Tensor"):
+        lnp.neuron(x, np.ones((3, 4)))
+    np.testing.assert_array_equal(lnp.step(torch.tensor([-1.0, 0.0])), [0.0, 1.0])  # a CPU tensor converts

@@ -31,8 +31,10 @@ def _float_array(value: Any, name: str, fn: str) -> np.ndarray:
     else:
         try:
             arr = np.asarray(value)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{fn}(): {name} must be a float32 or float64 array, got {type(value).__name__}") from err
+        except (TypeError, ValueError, RuntimeError) as err:  # RuntimeError: e.g. a tensor that requires grad
+            raise TypeError(
+                f"{fn}(): {name} must be a float32 or float64 array, got {type(value).__name__} ({err})"
+            ) from err
     dtype = arr.dtype
     if dtype.kind != "f" or dtype.itemsize not in (4, 8):
         raise TypeError(f"{fn}(): {name} must be float32 or float64, got {dtype} (shape {arr.shape})")
