@@ -71,8 +71,7 @@ def _check_operands(x: Any, weight: Any, bias: Any, fn: str) -> tuple[np.ndarray
         bias = _float_array(bias, "bias", fn)
         if bias.ndim != 1 or bias.shape[0] != weight.shape[0]:
             raise ValueError(
-                f"{fn}(): bias must have shape ({weight.shape[0]},) to match weight {weight.shape}, "
-                f"got {bias.shape}"
+                f"{fn}(): bias must have shape ({weight.shape[0]},) to match weight {weight.shape}, got {bias.shape}"
             )
         if bias.dtype != x.dtype:
             raise TypeError(f"{fn}(): bias must have dtype {x.dtype} like x, got {bias.dtype}")

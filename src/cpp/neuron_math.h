@@ -39,8 +39,9 @@ LINNEURON_HD T surrogate_derivative(Surrogate kind, T z, T alpha) {
       return (az <= T(1) && az >= T(-1)) ? T(1) : (z != z ? z : T(0));
     }
     case Surrogate::Sigmoid: {
-      const T s = T(1) / (T(1) + exp(-alpha * z));
-      return alpha * s * (T(1) - s);
+      // s(u)(1 - s(u)) = e / (1 + e)^2 with e = exp(-|u|): no cancellation in 1 - s for large |u|.
+      const T e = exp(-fabs(alpha * z));
+      return alpha * e / ((T(1) + e) * (T(1) + e));
     }
     case Surrogate::Atan: {
       const T half_pi = T(1.5707963267948966);

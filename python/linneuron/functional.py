@@ -1,0 +1,361 @@
+"""Functional torch API of linneuron: ``linear`` (as F.linear), ``step`` (surrogate gradients) and fused ``neuron``.
+
+>>> import torch, linneuron.functional as LF
+>>> x = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+>>> LF.neuron(x, torch.tensor([[-0.5, 0.3, 0.3]]))
+tensor([[0.],
+        [1.]])
+
+How a call runs. In plain eager mode (real CPU/CUDA tensors, no torch.compile, export, fake tensors, dispatch or
+function modes, functorch transforms or CUDA autocast), the call goes straight to the kernels — through a small
+``torch.autograd.Function`` when a gradient is needed — which saves the dispatcher's per-call cost (the
+3 -> 1 tutorial layer is pure call overhead). Everywhere else it calls the registered ``torch.ops.linneuron`` ops
+(ops.py), which carry fake kernels and autograd formulas, so ``torch.compile(fullgraph=True)`` and
+``torch.export`` see one opaque op per call. Under torch.func transforms (vmap, grad, jacrev, jacfwd, ...) and
+forward-mode AD, functorch-style autograd.Functions (with jvp and generated vmap rules) wrap the same ops. All
+paths run the same kernels and the same derivative formulas.
+
+The fused ``neuron`` applies the step inside the GEMM epilogue, so the weighted sum z is never stored. That is
+used whenever no gradient is needed (inference) or the surrogate is None (the exact gradient is zero). Training
+with a surrogate needs z in the backward pass (dH/dz ≈ s'(z)), so then ``neuron`` computes z = linear(...) and
+``step(z)``, keeping z: the same result, one more (rows x out_features) tensor in memory.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.autograd.forward_ad as _forward_ad
+
+from . import _kernels, ops
+from ._surrogate import DEFAULT_SURROGATE, resolve, second_derivative_factor
+
+__all__ = ["linear", "neuron", "step"]
+
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+_dispatch_stack_len = torch._C._len_torch_dispatch_stack
+_function_mode_on = torch._C._is_torch_function_mode_enabled
+_functorch_level = torch._C._functorch.peek_interpreter_stack
+_is_compiling = torch.compiler.is_compiling
+
+
+def _direct(input: torch.Tensor, *others: torch.Tensor | None) -> bool:
+    """True when plain eager kernels may serve this call (see the module docstring); else use torch.ops."""
+    if _is_compiling() or _dispatch_stack_len() or _function_mode_on() or _functorch_level() is not None:
+        return False
+    if _forward_ad._current_level >= 0:  # inside torch.autograd.forward_ad.dual_level(): needs jvp formulas
+        return False
+    if type(input) not in _PLAIN_TYPES:
+        return False
+    for t in others:
+        if t is not None and type(t) not in _PLAIN_TYPES:
+            return False
+    if input.is_cpu:
+        return True
+    return input.is_cuda and not torch.is_autocast_enabled("cuda")
+
+
+def _wants_grad(*tensors: torch.Tensor | None) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    return any(t is not None and t.requires_grad for t in tensors)
+
+
+class _LinearFunction(torch.autograd.Function):
+    """Eager fast path of ops.linear with the same backward formula (ops.linear_backward)."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias):
+        ctx.save_for_backward(input if ctx.needs_input_grad[1] else None, weight if ctx.needs_input_grad[0] else None)
+        ctx.has_bias = bias is not None
+        return _kernels.linear(input, weight, bias, False, "linear")
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        if torch.is_grad_enabled() or type(grad_output) is not torch.Tensor:
+            # create_graph=True (double backward) or an unusual gradient: the differentiable formulas.
+            return ops.linear_backward(needs, grad_output, input, weight, ctx.has_bias)
+        # The same products straight on the kernels (operands were checked in forward).
+        grad_input = grad_weight = grad_bias = None
+        if needs[0]:
+            grad_input = _kernels.linear(grad_output, weight.t(), None, False, "linear_backward")
+        if needs[1]:
+            rows = ops._as_rows
+            grad_weight = _kernels.linear(rows(grad_output).t(), rows(input).t(), None, False, "linear_backward")
+        if ctx.has_bias and needs[2]:
+            grad_bias = _kernels.bias_grad(grad_output)
+        return grad_input, grad_weight, grad_bias
+
+
+class _StepFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, surrogate, alpha):
+        ctx.save_for_backward(input)
+        ctx.surrogate, ctx.alpha = surrogate, alpha
+        return _kernels.step(input)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (z,) = ctx.saved_tensors
+        return _step_backward(grad_output, z, ctx.surrogate, ctx.alpha), None, None
+
+
+class _StepBackwardFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, grad_output, input, surrogate, alpha):
+        ctx.save_for_backward(grad_output, input)
+        ctx.surrogate, ctx.alpha = surrogate, alpha
+        return _kernels.step_backward(grad_output, input, surrogate, alpha)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_output, z = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        d_go, d_z = ops.step_backward_backward(needs, grad, grad_output, z, ctx.surrogate, ctx.alpha)
+        return d_go, d_z, None, None
+
+
+class _BiasGradFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, grad_output):
+        ctx.shape = grad_output.shape
+        return _kernels.bias_grad(grad_output)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.expand(ctx.shape)
+
+
+# ---- torch.func (vmap, grad, jacrev, ...): autograd.Functions in the functorch style, calling the registered ops
+# (which carry vmap rules). torch's own register_autograd formulas are not functorch-compatible, so under a
+# functorch transform every differentiable call goes through one of these instead.
+
+
+class _FuncLinear(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input, weight, bias):
+        return ops.linear(input, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, weight, bias = inputs
+        ctx.save_for_backward(input, weight)
+        ctx.save_for_forward(input, weight)
+        ctx.has_bias = bias is not None
+        ctx.out_shape = output.shape
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        return ops.linear_backward(ctx.needs_input_grad, grad_output, input, weight, ctx.has_bias)
+
+    @staticmethod
+    def jvp(ctx, input_t, weight_t, bias_t):
+        input, weight = ctx.saved_tensors  # d(X Wᵀ + b) = dX Wᵀ + X dWᵀ + db
+        terms = []
+        if input_t is not None:
+            terms.append(linear(input_t, weight))
+        if weight_t is not None:
+            terms.append(linear(input, weight_t))
+        if bias_t is not None:
+            terms.append(bias_t.expand(ctx.out_shape))
+        return sum(terms[1:], terms[0])
+
+
+class _FuncNeuron(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input, weight, bias):
+        return ops.neuron(input, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.shapes = [None if t is None else t.shape for t in inputs]
+        ctx.out_shape = output.shape
+
+    @staticmethod
+    def backward(ctx, grad_output):  # exact derivative: zeros
+        return tuple(grad_output.new_zeros(shape) if shape is not None else None for shape in ctx.shapes)
+
+    @staticmethod
+    def jvp(ctx, input_t, weight_t, bias_t):
+        tangent = next(t for t in (input_t, weight_t, bias_t) if t is not None)
+        return tangent.new_zeros(ctx.out_shape)
+
+
+class _FuncStep(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input, surrogate, alpha):
+        return ops.step(input, surrogate, alpha)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+        ctx.save_for_forward(inputs[0])
+        ctx.surrogate, ctx.alpha = inputs[1], inputs[2]
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (z,) = ctx.saved_tensors
+        return _step_backward(grad_output, z, ctx.surrogate, ctx.alpha), None, None
+
+    @staticmethod
+    def jvp(ctx, input_t, surrogate_t, alpha_t):
+        (z,) = ctx.saved_tensors
+        return _step_backward(input_t, z, ctx.surrogate, ctx.alpha)
+
+
+class _FuncStepBackward(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(grad_output, input, surrogate, alpha):
+        return ops.step_backward(grad_output, input, surrogate, alpha)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0], inputs[1])
+        ctx.save_for_forward(inputs[0], inputs[1])
+        ctx.surrogate, ctx.alpha = inputs[2], inputs[3]
+
+    @staticmethod
+    def jvp(ctx, grad_output_t, input_t, surrogate_t, alpha_t):
+        grad_output, z = ctx.saved_tensors  # d(g s'(z)) = dg s'(z) + g s''(z) dz
+        terms = []
+        if grad_output_t is not None:
+            terms.append(_step_backward(grad_output_t, z, ctx.surrogate, ctx.alpha))
+        if input_t is not None:
+            terms.append(grad_output * second_derivative_factor(ctx.surrogate, z, ctx.alpha) * input_t)
+        return sum(terms[1:], terms[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_output, z = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        d_go, d_z = ops.step_backward_backward(needs, grad, grad_output, z, ctx.surrogate, ctx.alpha)
+        return d_go, d_z, None, None
+
+
+class _FuncBiasGrad(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(grad_output):
+        return ops.bias_grad(grad_output)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.shape = inputs[0].shape
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.expand(ctx.shape)
+
+    @staticmethod
+    def jvp(ctx, grad_output_t):
+        return _bias_grad(grad_output_t)
+
+
+def _in_functorch() -> bool:
+    """True under a torch.func transform or forward-mode AD: use the _Func* autograd.Functions."""
+    return not _is_compiling() and (_functorch_level() is not None or _forward_ad._current_level >= 0)
+
+
+def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``input @ weight.T + bias`` with linneuron's kernels: same signature, shapes and gradients as F.linear.
+
+    input ``(*, in_features)``, weight ``(out_features, in_features)``, bias ``(out_features,)`` or None;
+    result ``(*, out_features)``. Any strides (transposed, sliced, expanded) are read in place.
+
+    >>> linear(torch.ones(2, 3), torch.ones(4, 3)).shape
+    torch.Size([2, 4])
+    """
+    _kernels.check_linear(input, weight, bias, "linear")
+    if _direct(input, weight, bias):
+        if _wants_grad(input, weight, bias):
+            return _LinearFunction.apply(input, weight, bias)
+        return _kernels.linear(input, weight, bias, False, "linear")
+    if _in_functorch():
+        return _FuncLinear.apply(input, weight, bias)
+    return ops.linear(input, weight, bias)
+
+
+def _step_code(input: torch.Tensor, code: int, alpha: float) -> torch.Tensor:
+    if _direct(input):
+        if _wants_grad(input):
+            return _StepFunction.apply(input, code, alpha)
+        return _kernels.step(input)
+    if _in_functorch():
+        return _FuncStep.apply(input, code, alpha)
+    return ops.step(input, code, alpha)
+
+
+def step(input: torch.Tensor, surrogate: str | None = DEFAULT_SURROGATE, alpha: float | None = None) -> torch.Tensor:
+    """The unit step H(input): 1 where input >= 0 (also at -0.0), 0 where input < 0, NaN stays NaN.
+
+    The forward pass is exact. The backward pass multiplies the incoming gradient by the ``surrogate``
+    derivative s'(z) with slope ``alpha``: None (exact: zero), "ste" (1 where |alpha z| <= 1),
+    "sigmoid" (alpha σ(alpha z)(1 - σ(alpha z))) or "atan" ((alpha/2) / (1 + (π/2 alpha z)^2), the default).
+    Default slopes: ste 1.0, sigmoid 4.0, atan 2.0. See linneuron._surrogate for the table.
+
+    >>> step(torch.tensor([-1.0, -0.0, 2.0]))
+    tensor([0., 1., 1.])
+    """
+    code, alpha = resolve(surrogate, alpha, "step")
+    _kernels.check_step(input)
+    return _step_code(input, code, alpha)
+
+
+def neuron(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    surrogate: str | None = DEFAULT_SURROGATE,
+    alpha: float | None = None,
+) -> torch.Tensor:
+    """The threshold neuron ``H(input @ weight.T + bias)``, gradients through the ``surrogate`` (see ``step``).
+
+    Without a gradient to compute, the step runs inside the GEMM (z never stored); when training with a
+    surrogate, z = linear(...) is kept for the backward pass and step(z) applied to it.
+
+    >>> neuron(torch.tensor([[1.0, 1.0]]), torch.tensor([[0.5, 0.5]]), torch.tensor([-1.0]))
+    tensor([[1.]])
+    """
+    code, alpha = resolve(surrogate, alpha, "neuron")
+    _kernels.check_linear(input, weight, bias, "neuron")
+    wants_grad = _wants_grad(input, weight, bias)
+    if wants_grad and code != 0:
+        return _step_code(linear(input, weight, bias), code, alpha)
+    if not wants_grad and _direct(input, weight, bias):
+        return _kernels.linear(input, weight, bias, True, "neuron")
+    if _in_functorch():
+        return _FuncNeuron.apply(input, weight, bias)
+    return ops.neuron(input, weight, bias)
+
+
+def _step_backward(grad_output: torch.Tensor, z: torch.Tensor, code: int, alpha: float) -> torch.Tensor:
+    """grad_output * s'(z), differentiable (for double backward)."""
+    if _direct(z, grad_output):
+        if _wants_grad(grad_output, z):
+            return _StepBackwardFunction.apply(grad_output, z, code, alpha)
+        return _kernels.step_backward(grad_output, z, code, alpha)
+    if _in_functorch():
+        return _FuncStepBackward.apply(grad_output, z, code, alpha)
+    return ops.step_backward(grad_output, z, code, alpha)
+
+
+def _bias_grad(grad_output: torch.Tensor) -> torch.Tensor:
+    """Sum of grad_output over all but its last dim, differentiable."""
+    if _direct(grad_output):
+        if _wants_grad(grad_output):
+            return _BiasGradFunction.apply(grad_output)
+        return _kernels.bias_grad(grad_output)
+    if _in_functorch():
+        return _FuncBiasGrad.apply(grad_output)
+    return ops.bias_grad(grad_output)

@@ -1,0 +1,20 @@
+"""Shared pytest fixtures: seeded random generators and a thread-count guard."""
+
+from __future__ import annotations
+
+import linneuron
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20261127)
+
+
+@pytest.fixture(autouse=True)
+def _restore_thread_count():
+    """Tests may change linneuron's thread count; put it back so test order never matters."""
+    before = linneuron.get_num_threads()
+    yield
+    linneuron.set_num_threads(before)

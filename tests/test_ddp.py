@@ -1,0 +1,71 @@
+"""linneuron layers under DistributedDataParallel (gloo, 2 CPU processes): gradients equal single-process ones."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import linneuron
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+WORLD_SIZE = 2
+
+
+def _model():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(5, 8), nn.Tanh(), linneuron.Neuron(8, 4, surrogate="sigmoid"), nn.Linear(4, 2)
+    ).double()
+    return linneuron.swap_linear(model)
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(12, 5, generator=g, dtype=torch.float64), torch.randn(12, 2, generator=g, dtype=torch.float64)
+
+
+def _loss(model, x, y):
+    return nn.functional.mse_loss(model(x), y)
+
+
+def _worker(rank, port, out_dir):
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    linneuron.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
+    try:
+        model = nn.parallel.DistributedDataParallel(_model())
+        x, y = _data()
+        shard = slice(rank * 6, (rank + 1) * 6)  # equal shards: the mean of shard losses is the full-batch loss
+        _loss(model, x[shard], y[shard]).backward()
+        grads = {name: p.grad for name, p in model.module.named_parameters()}
+        torch.save(grads, os.path.join(out_dir, f"grads{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch built without gloo")
+def test_ddp_gloo_two_processes_matches_single_process(tmp_path):
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    model = _model()
+    x, y = _data()
+    _loss(model, x, y).backward()
+    expected = {name: p.grad for name, p in model.named_parameters()}
+    assert any(type(m) is linneuron.Linear for m in model.modules())
+    for rank in range(WORLD_SIZE):
+        got = torch.load(tmp_path / f"grads{rank}.pt", weights_only=True)
+        assert got.keys() == expected.keys()
+        for name, grad in expected.items():
+            assert grad.abs().sum() > 0, name  # every parameter gets a real gradient (surrogate included)
+            torch.testing.assert_close(got[name], grad, rtol=1e-12, atol=1e-14)
