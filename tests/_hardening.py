@@ -14,24 +14,30 @@ import os
 import numpy as np
 from hypothesis import HealthCheck, settings
 
+# Registered under our own names: torch.testing._internal.common_utils (imported by other test modules) registers
+# its own "dev" profile and loads a 10-example profile globally when imported. The property tests therefore apply
+# PROPERTY_SETTINGS with a decorator, so that whatever profile is loaded globally they run ours.
 settings.register_profile(
-    "ci",
+    "linneuron-ci",
     max_examples=500,
     deadline=None,
     derandomize=True,
+    database=None,
     print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
 settings.register_profile(
-    "thorough",
+    "linneuron-thorough",
     max_examples=10_000,
     deadline=None,
     print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
-settings.register_profile("dev", max_examples=50, deadline=None)
+settings.register_profile("linneuron-dev", max_examples=50, deadline=None, database=None)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
-settings.load_profile(PROFILE)
+if PROFILE not in ("ci", "thorough", "dev"):
+    raise ValueError(f"HYPOTHESIS_PROFILE must be ci, thorough or dev for linneuron's tests, got {PROFILE!r}")
+PROPERTY_SETTINGS = settings.get_profile(f"linneuron-{PROFILE}")
 
 
 def reference_linear(x, weight, bias=None) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Property-based tests (hypothesis) of the NumPy API: random shapes, strides, layouts, dtypes and values vs float64.
 
 Profiles are defined in _hardening.py: "ci" (default, 500 examples per property), "thorough" (10,000), "dev" (50);
-choose with HYPOTHESIS_PROFILE=thorough.
+choose with HYPOTHESIS_PROFILE=thorough. They are applied per test, so a profile another module loads globally
+(torch's test utilities load a 10-example one) does not shrink these runs.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from _hardening import PROFILE, assert_linear_close, assert_neuron_matches, reference_step
+from _hardening import PROFILE, PROPERTY_SETTINGS, assert_linear_close, assert_neuron_matches, reference_step
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
@@ -91,6 +92,7 @@ def gemm_problems(draw):
     return x, w, b
 
 
+@PROPERTY_SETTINGS
 @given(gemm_problems())
 def test_linear_matches_float64_reference(problem):
     x, w, b = problem
@@ -99,6 +101,7 @@ def test_linear_matches_float64_reference(problem):
     assert_linear_close(out, x, w, b)
 
 
+@PROPERTY_SETTINGS
 @given(gemm_problems())
 def test_neuron_is_step_of_the_reference_sum(problem):
     x, w, b = problem
@@ -123,6 +126,7 @@ def step_inputs(draw):
     return z
 
 
+@PROPERTY_SETTINGS
 @given(step_inputs())
 def test_step_matches_numpy_heaviside(z):
     out = lnp.step(z)
@@ -130,7 +134,7 @@ def test_step_matches_numpy_heaviside(z):
     np.testing.assert_array_equal(out, reference_step(z))
 
 
-@settings(max_examples=max(500, settings.default.max_examples // 4))
+@settings(PROPERTY_SETTINGS, max_examples=max(500, PROPERTY_SETTINGS.max_examples // 4))
 @given(gemm_problems(), st.integers(1, 4))
 def test_results_do_not_depend_on_thread_count(problem, threads):
     x, w, b = problem
@@ -144,12 +148,17 @@ def test_results_do_not_depend_on_thread_count(problem, threads):
 
 
 def test_profile_is_registered():
-    """The active profile is one of ours, and "ci" runs at least 500 examples per property."""
+    """Our profile is in force for the property tests even if another module loaded a smaller one globally."""
     assert PROFILE in {"ci", "thorough", "dev"}
-    assert settings.get_profile("ci").max_examples >= 500
-    assert settings.get_profile("thorough").max_examples > settings.get_profile("ci").max_examples
-    if PROFILE == "ci":
-        assert settings.default.max_examples >= 500
+    assert settings.get_profile("linneuron-ci").max_examples >= 500
+    assert settings.get_profile("linneuron-thorough").max_examples > settings.get_profile("linneuron-ci").max_examples
+    assert PROPERTY_SETTINGS is settings.get_profile(f"linneuron-{PROFILE}")
+    for test in (test_linear_matches_float64_reference, test_neuron_is_step_of_the_reference_sum,
+                 test_step_matches_numpy_heaviside, test_results_do_not_depend_on_thread_count):  # fmt: skip
+        applied = test._hypothesis_internal_use_settings  # what @settings attached (hypothesis internals)
+        assert applied.max_examples >= PROPERTY_SETTINGS.max_examples or PROFILE == "dev"
+        if PROFILE == "ci":
+            assert applied.max_examples >= 500
 
 
 if __name__ == "__main__":
