@@ -342,3 +342,132 @@ def test_control_torch_hangs_where_linneuron_does_not():
     assert linneuron_child == "exit0"
     if torch_child != "hung":
         pytest.skip(f"torch's forked child did not hang here ({torch_child}): this OpenMP runtime is fork-safe")
+
+
+# ---- the same through the torch API ------------------------------------------------------------------------------
+
+
+def _torch_problems():
+    torch = pytest.importorskip("torch")
+    g = torch.Generator().manual_seed(13)
+    return [
+        (
+            torch.randn(m, k, generator=g, dtype=torch.float64),
+            torch.randn(n, k, generator=g, dtype=torch.float64),
+            torch.randn(n, generator=g, dtype=torch.float64),
+        )
+        for m, n, k in _shapes()
+    ]
+
+
+def _torch_train_step(x, w, b):
+    """Forward and backward of neuron (atan surrogate) and linear; returns the outputs and all gradients."""
+    import linneuron.functional as LF
+
+    w = w.detach().clone().requires_grad_()
+    b = b.detach().clone().requires_grad_()
+    xg = x.detach().clone().requires_grad_()
+    y = LF.neuron(xg, w, b)
+    z = LF.linear(xg, w, b)
+    (y.sum() + (z * z).mean()).backward()
+    return y.detach(), z.detach(), xg.grad, w.grad, b.grad
+
+
+def test_many_python_threads_through_the_torch_api():
+    """16 threads run forward + backward of linear/neuron at once; every tensor equals the serial one bit for bit."""
+    torch = pytest.importorskip("torch")
+    linneuron.set_num_threads(2)
+    problems = _torch_problems()
+    serial = [_torch_train_step(*p) for p in problems]
+    n_threads, rounds = 16, 6
+    barrier = threading.Barrier(n_threads)
+    failures: list[str] = []
+
+    def worker(tid: int) -> None:
+        try:
+            barrier.wait(timeout=HANG_TIMEOUT_S)
+            for r in range(rounds):
+                i = (tid + r) % len(problems)
+                for name, got, want in zip(("y", "z", "dx", "dw", "db"), _torch_train_step(*problems[i]), serial[i]):
+                    if not torch.equal(got, want):
+                        failures.append(f"thread {tid} round {r} problem {i}: {name} differs")
+        except Exception as err:
+            failures.append(f"thread {tid}: {type(err).__name__}: {err}")
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(HANG_TIMEOUT_S)
+    assert not any(t.is_alive() for t in threads), "a worker thread hung"
+    assert not failures, failures[:5]
+
+
+def _child_trains(queue, x, w, b) -> None:
+    import linneuron.functional as LF
+
+    module = linneuron.Linear(x.shape[1], w.shape[0], dtype=x.dtype)
+    queue.put(  # as numpy arrays: torch's queue pickling shares memory that dies with this child
+        {
+            "num_threads": linneuron.get_num_threads(),
+            "train": [t.numpy() for t in _torch_train_step(x, w, b)],
+            "step": LF.step(x).numpy(),
+            "module": tuple(module(x).shape),
+        }
+    )
+
+
+@needs_fork
+@FORK_WARNING
+def test_fork_after_torch_api_work_does_not_hang():
+    torch = pytest.importorskip("torch")
+    linneuron.set_num_threads(2)
+    x, w, b = _torch_problems()[-1]
+    expected = _torch_train_step(x, w, b)  # forward and backward, multi-threaded, in the parent
+    result, hung, exitcode = _run_forked(_child_trains, x, w, b)
+    assert not hung, f"the forked child hung for {HANG_TIMEOUT_S} s"
+    assert exitcode == 0 and result is not None
+    assert result["num_threads"] == 1
+    for got, want in zip(result["train"], expected):
+        np.testing.assert_array_equal(got, want.numpy())
+    np.testing.assert_array_equal(result["step"], (x >= 0).to(x.dtype).numpy())
+    assert result["module"] == (x.shape[0], w.shape[0])
+
+
+class _TorchNeuronDataset:
+    """Each item runs a linneuron Neuron layer (torch API) inside the worker."""
+
+    def __init__(self):
+        import torch
+
+        torch.manual_seed(0)
+        self.layer = linneuron.Neuron(64, 16, dtype=torch.float64)
+
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, i: int):
+        import torch
+
+        x = torch.randn(128, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(i))
+        with torch.no_grad():
+            return x, self.layer(x)
+
+
+@needs_fork
+@FORK_WARNING
+def test_dataloader_fork_workers_with_torch_modules():
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader
+
+    linneuron.set_num_threads(2)
+    dataset = _TorchNeuronDataset()
+    with torch.no_grad():
+        dataset.layer(torch.randn(256, 64, dtype=torch.float64))  # the parent's pool exists before the fork
+    loader = DataLoader(dataset, batch_size=3, num_workers=2, multiprocessing_context="fork", timeout=HANG_TIMEOUT_S)
+    seen = 0
+    for xs, ys in loader:
+        expected = (torch.nn.functional.linear(xs, dataset.layer.weight, dataset.layer.bias) >= 0).to(xs.dtype)
+        assert torch.equal(ys, expected)
+        seen += xs.shape[0]
+    assert seen == len(dataset)
