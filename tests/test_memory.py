@@ -164,3 +164,73 @@ def test_step_reference_counts_and_result_ownership():
     assert sys.getrefcount(z) == before
     assert sys.getrefcount(out) == 2
     assert out.flags.owndata
+
+
+# ---- the torch API ---------------------------------------------------------------------------------------------
+
+
+def _torch():
+    return pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("mode", ["functional", "module_inference", "module_training"])
+def test_torch_repeated_calls_do_not_grow_rss(mode):
+    torch = _torch()
+    import linneuron
+    import linneuron.functional as LF
+
+    torch.manual_seed(0)
+    x = torch.randn(32, 24)
+    w, b = torch.randn(16, 24), torch.randn(16)
+    layer = linneuron.Neuron(24, 16)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=1e-3)
+    if mode == "functional":
+
+        def call():
+            LF.linear(x, w, b)
+            LF.neuron(x, w, b)
+            LF.step(x)
+
+    elif mode == "module_inference":
+
+        def call():
+            with torch.no_grad():
+                layer(x)
+
+    else:
+
+        def call():
+            optimizer.zero_grad()
+            layer(x).sum().backward()
+            optimizer.step()
+
+    growth = _growth_over(CALLS, call)
+    assert growth <= RSS_BOUND_BYTES, f"{mode}: RSS grew by {growth / 2**20:.2f} MiB over {CALLS} calls"
+
+
+def test_torch_reference_counts_and_graph_release():
+    """Inputs keep their refcounts; once the result is dropped, the autograd graph (and the saved inputs) go too."""
+    torch = _torch()
+    import weakref
+
+    import linneuron.functional as LF
+
+    x = torch.randn(8, 5, requires_grad=True)
+    w = torch.randn(3, 5, requires_grad=True)
+    b = torch.randn(3, requires_grad=True)
+    before = [sys.getrefcount(t) for t in (x, w, b)]
+    for _ in range(100):
+        out = LF.neuron(x, w, b)
+        out.sum().backward()
+        LF.linear(x, w, b).sum().backward()
+        with torch.no_grad():
+            LF.neuron(x, w, b)
+    del out
+    gc.collect()
+    assert [sys.getrefcount(t) for t in (x, w, b)] == before
+
+    y = LF.linear(x.detach().clone().requires_grad_(), w, b)
+    node = weakref.ref(y.grad_fn)
+    del y
+    gc.collect()
+    assert node() is None, "the autograd node outlived its output"
