@@ -252,3 +252,41 @@ def test_deterministic_across_thread_counts(dtype):
             np.testing.assert_array_equal(lin, results[1][0], err_msg=f"{shape}: linear, {threads} threads vs 1")
             np.testing.assert_array_equal(neu, results[1][1], err_msg=f"{shape}: neuron, {threads} threads vs 1")
         assert_linear_close(results[1][0], x, w, b)
+
+
+# ---- the same specials through the torch API ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES)
+def test_functional_specials_match_torch(case, dtype):
+    import linneuron.functional as LF
+
+    x, w, b = (torch.from_numpy(a) for a in _case(case, dtype))
+    expected = torch.nn.functional.linear(x, w, b)
+    _assert_specials_match(LF.linear(x, w, b).numpy(), expected.numpy())
+    neuron = LF.neuron(x, w, b)
+    np.testing.assert_array_equal(torch.isnan(neuron).numpy(), torch.isnan(expected).numpy())
+    decided = ~torch.isnan(expected)
+    assert torch.equal(neuron[decided], (expected[decided] >= 0).to(neuron.dtype))
+
+
+@pytest.mark.parametrize("surrogate", [None, "ste", "sigmoid", "atan"])
+def test_functional_step_specials_and_surrogate_gradients(surrogate):
+    """Forward: exact H with NaN kept; backward: finite surrogate values at ±0, subnormals and ±Inf, NaN at NaN."""
+    import linneuron.functional as LF
+
+    z = torch.from_numpy(_step_values(np.float64)).requires_grad_()
+    out = LF.step(z, surrogate=surrogate)
+    np.testing.assert_array_equal(out.detach().numpy(), reference_step(z.detach().numpy()))
+    out.backward(torch.ones_like(out))
+    grad = z.grad.numpy()
+    finite_z = np.isfinite(z.detach().numpy())
+    assert np.isfinite(grad[finite_z]).all(), grad
+    if surrogate is not None:
+        assert grad[4] == grad[5] > 0, "the surrogate derivative is the same at +0.0 and -0.0, and positive"
+    assert (grad[2:4] == 0).all(), "at ±Inf the surrogate derivative vanishes"
+    if surrogate is None:
+        assert (grad == 0).all(), "the exact derivative is 0 everywhere, NaN inputs included"
+    else:
+        assert np.isnan(grad[:2]).all(), "a NaN input gives a NaN gradient"

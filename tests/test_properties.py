@@ -147,6 +147,53 @@ def test_results_do_not_depend_on_thread_count(problem, threads):
     np.testing.assert_array_equal(many[1], single[1])
 
 
+def _as_torch(arr: np.ndarray):
+    """The same values as a torch tensor with the same element strides where torch can hold them (aligned, native,
+    writable, non-negative strides; other layouts are copied). Empty arrays become contiguous: the torch layer's
+    known bug with empty, non-collapsible inputs is recorded in test_bad_input.py and kept out of this property."""
+    import torch
+
+    if arr.size == 0:
+        return torch.from_numpy(np.zeros(arr.shape, dtype=arr.dtype.newbyteorder("=")))
+    if not (arr.flags.aligned and arr.dtype.isnative and arr.flags.writeable) or any(s < 0 for s in arr.strides):
+        arr = np.array(arr, dtype=arr.dtype.newbyteorder("="))
+    return torch.from_numpy(arr)
+
+
+@PROPERTY_SETTINGS
+@given(gemm_problems(), st.sampled_from(["linear", "neuron"]))
+def test_functional_forward_and_gradients_match_float64(problem, op):
+    """linneuron.functional on random strided tensors: the forward as the float64 reference, and for linear the
+    gradients of input, weight and bias as dX = dY W, dW = dYᵀ X, db = sum dY in float64 (K-scaled tolerance)."""
+    torch = pytest.importorskip("torch")
+    import linneuron.functional as LF
+
+    x, w, b = (None if a is None else _as_torch(a) for a in problem)
+    if op == "neuron":
+        assert_neuron_matches(LF.neuron(x, w, b).numpy(), *problem)
+        return
+    leaves = [None if t is None else t.detach().clone().requires_grad_() for t in (x, w, b)]
+    out = LF.linear(*leaves)
+    assert_linear_close(out.detach().numpy(), *problem)
+    if out.numel() == 0:
+        return
+    native = problem[0].dtype.newbyteorder("=")
+    grad_out = np.random.default_rng(out.numel()).standard_normal(out.shape).astype(native)
+    ours = torch.autograd.grad(out, [t for t in leaves if t is not None], torch.from_numpy(grad_out))
+    n, k = w.shape
+    rows = out.numel() // n
+    gy = grad_out.reshape(rows, n).astype(np.float64)
+    x2 = np.asarray(problem[0], dtype=np.float64).reshape(rows, k)
+    w64 = np.asarray(problem[1], dtype=np.float64)
+    expected = [(gy @ w64).reshape(problem[0].shape), gy.T @ x2, gy.sum(0)]
+    bounds = [(np.abs(gy) @ np.abs(w64)).reshape(problem[0].shape), np.abs(gy).T @ np.abs(x2), np.abs(gy).sum(0)]
+    eps, tiny = np.finfo(native).eps, np.finfo(native).tiny
+    longest = np.sqrt(max(1, rows, n, k))
+    for got, want, bound in zip(ours, expected, bounds):
+        assert got.shape == want.shape and got.dtype == out.dtype
+        assert np.all(np.abs(got.double().numpy() - want) <= 8 * eps * longest * bound + tiny)
+
+
 def test_profile_is_registered():
     """Our profile is in force for the property tests even if another module loaded a smaller one globally."""
     assert PROFILE in {"ci", "thorough", "dev"}
@@ -154,7 +201,8 @@ def test_profile_is_registered():
     assert settings.get_profile("linneuron-thorough").max_examples > settings.get_profile("linneuron-ci").max_examples
     assert PROPERTY_SETTINGS is settings.get_profile(f"linneuron-{PROFILE}")
     for test in (test_linear_matches_float64_reference, test_neuron_is_step_of_the_reference_sum,
-                 test_step_matches_numpy_heaviside, test_results_do_not_depend_on_thread_count):  # fmt: skip
+                 test_step_matches_numpy_heaviside, test_results_do_not_depend_on_thread_count,
+                 test_functional_forward_and_gradients_match_float64):  # fmt: skip
         applied = test._hypothesis_internal_use_settings  # what @settings attached (hypothesis internals)
         assert applied.max_examples >= PROPERTY_SETTINGS.max_examples or PROFILE == "dev"
         if PROFILE == "ci":
