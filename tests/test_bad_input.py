@@ -794,11 +794,12 @@ def test_torch_gradients_through_odd_layouts(layout):
 @needs_torch
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG (torch layer, _kernels.py): tensors with the negative bit (x.conj().imag, torch._neg_view) are read "
-    "through data_ptr() without resolve_neg(), so the kernels see -x: a silent wrong answer",
+    reason="BUG torch layer: negative-bit views (x.conj().imag) read without resolve_neg(): silently wrong",
 )
 @pytest.mark.parametrize("fn_name", ["linear", "step"])
 def test_torch_negative_bit_views(fn_name):
+    """A real tensor with the negative bit (z.conj().imag, torch._neg_view) is read through data_ptr() without
+    resolve_neg(), so the kernels compute with -x. Fix: resolve_neg() (a copy only when the bit is set)."""
     z = torch.randn(5, 4, dtype=torch.cdouble, generator=torch.Generator().manual_seed(5)).conj()
     x = z.imag  # a public way to get a real tensor with is_neg() True
     assert x.is_neg()
@@ -812,11 +813,12 @@ def test_torch_negative_bit_views(fn_name):
 @needs_torch
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG (torch layer, _kernels._rows_view): K = 0 with leading dims whose strides do not merge: "
-    "contiguous() keeps an empty tensor's strides, collapse_rows stays None -> TypeError 'NoneType' not subscriptable "
-    "(the same bug was fixed in numpy.py)",
+    reason="BUG torch layer: _rows_view fails on empty inputs whose leading strides do not merge",
 )
 def test_torch_empty_input_with_non_collapsible_strides():
+    """K = 0 (or N = 0) with leading dims whose strides do not merge: contiguous() keeps an empty tensor's strides,
+    collapse_rows stays None and _rows_view fails with "'NoneType' object is not subscriptable" (fixed in numpy.py by
+    treating an x that is never read as rows with stride 0)."""
     x = torch.empty(0).as_strided((1, 2, 2, 0), (16, 4, 8, 4))
     b = torch.tensor([0.5, -1.0, 0.0])
     torch.testing.assert_close(LF.linear(x, torch.zeros(3, 0), b), b.expand(1, 2, 2, 3))
@@ -825,11 +827,12 @@ def test_torch_empty_input_with_non_collapsible_strides():
 @needs_torch
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG (torch layer, _kernels.py): non-strided layouts (sparse COO/CSR, mkldnn) fail inside data_ptr() with "
-    "torch's 'Cannot access data pointer of Tensor that doesn't have storage', which names neither op nor argument",
+    reason="BUG torch layer: sparse/mkldnn tensors fail in data_ptr() with an error naming no argument",
 )
 @pytest.mark.parametrize("layout", ["sparse_coo", "sparse_csr"])
 def test_torch_non_strided_layouts_get_a_named_error(layout):
+    """Sparse COO/CSR (and mkldnn) tensors pass the checks and fail inside data_ptr() with torch's "Cannot access
+    data pointer of Tensor that doesn't have storage", naming neither the op nor the argument."""
     w = torch.randn(3, 4)
     w = w.to_sparse() if layout == "sparse_coo" else w.to_sparse_csr()
     with pytest.raises((TypeError, RuntimeError), match=r"linear\(\): weight"):
@@ -839,10 +842,11 @@ def test_torch_non_strided_layouts_get_a_named_error(layout):
 @needs_torch
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG (torch layer, _kernels.py): a ZeroTensor (torch._efficientzerotensor, which autograd formulas can "
-    "produce) has data_ptr() 0, and _core.gemm raises 'null operand' instead of computing with zeros",
+    reason="BUG torch layer: a ZeroTensor operand (data_ptr 0) gets _core's 'null operand' instead of a result",
 )
 def test_torch_zero_tensor_operand():
+    """A ZeroTensor (torch._efficientzerotensor; some autograd formulas produce them) has data_ptr() 0, so _core
+    raises ValueError 'null operand' where the answer is well defined (zeros times W plus bias)."""
     x = torch._efficientzerotensor(5, 4, dtype=torch.float64)
     w, b = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
     torch.testing.assert_close(LF.linear(x, w, b), b.expand(5, 3))
