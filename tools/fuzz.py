@@ -16,6 +16,7 @@ Engines:
 
   python tools/fuzz.py --engine atheris --seconds 60 [--corpus build/fuzz-corpus]
   python tools/fuzz.py --engine hypothesis --runs 20000
+  python tools/fuzz.py --api torch ...   # linneuron.functional on tensors made from the same arrays
 """
 
 from __future__ import annotations
@@ -192,19 +193,64 @@ def _check_linear_like(op: str, out: np.ndarray, x, w, b) -> None:
         raise Finding(f"{op}: wrong value at {i}: got {out[i]!r}, float64 reference {finite_ref[i]!r} (tol {tol[i]!r})")
 
 
-def check_one(data: bytes) -> str:
-    """Runs one decoded call through the oracle; returns "ok" or "rejected"; raises Finding on a bad outcome."""
-    from linneuron import numpy as lnp
+API = "numpy"  # set by --api: "numpy" (linneuron.numpy) or "torch" (linneuron.functional on tensors)
 
+
+def _to_tensor(value):
+    """A numpy argument as the tensor a torch user would pass (torch needs native, writable, non-negative strides:
+    other arrays are copied first); anything else unchanged."""
+    import torch
+
+    if not isinstance(value, np.ndarray) or value.dtype.kind == "O":
+        return value
+    if not (value.dtype.isnative and value.flags.writeable) or any(st < 0 for st in value.strides):
+        value = np.array(value, dtype=value.dtype.newbyteorder("="))
+    return torch.from_numpy(value)
+
+
+def _known_torch_bug(args) -> str | None:
+    """The torch layer's known bugs (recorded as strict xfails in tests/test_bad_input.py), so that fuzzing goes on
+    past them: empty inputs with non-mergeable leading strides, and tensors over misaligned memory."""
+    for a in args:
+        if isinstance(a, np.ndarray) and a.dtype.kind == "f":
+            if a.size == 0 and a.ndim > 2:
+                return "empty input with odd strides"
+            if not a.flags.aligned:
+                return "misaligned tensor"
+    return None
+
+
+def check_one(data: bytes) -> str:
+    """Runs one decoded call through the oracle; returns "ok", "rejected" or "known"; raises Finding otherwise."""
     op, args = decode(data)
+    if API == "torch":
+        import torch
+
+        import linneuron.functional as fn_module
+
+        call_args = [_to_tensor(a) for a in args]
+        errors: tuple[type[BaseException], ...] = (TypeError, ValueError, RuntimeError)
+    else:
+        from linneuron import numpy as fn_module
+
+        call_args = args
+        errors = (TypeError, ValueError)
     try:
-        out = getattr(lnp, op)(*args)
-    except (TypeError, ValueError) as err:
+        out = getattr(fn_module, op)(*call_args)
+    except errors as err:
         if not str(err).startswith(f"{op}(): "):
+            if API == "torch" and _known_torch_bug(args):
+                return "known"
             raise Finding(f"{op}: {type(err).__name__} without the op's name: {err}") from err
         return "rejected"
     except Exception as err:
         raise Finding(f"{op}: unexpected {type(err).__name__}: {err}") from err
+    if API == "torch":
+        if not isinstance(out, torch.Tensor):
+            raise Finding(f"{op}: returned {type(out).__name__}")
+        out = out.numpy()
+        # torch promotes nothing and accepts no numpy dtypes beyond these: compare against the numpy-side inputs
+        args = [a.numpy() if isinstance(a, torch.Tensor) else a for a in call_args]
     if not isinstance(out, np.ndarray):
         raise Finding(f"{op}: returned {type(out).__name__}")
     if op == "step":
@@ -225,7 +271,7 @@ def check_one(data: bytes) -> str:
 class Stats:
     def __init__(self):
         self.start = time.monotonic()
-        self.counts = {"ok": 0, "rejected": 0}
+        self.counts = {"ok": 0, "rejected": 0, "known": 0}
 
     def record(self, outcome: str) -> None:
         self.counts[outcome] += 1
@@ -237,8 +283,8 @@ class Stats:
         total = sum(self.counts.values())
         print(
             f"[fuzz] {'done' if final else 'progress'}: {total} executions in {time.monotonic() - self.start:.0f} s "
-            f"({self.counts['ok']} computed and checked, {self.counts['rejected']} rejected with a clear error), "
-            "0 findings",
+            f"({self.counts['ok']} computed and checked, {self.counts['rejected']} rejected with a clear error, "
+            f"{self.counts['known']} hit a known torch-layer bug), 0 findings",
             flush=True,
         )
 
@@ -247,6 +293,9 @@ def run_atheris(args) -> int:
     import atheris
 
     import linneuron.numpy  # noqa: F401
+
+    if API == "torch":
+        import linneuron.functional  # noqa: F401
 
     # Coverage feedback from every Python function loaded now: linneuron's layer, this decoder and oracle, and the
     # parts of numpy they call. (instrument_imports() misses linneuron under an editable install's import hook.)
@@ -297,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=0, help="executions (hypothesis default 20000)")
     parser.add_argument("--corpus", default=None, help="atheris: corpus directory to read and grow")
     parser.add_argument("--seed", type=int, default=None, help="hypothesis: derandomize")
+    parser.add_argument("--api", choices=["numpy", "torch"], default="numpy", help="which entry points to fuzz")
     args = parser.parse_args(argv)
+    global API
+    API = args.api
     engine = args.engine
     if engine == "auto":
         try:
@@ -306,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             engine = "atheris"
         except ImportError:
             engine = "hypothesis"
-    print(f"[fuzz] engine {engine}", flush=True)
+    print(f"[fuzz] engine {engine}, api {API}", flush=True)
     return run_atheris(args) if engine == "atheris" else run_hypothesis(args)
 
 
