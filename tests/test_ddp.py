@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 
@@ -37,7 +38,8 @@ def _worker(rank, port, out_dir):
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
     linneuron.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
+    # A short timeout turns a stuck rendezvous into an error instead of a hung test run.
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE, timeout=datetime.timedelta(seconds=60))
     try:
         model = nn.parallel.DistributedDataParallel(_model())
         x, y = _data()
@@ -57,7 +59,14 @@ def _free_port():
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch built without gloo")
 def test_ddp_gloo_two_processes_matches_single_process(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    for attempt in range(3):
+        try:
+            mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+            break
+        except mp.ProcessRaisedException as err:
+            # The free port can be taken by another process between _free_port() and rank 0 binding it.
+            if "address already in use" not in str(err).lower() or attempt == 2:
+                raise
     model = _model()
     x, y = _data()
     _loss(model, x, y).backward()
