@@ -5,14 +5,13 @@ from __future__ import annotations
 import mmap
 import sys
 
+import linneuron
 import numpy as np
 import pytest
 from _hardening import assert_linear_close, assert_neuron_matches, reference_step
-from numpy.lib.stride_tricks import as_strided
-
-import linneuron
 from linneuron import _core
 from linneuron import numpy as lnp
+from numpy.lib.stride_tricks import as_strided
 
 GEMM_FNS = {"linear": lnp.linear, "neuron": lnp.neuron}
 
@@ -97,9 +96,7 @@ def test_gemm_rejects_mixed_dtypes(fn_name, dtypes):
 
 
 @pytest.mark.parametrize("fn_name", sorted(GEMM_FNS))
-@pytest.mark.parametrize(
-    "bad", [None, "abc", {"a": 1}, object(), [[1.0, 2.0], [3.0]], {1.0, 2.0}], ids=repr
-)
+@pytest.mark.parametrize("bad", [None, "abc", {"a": 1}, object(), [[1.0, 2.0], [3.0]], {1.0, 2.0}], ids=repr)
 @pytest.mark.parametrize("arg", ["x", "weight"])
 def test_gemm_rejects_non_arrays(fn_name, arg, bad):
     args = dict(zip(("x", "weight", "bias"), _operands()))
@@ -446,7 +443,7 @@ def test_core_rejects_misaligned_pointers(dtype_code, itemsize):
         "bias_grad dy": lambda: _core.bias_grad(dtype_code, 2, 2, bad, 2, 1, good + 64, 1, False),
     }  # fmt: skip
     before = raw.copy()
-    for what, call in calls.items():
+    for call in calls.values():
         with pytest.raises(ValueError, match=rf"is not aligned to its {itemsize}-byte elements"):
             call()
     np.testing.assert_array_equal(raw, before, err_msg="nothing is written before the error")
@@ -458,8 +455,10 @@ def test_core_set_num_threads_rejects_negative(n):
         _core.set_num_threads(n)
 
 
-@pytest.mark.parametrize("bad, error", [(0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError),
-                                        ("4", TypeError), (2**40, ValueError)])
+@pytest.mark.parametrize(
+    "bad, error",
+    [(0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError), ("4", TypeError), (2**40, ValueError)],
+)
 def test_set_num_threads_rejects_bad_values(bad, error):
     before = linneuron.get_num_threads()
     with pytest.raises(error, match=r"set_num_threads\(\): n must be"):
@@ -500,10 +499,9 @@ def test_numpy_api_names_the_argument_for_tensors_it_cannot_convert():
 # ================================================================================================================
 
 try:
+    import linneuron.functional as LF
     import torch
     import torch.nn.functional as torch_F
-
-    import linneuron.functional as LF
     from linneuron import _cuda_loader, _kernels
 except ImportError:  # the NumPy half of this file runs without torch
     torch = None
@@ -634,7 +632,9 @@ def test_torch_api_argument_errors(call, error, match):
 def test_torch_mixed_devices_are_rejected(fn_name, meta_arg):
     args = dict(zip(("input", "weight", "bias"), _t_operands()))
     args[meta_arg] = args[meta_arg].to("meta")
-    with pytest.raises(RuntimeError, match=rf"{fn_name}\(\): expected all tensors to be on the same device, got .*meta"):
+    with pytest.raises(
+        RuntimeError, match=rf"{fn_name}\(\): expected all tensors to be on the same device, got .*meta"
+    ):
         TORCH_GEMM[fn_name](args["input"], args["weight"], args["bias"])
 
 

@@ -9,11 +9,10 @@ import sys
 import textwrap
 import threading
 
+import linneuron
 import numpy as np
 import pytest
 from _hardening import HANG_TIMEOUT_S, assert_linear_close, reference_step
-
-import linneuron
 from linneuron import _core
 from linneuron import numpy as lnp
 
@@ -420,7 +419,7 @@ def _child_trains(queue, x, w, b) -> None:
 @needs_fork
 @FORK_WARNING
 def test_fork_after_torch_api_work_does_not_hang():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     linneuron.set_num_threads(2)
     x, w, b = _torch_problems()[-1]
     expected = _torch_train_step(x, w, b)  # forward and backward, multi-threaded, in the parent

@@ -14,7 +14,6 @@ import time
 
 import numpy as np
 import pytest
-
 from linneuron import _core
 from linneuron import numpy as lnp
 

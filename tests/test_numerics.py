@@ -8,11 +8,10 @@ fuse multiply-adds differently.
 
 from __future__ import annotations
 
+import linneuron
 import numpy as np
 import pytest
 from _hardening import assert_linear_close, linear_tolerance, reference_linear, reference_step
-
-import linneuron
 from linneuron import numpy as lnp
 
 torch = pytest.importorskip("torch")

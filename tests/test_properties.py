@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import sys
 
+import linneuron
 import numpy as np
 import pytest
 from _hardening import PROFILE, PROPERTY_SETTINGS, assert_linear_close, assert_neuron_matches, reference_step
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
-
-import linneuron
 from linneuron import numpy as lnp
 
 DTYPES = st.sampled_from([np.float32, np.float64])

@@ -31,7 +31,9 @@ import numpy as np
 
 OPS = ("linear", "neuron", "step")
 GOOD_DTYPES = [np.dtype(np.float32), np.dtype(np.float64)]
-ODD_GOOD_DTYPES = [np.dtype(">f4"), np.dtype(">f8")] if sys.byteorder == "little" else [np.dtype("<f4"), np.dtype("<f8")]
+ODD_GOOD_DTYPES = (
+    [np.dtype(">f4"), np.dtype(">f8")] if sys.byteorder == "little" else [np.dtype("<f4"), np.dtype("<f8")]
+)
 BAD_DTYPES = [np.dtype(t) for t in (np.int32, np.int64, np.bool_, np.float16, np.complex64, np.complex128, object)]
 SPECIALS = [0.0, -0.0, 1.0, -1.0, 0.5, np.nan, np.inf, -np.inf, 5e-324, -5e-324, 1e-40, -1e-40, 3e38, -3e38,
             1.7e308, -1.7e308, 2.0**-126, 1e-300]  # fmt: skip
@@ -224,9 +226,8 @@ def check_one(data: bytes) -> str:
     """Runs one decoded call through the oracle; returns "ok", "rejected" or "known"; raises Finding otherwise."""
     op, args = decode(data)
     if API == "torch":
-        import torch
-
         import linneuron.functional as fn_module
+        import torch
 
         call_args = [_to_tensor(a) for a in args]
         errors: tuple[type[BaseException], ...] = (TypeError, ValueError, RuntimeError)
@@ -256,8 +257,10 @@ def check_one(data: bytes) -> str:
     if op == "step":
         z = np.asarray(args[0])
         expected = np.heaviside(z.astype(np.float64), 1.0)
-        if out.shape != z.shape or out.dtype != z.dtype.newbyteorder("=") or not np.array_equal(
-            out.astype(np.float64), expected, equal_nan=True
+        if (
+            out.shape != z.shape
+            or out.dtype != z.dtype.newbyteorder("=")
+            or not np.array_equal(out.astype(np.float64), expected, equal_nan=True)
         ):
             raise Finding(f"step: wrong result for z {z.dtype} {z.shape}")
     else:
@@ -291,7 +294,6 @@ class Stats:
 
 def run_atheris(args) -> int:
     import atheris
-
     import linneuron.numpy  # noqa: F401
 
     if API == "torch":
