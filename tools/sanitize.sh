@@ -26,7 +26,11 @@ SANITIZE_DIR=$(cd "$SANITIZE_DIR" && pwd)
 
 echo "== building linneuron with -fsanitize=$SANITIZERS in $SANITIZE_DIR"
 rm -rf "$SANITIZE_DIR/wheel" "$SANITIZE_DIR/site"
-LINNEURON_CUDA=OFF LINNEURON_SANITIZE="$SANITIZERS" "$PYTHON" -m pip wheel -q --no-build-isolation --no-deps \
+# Reuse the interpreter's build tools when it has them (fast, offline); otherwise let pip fetch them (a CI venv made
+# by `pip install .[test]` has no scikit-build-core).
+ISOLATION=()
+"$PYTHON" -c "import scikit_build_core, pybind11" 2>/dev/null && ISOLATION=(--no-build-isolation)
+LINNEURON_CUDA=OFF LINNEURON_SANITIZE="$SANITIZERS" "$PYTHON" -m pip wheel -q "${ISOLATION[@]}" --no-deps \
   -w "$SANITIZE_DIR/wheel" -Cbuild-dir="$SANITIZE_DIR/cmake" -Ccmake.build-type=RelWithDebInfo .
 "$PYTHON" -m zipfile -e "$SANITIZE_DIR"/wheel/linneuron-*.whl "$SANITIZE_DIR/site"
 
