@@ -62,12 +62,13 @@ def _case(name, dtype):
     elif name == "inf_in_x_zero_weight_row":
         x[5, 2] = INF
         w[3, :] = 0.0
-    elif name == "overflow_to_inf":
+    elif name in ("overflow_to_inf", "overflow_negative"):
+        # Row 3 times weight row 1: every term is at least max/2 with one sign, so the sum overflows in any order
+        # (and with or without FMA). The other weight rows are scaled down so that no other partial sum can
+        # overflow: there the result would depend on the summation order, which differs between kernels.
         x[3, :] = big
-        w[1, :] = np.abs(w[1, :]) + 1
-    elif name == "overflow_negative":
-        x[3, :] = big
-        w[1, :] = -(np.abs(w[1, :]) + 1)
+        w *= np.asarray(1 / 64, dtype)
+        w[1, :] = (np.abs(w[1, :]) * 64 + 1) * (1 if name == "overflow_to_inf" else -1)
     else:
         raise AssertionError(name)
     return x, w, b

@@ -5,8 +5,8 @@
 #   tools/sanitize.sh tests/test_core.py   # any pytest arguments instead
 #   tools/sanitize.sh --fuzz 60            # tools/fuzz.py (atheris if installed) for 60 s against this build
 #
-# The sanitized build goes to build/sanitize/ (cmake tree, wheel, unpacked package), apart from the developer's
-# install; the tests then import it first on sys.path. Environment:
+# The sanitized build goes to build/sanitize/ (cmake tree, wheel, and a venv holding the package), apart from the
+# developer's install; the tests, and the subprocesses they start, import it from there. Environment:
 #   PYTHON            interpreter with numpy, pytest, hypothesis (and torch for the torch tests); default python3
 #   SANITIZE_DIR      where to build; default build/sanitize
 #   LINNEURON_SANITIZE  sanitizers; default address,undefined
@@ -25,16 +25,27 @@ mkdir -p "$SANITIZE_DIR"
 SANITIZE_DIR=$(cd "$SANITIZE_DIR" && pwd)
 
 echo "== building linneuron with -fsanitize=$SANITIZERS in $SANITIZE_DIR"
-rm -rf "$SANITIZE_DIR/wheel" "$SANITIZE_DIR/site"
+rm -rf "$SANITIZE_DIR/wheel"
 # Reuse the interpreter's build tools when it has them (fast, offline); otherwise let pip fetch them (a CI venv made
 # by `pip install .[test]` has no scikit-build-core).
 ISOLATION=()
 "$PYTHON" -c "import scikit_build_core, pybind11" 2>/dev/null && ISOLATION=(--no-build-isolation)
 LINNEURON_CUDA=OFF LINNEURON_SANITIZE="$SANITIZERS" "$PYTHON" -m pip wheel -q "${ISOLATION[@]}" --no-deps \
   -w "$SANITIZE_DIR/wheel" -Cbuild-dir="$SANITIZE_DIR/cmake" -Ccmake.build-type=RelWithDebInfo .
-"$PYTHON" -m zipfile -e "$SANITIZE_DIR"/wheel/linneuron-*.whl "$SANITIZE_DIR/site"
 
-CORE_SO=$(ls "$SANITIZE_DIR"/site/linneuron/_core*.so)
+# A venv of its own holds the sanitized package; a .pth line puts the interpreter's site-packages (numpy, torch,
+# pytest) after it. Path lines in a .pth do not run that directory's own .pth files, so the developer's editable
+# linneuron (an import hook installed by a .pth) stays out, also in subprocesses the tests start.
+VENV="$SANITIZE_DIR/venv"
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv --without-pip "$VENV"
+SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+rm -rf "$SITE"/linneuron "$SITE"/linneuron-*.dist-info
+"$PYTHON" -m zipfile -e "$SANITIZE_DIR"/wheel/linneuron-*.whl "$SITE"
+"$PYTHON" -c 'import sysconfig; p = sysconfig.get_paths(); print(p["purelib"]); print(p["platlib"])' \
+  > "$SITE/_linneuron_sanitize_deps.pth"
+PYTHON="$VENV/bin/python"
+
+CORE_SO=$(ls "$SITE"/linneuron/_core*.so)
 LIBASAN=$(ldd "$CORE_SO" | awk '/libasan/ {print $3}')
 LIBUBSAN=$(ldd "$CORE_SO" | awk '/libubsan/ {print $3}')
 if [[ "$SANITIZERS" == *address* && -z "$LIBASAN" ]]; then
@@ -42,10 +53,7 @@ if [[ "$SANITIZERS" == *address* && -z "$LIBASAN" ]]; then
   exit 1
 fi
 
-# `python -S` skips site-packages processing, so the developer's editable linneuron (a .pth import hook) stays
-# out; the sanitized package comes first on PYTHONPATH, then the interpreter's own site-packages for numpy/torch.
-SITE_PACKAGES=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-export PYTHONPATH="$SANITIZE_DIR/site:$PWD/tests:$SITE_PACKAGES${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD/tests${PYTHONPATH:+:$PYTHONPATH}"
 # libasan must be the first library loaded into the (uninstrumented) interpreter.
 export LD_PRELOAD="$LIBASAN${LIBUBSAN:+ $LIBUBSAN}"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1:strict_init_order=1:check_initialization_order=1:detect_stack_use_after_return=1:halt_on_error=1}
@@ -53,11 +61,11 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}
 export LINNEURON_HANG_TIMEOUT_S=${LINNEURON_HANG_TIMEOUT_S:-120}
 
-"$PYTHON" -S -c "
+"$PYTHON" -c "
 import linneuron, linneuron._core as core
 info = linneuron.info()
 assert info['sanitize'] == '$SANITIZERS', info['sanitize']
-assert core.__file__.startswith('$SANITIZE_DIR'), core.__file__
+assert core.__file__.startswith('$SITE'), core.__file__
 print('== sanitized _core:', core.__file__)
 "
 
@@ -65,7 +73,7 @@ print('== sanitized _core:', core.__file__)
 # caught, or a clean run below would prove nothing.
 canary() {  # canary NAME EXPECTED_TEXT PYTHON_CODE
   local out
-  if out=$("$PYTHON" -S -c "import numpy as np; from linneuron import _core; $3" 2>&1); then
+  if out=$("$PYTHON" -c "import numpy as np; from linneuron import _core; $3" 2>&1); then
     echo "error: canary '$1' ran without a sanitizer report" >&2
     exit 1
   fi
@@ -84,7 +92,7 @@ canary "row offset overflowing int64" "runtime error" \
 if [[ "${1:-}" == "--fuzz" ]]; then  # tools/sanitize.sh --fuzz SECONDS: run tools/fuzz.py against this build
   shift
   echo "== tools/fuzz.py --seconds ${1:-60} under the sanitizers"
-  exec "$PYTHON" -S tools/fuzz.py --seconds "${1:-60}" "${@:2}"
+  exec "$PYTHON" tools/fuzz.py --seconds "${1:-60}" "${@:2}"
 fi
 
 if [[ $# -eq 0 ]]; then
@@ -93,4 +101,4 @@ if [[ $# -eq 0 ]]; then
   set -- tests -m "not slow" --ignore=tests/test_memory.py -p no:cacheprovider -q
 fi
 echo "== pytest $*"
-exec "$PYTHON" -S -m pytest "$@"
+exec "$PYTHON" -m pytest "$@"
