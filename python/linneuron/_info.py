@@ -9,16 +9,25 @@ from . import _build_config, _core, _cuda_loader
 
 
 def get_num_threads() -> int:
-    """Threads linneuron's CPU kernels use (OpenMP). Defaults to OpenMP's maximum, as torch's does."""
+    """Threads linneuron's CPU kernels use (OpenMP).
+
+    Unless set with :func:`set_num_threads`, this follows OpenMP's current maximum, which is what
+    ``torch.set_num_threads`` sets (torch and linneuron share one OpenMP runtime), so the two never oversubscribe.
+    In the child of a ``fork()`` it is 1: GNU libgomp cannot start threads there.
+    """
     return _core.get_num_threads()
 
 
-def set_num_threads(n: int) -> None:
-    """Set the threads linneuron's CPU kernels use; ``n`` must be a positive integer.
+def set_num_threads(n: int | None) -> None:
+    """Set the threads linneuron's CPU kernels use; ``n`` must be a positive integer, or None to follow torch again.
 
     >>> set_num_threads(1); get_num_threads()
     1
+    >>> set_num_threads(None)
     """
+    if n is None:
+        _core.set_num_threads(0)
+        return
     if isinstance(n, bool):
         raise TypeError(f"set_num_threads(): n must be an int, got bool {n!r}")
     try:
@@ -27,6 +36,8 @@ def set_num_threads(n: int) -> None:
         raise TypeError(f"set_num_threads(): n must be an int, got {type(n).__name__}") from None
     if n < 1:
         raise ValueError(f"set_num_threads(): n must be >= 1, got {n}")
+    if n > 2**31 - 1:
+        raise ValueError(f"set_num_threads(): n must be < 2**31, got {n}")
     _core.set_num_threads(n)
 
 

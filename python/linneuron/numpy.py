@@ -11,6 +11,7 @@ array([-0.1,  0.1,  0.1])
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -30,8 +31,10 @@ def _float_array(value: Any, name: str, fn: str) -> np.ndarray:
     else:
         try:
             arr = np.asarray(value)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{fn}(): {name} must be a float32 or float64 array, got {type(value).__name__}") from err
+        except (TypeError, ValueError, RuntimeError) as err:  # RuntimeError: e.g. a tensor that requires grad
+            raise TypeError(
+                f"{fn}(): {name} must be a float32 or float64 array, got {type(value).__name__} ({err})"
+            ) from err
     dtype = arr.dtype
     if dtype.kind != "f" or dtype.itemsize not in (4, 8):
         raise TypeError(f"{fn}(): {name} must be float32 or float64, got {dtype} (shape {arr.shape})")
@@ -82,6 +85,8 @@ def _gemm_forward(x: Any, weight: Any, bias: Any, step: bool, fn: str) -> np.nda
     if out.size == 0:
         return out
     rows = collapse_rows(x.shape[:-1], _element_strides(x)[:-1])
+    if rows is None and k == 0:  # x is empty and never read; numpy keeps arbitrary strides on empty arrays
+        rows = math.prod(x.shape[:-1]), 0
     if rows is None:  # leading dims that no single row stride describes
         x = np.ascontiguousarray(x)
         rows = collapse_rows(x.shape[:-1], _element_strides(x)[:-1])

@@ -6,8 +6,10 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "gemm.h"
 #include "runtime.h"
@@ -37,6 +39,17 @@ void require(bool ok, const char* what) {
 
 void check_dtype(int dtype) { require(dtype == kFloat32 || dtype == kFloat64, "_core: unknown dtype code"); }
 
+// Element-aligned data is a precondition of the kernels: a float read from an address that is not a multiple of
+// 4 is undefined behaviour, and loops the compiler vectorised with alignment peeling can fault on it. Callers copy
+// such buffers first (numpy.py does; torch.from_numpy can produce them); this turns a miss into an error.
+void require_aligned(int dtype, const char* fn, std::initializer_list<std::pair<const char*, std::uintptr_t>> ptrs) {
+  const std::uintptr_t size = dtype == kFloat32 ? sizeof(float) : sizeof(double);
+  for (const auto& [name, p] : ptrs)
+    if (p % size != 0)
+      throw std::invalid_argument(std::string(fn) + ": " + name + " is not aligned to its " + std::to_string(size) +
+                                  "-byte elements (address " + std::to_string(p) + "); pass an aligned copy");
+}
+
 template <typename T>
 linneuron::GemmArgs<T> make_gemm_args(int64_t m, int64_t n, int64_t k, std::uintptr_t a, int64_t a_rs, int64_t a_cs,
                                       std::uintptr_t b, int64_t b_rs, int64_t b_cs, std::uintptr_t c, int64_t c_rs,
@@ -60,6 +73,7 @@ void gemm(int dtype, int64_t m, int64_t n, int64_t k, std::uintptr_t a, int64_t 
   if (m == 0 || n == 0) return;
   require(c != 0, "_core.gemm: null output");
   require(k == 0 || (a != 0 && b != 0), "_core.gemm: null operand");
+  require_aligned(dtype, "_core.gemm", {{"a", k ? a : 0}, {"b", k ? b : 0}, {"c", c}, {"bias", bias}});
   py::gil_scoped_release release;
   if (dtype == kFloat32)
     linneuron::gemm(make_gemm_args<float>(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, c_cs, bias, bias_stride,
@@ -75,6 +89,7 @@ void step_forward(int dtype, int64_t rows, int64_t cols, std::uintptr_t in, int6
   require(rows >= 0 && cols >= 0, "_core.step: negative size");
   if (rows == 0 || cols == 0) return;
   require(in != 0 && out != 0, "_core.step: null pointer");
+  require_aligned(dtype, "_core.step_forward", {{"src", in}, {"out", out}});
   py::gil_scoped_release release;
   if (dtype == kFloat32)
     linneuron::step_forward(rows, cols, cptr<float>(in), in_rs, in_cs, mptr<float>(out), out_rs, out_cs);
@@ -90,6 +105,7 @@ void step_backward(int dtype, int64_t rows, int64_t cols, std::uintptr_t z, int6
   require(surrogate >= 0 && surrogate <= 3, "_core.step_backward: unknown surrogate code");
   if (rows == 0 || cols == 0) return;
   require(z != 0 && gy != 0 && gz != 0, "_core.step_backward: null pointer");
+  require_aligned(dtype, "_core.step_backward", {{"z", z}, {"grad_y", gy}, {"grad_z", gz}});
   const auto kind = static_cast<Surrogate>(surrogate);
   py::gil_scoped_release release;
   if (dtype == kFloat32)
@@ -106,6 +122,7 @@ void bias_grad(int dtype, int64_t m, int64_t n, std::uintptr_t dy, int64_t dy_rs
   require(m >= 0 && n >= 0, "_core.bias_grad: negative size");
   if (n == 0) return;
   require(db != 0 && (m == 0 || dy != 0), "_core.bias_grad: null pointer");
+  require_aligned(dtype, "_core.bias_grad", {{"dy", m ? dy : 0}, {"db", db}});
   py::gil_scoped_release release;
   if (dtype == kFloat32)
     linneuron::bias_grad(m, n, cptr<float>(dy), dy_rs, dy_cs, mptr<float>(db), db_stride, accumulate);
@@ -137,9 +154,12 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("get_num_threads", &linneuron::num_threads);
   m.def("set_num_threads", [](int n) {
-    if (n < 1) throw std::invalid_argument("set_num_threads(): n must be >= 1, got " + std::to_string(n));
+    // 0 restores the default: follow OpenMP's (and so torch's) thread count.
+    if (n < 0) throw std::invalid_argument("set_num_threads(): n must be >= 0, got " + std::to_string(n));
     linneuron::set_num_threads(n);
   });
+  m.def("in_forked_child", &linneuron::in_forked_child,
+        "True in the child of a fork(): kernels then run on one thread, as libgomp cannot start threads there");
   m.def("openmp_enabled", &linneuron::openmp_enabled);
   m.def("compiled_isas", &linneuron::compiled_isas);
   m.def("supported_isas", &linneuron::supported_isas);

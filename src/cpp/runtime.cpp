@@ -5,6 +5,10 @@
 #include <atomic>
 #include <cstdlib>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
+
 #include "microkernel.h"
 
 #if defined(_OPENMP)
@@ -14,17 +18,26 @@
 namespace linneuron {
 namespace {
 
-int default_threads() {
+// 0 means "not set": follow OpenMP's current maximum for the calling thread, which is the value torch.set_num_threads
+// writes (torch and linneuron share one libgomp in a process), so the two libraries never oversubscribe the cores.
+std::atomic<int> g_thread_setting{0};
+
+// Set in the child of a fork(). GNU libgomp is not fork-safe: a child that enters a parallel region with more than one
+// thread waits forever for pool threads that were not copied by fork(). One-thread regions never touch the pool.
+std::atomic<bool> g_forked_child{false};
+
+#if defined(__unix__) || defined(__APPLE__)
+void mark_forked_child() { g_forked_child.store(true, std::memory_order_relaxed); }
+// Registered when the module is loaded, before any parallel region of ours can run.
+[[maybe_unused]] const int g_atfork_registered = pthread_atfork(nullptr, nullptr, &mark_forked_child);
+#endif
+
+int openmp_default_threads() {
 #if defined(_OPENMP)
   return std::max(1, omp_get_max_threads());
 #else
   return 1;
 #endif
-}
-
-std::atomic<int>& thread_setting() {
-  static std::atomic<int> threads{default_threads()};
-  return threads;
 }
 
 bool cpu_supports(const std::string& isa) {
@@ -62,8 +75,13 @@ std::atomic<int>& active_index() {
 
 }  // namespace
 
-int num_threads() { return thread_setting().load(std::memory_order_relaxed); }
-void set_num_threads(int n) { thread_setting().store(std::max(1, n), std::memory_order_relaxed); }
+int num_threads() {
+  if (g_forked_child.load(std::memory_order_relaxed)) return 1;
+  const int explicit_setting = g_thread_setting.load(std::memory_order_relaxed);
+  return explicit_setting > 0 ? explicit_setting : openmp_default_threads();
+}
+void set_num_threads(int n) { g_thread_setting.store(std::max(0, n), std::memory_order_relaxed); }
+bool in_forked_child() { return g_forked_child.load(std::memory_order_relaxed); }
 
 bool openmp_enabled() {
 #if defined(_OPENMP)

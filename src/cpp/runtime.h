@@ -8,9 +8,12 @@
 
 namespace linneuron {
 
-// Threads used by every kernel. Defaults to OpenMP's maximum; the Python layer aligns it with torch's.
+// Threads used by every kernel: the value given to set_num_threads, else OpenMP's current maximum for the calling
+// thread (which torch.set_num_threads sets, so linneuron follows torch). Always 1 in the child of a fork(), where
+// a multi-threaded OpenMP region would hang.
 int num_threads();
-void set_num_threads(int n);  // n >= 1, validated by the caller
+void set_num_threads(int n);  // n >= 1; 0 restores the default (follow OpenMP/torch)
+bool in_forked_child();
 bool openmp_enabled();
 
 // Instruction sets with a micro-kernel in this build ("portable" always; "avx2", "avx512" on x86-64).
