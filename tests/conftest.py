@@ -14,7 +14,6 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture(autouse=True)
 def _restore_thread_count():
-    """Tests may change linneuron's thread count; put it back so test order never matters."""
-    before = linneuron.get_num_threads()
+    """Tests may pin linneuron's thread count; return to following torch's so test order never matters."""
     yield
-    linneuron.set_num_threads(before)
+    linneuron.set_num_threads(None)
