@@ -215,27 +215,6 @@ inline void transpose_block(__m512d r[8]) {
   }
 }
 
-template <class V>
-void pack_b_transposed(int64_t kc, int64_t cols, const typename V::T* w, int64_t ld, int64_t nr, typename V::T* out) {
-  using T = typename V::T;
-  constexpr int W = V::kWidth;
-  const int64_t cols_full = cols - cols % W, kc_full = kc - kc % W;
-  for (int64_t j0 = 0; j0 < cols_full; j0 += W) {
-    for (int64_t p0 = 0; p0 < kc_full; p0 += W) {
-      typename V::R r[W];
-      for (int i = 0; i < W; ++i) r[i] = V::load(w + (j0 + i) * ld + p0);
-      transpose_block(r);
-      for (int q = 0; q < W; ++q) V::store(out + (p0 + q) * nr + j0, r[q]);
-    }
-    for (int64_t j = j0; j < j0 + W; ++j)
-      for (int64_t p = kc_full; p < kc; ++p) out[p * nr + j] = w[j * ld + p];
-  }
-  for (int64_t j = cols_full; j < cols; ++j)
-    for (int64_t p = 0; p < kc; ++p) out[p * nr + j] = w[j * ld + p];
-  for (int64_t p = 0; p < kc; ++p)
-    for (int64_t j = cols; j < nr; ++j) out[p * nr + j] = T(0);
-}
-
 // Family<T>: the vector traits for element type T.
 template <typename T>
 struct Family;
@@ -263,7 +242,7 @@ constexpr MicroKernel<T> kKernel{"avx512",
                                  &simd::dot_block<typename Family<T>::V, kDotR, kDotS>,
                                  &skinny_dense<typename Family<T>::V>,
                                  &simd::fma_probe<typename Family<T>::V>,
-                                 &pack_b_transposed<typename Family<T>::V>};
+                                 &simd::pack_b_transposed<typename Family<T>::V, &transpose_block>};
 
 }  // namespace
 
