@@ -713,15 +713,9 @@ def _torch_layouts():
 
 
 TORCH_LAYOUTS = _torch_layouts()
-# A tensor over misaligned memory (torch.from_numpy of a numpy view at an odd byte offset) is passed to the kernels
-# as is. That was UB (UBSan: 'load of misaligned address' in gemm.cpp pack_a_block); _core now refuses it with a
-# ValueError. The torch layer (_kernels.py) should copy such tensors, as numpy.py does.
-MISALIGNED_TORCH_BUG = pytest.mark.xfail(
-    strict=True, raises=ValueError, reason="BUG torch layer: misaligned tensors reach _core uncopied"
-)
-TORCH_LAYOUT_PARAMS = [
-    pytest.param(name, marks=MISALIGNED_TORCH_BUG) if name == "misaligned" else name for name in sorted(TORCH_LAYOUTS)
-]
+# A tensor over misaligned memory (torch.from_numpy of a numpy view at an odd byte offset) would be UB in the kernels
+# (UBSan: 'load of misaligned address'); _core refuses it and the torch layer (_kernels.py) retries on a copy.
+TORCH_LAYOUT_PARAMS = sorted(TORCH_LAYOUTS)
 
 
 @needs_torch
@@ -788,65 +782,155 @@ def test_torch_gradients_through_odd_layouts(layout):
         torch.testing.assert_close(ours, theirs)
 
 
-# ---- known bugs of the torch layer (python/linneuron/_kernels.py), found by this matrix ----------------------------
+# ---- unusual tensors found by this matrix (once bugs of python/linneuron/_kernels.py, now handled there) ----------
+
+
+def _neg_bit(t):
+    """An equal real tensor with the negative bit set (memory holds -t), made the public way: conj().imag."""
+    out = torch.complex(torch.zeros_like(t), -t).conj().imag
+    assert out.is_neg() and torch.equal(out, t)
+    return out
 
 
 @needs_torch
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG torch layer: negative-bit views (x.conj().imag) read without resolve_neg(): silently wrong",
-)
-@pytest.mark.parametrize("fn_name", ["linear", "step"])
+@pytest.mark.parametrize("fn_name", ["linear", "step", "ops.linear", "neuron"])
 def test_torch_negative_bit_views(fn_name):
-    """A real tensor with the negative bit (z.conj().imag, torch._neg_view) is read through data_ptr() without
-    resolve_neg(), so the kernels compute with -x. Fix: resolve_neg() (a copy only when the bit is set)."""
+    """A real tensor with the negative bit (z.conj().imag, torch._neg_view) stores -x: the kernels must resolve it."""
     z = torch.randn(5, 4, dtype=torch.cdouble, generator=torch.Generator().manual_seed(5)).conj()
     x = z.imag  # a public way to get a real tensor with is_neg() True
     assert x.is_neg()
+    ref = x.resolve_neg()
     if fn_name == "step":
-        np.testing.assert_array_equal(LF.step(x).numpy(), reference_step(x.resolve_neg().numpy()))
-    else:
-        w = torch.randn(3, 4, dtype=torch.float64)
-        torch.testing.assert_close(LF.linear(x, w), torch_F.linear(x.resolve_neg(), w))
+        np.testing.assert_array_equal(LF.step(x).numpy(), reference_step(ref.numpy()))
+        return
+    w = torch.randn(3, 4, dtype=torch.float64)
+    b = torch.randn(3, dtype=torch.float64)
+    if fn_name == "neuron":
+        want = torch.as_tensor(reference_step(torch_F.linear(ref, w, b).numpy()))
+        torch.testing.assert_close(LF.neuron(x, _neg_bit(w), _neg_bit(b)), want)
+        return
+    fn = LF.linear if fn_name == "linear" else torch.ops.linneuron.linear
+    torch.testing.assert_close(fn(x, w), torch_F.linear(ref, w))
+    torch.testing.assert_close(fn(ref, _neg_bit(w), _neg_bit(b)), torch_F.linear(ref, w, b))
 
 
 @needs_torch
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG torch layer: _rows_view fails on empty inputs whose leading strides do not merge",
-)
+def test_torch_negative_bit_in_backward():
+    """Saved negative-bit operands and a negative-bit incoming gradient give torch's gradients (dX, dW, db), and the
+    step's surrogate backward and bias_grad read them right too."""
+    g = torch.Generator().manual_seed(8)
+    x0, w0 = torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(3, 4, generator=g, dtype=torch.float64)
+    b0, gy = torch.randn(3, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64)
+    grads = []
+    for fn, make in ((LF.linear, _neg_bit), (torch_F.linear, lambda t: t)):
+        leaves = [t.clone().requires_grad_() for t in (x0, w0, b0)]
+        out = fn(*(make(t) for t in leaves))
+        out.backward(make(gy))
+        grads.append([t.grad for t in leaves])
+    for ours, theirs in zip(*grads):
+        torch.testing.assert_close(ours, theirs)
+    z = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    plain = _kernels.step_backward(gy, z, 3, 2.0)
+    torch.testing.assert_close(_kernels.step_backward(_neg_bit(gy), _neg_bit(z), 3, 2.0), plain)
+    torch.testing.assert_close(_kernels.bias_grad(_neg_bit(gy)), gy.sum(0))
+
+
+@needs_torch
 def test_torch_empty_input_with_non_collapsible_strides():
-    """K = 0 (or N = 0) with leading dims whose strides do not merge: contiguous() keeps an empty tensor's strides,
-    collapse_rows stays None and _rows_view fails with "'NoneType' object is not subscriptable" (fixed in numpy.py by
-    treating an x that is never read as rows with stride 0)."""
+    """K = 0 with leading dims whose strides do not merge: contiguous() keeps an empty tensor's strides, so
+    _rows_view takes an x that is never read as rows with stride 0 (as numpy.py does)."""
     x = torch.empty(0).as_strided((1, 2, 2, 0), (16, 4, 8, 4))
     b = torch.tensor([0.5, -1.0, 0.0])
     torch.testing.assert_close(LF.linear(x, torch.zeros(3, 0), b), b.expand(1, 2, 2, 3))
+    torch.testing.assert_close(LF.linear(x, torch.zeros(3, 0)), torch.zeros(1, 2, 2, 3))
+    gy = torch.empty(0).as_strided((2, 2, 0), (4, 8, 4))  # N = 0 for bias_grad: nothing to sum into
+    assert _kernels.bias_grad(gy).shape == (0,)
+
+
+def _non_strided(t, layout):
+    return {"sparse_coo": t.to_sparse, "sparse_csr": t.to_sparse_csr, "mkldnn": t.to_mkldnn}[layout]()
 
 
 @needs_torch
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG torch layer: sparse/mkldnn tensors fail in data_ptr() with an error naming no argument",
-)
-@pytest.mark.parametrize("layout", ["sparse_coo", "sparse_csr"])
-def test_torch_non_strided_layouts_get_a_named_error(layout):
-    """Sparse COO/CSR (and mkldnn) tensors pass the checks and fail inside data_ptr() with torch's "Cannot access
-    data pointer of Tensor that doesn't have storage", naming neither the op nor the argument."""
-    w = torch.randn(3, 4)
-    w = w.to_sparse() if layout == "sparse_coo" else w.to_sparse_csr()
-    with pytest.raises((TypeError, RuntimeError), match=r"linear\(\): weight"):
-        LF.linear(torch.randn(2, 4), w)
+# to_sparse_csr() warns that CSR support is beta; the CSR tensor is only an input here, to be refused.
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state:UserWarning")
+@pytest.mark.parametrize(
+    ("arg", "layout"),
+    [(arg, layout) for arg in ("input", "weight", "bias") for layout in ("sparse_coo", "sparse_csr", "mkldnn")
+     if (arg, layout) != ("bias", "sparse_csr")],  # a 1-D tensor has no CSR form
+)  # fmt: skip
+def test_torch_non_strided_layouts_get_a_named_error(arg, layout):
+    """Sparse COO/CSR and mkldnn tensors have no strided memory: TypeError naming the op, argument and layout."""
+    if layout == "mkldnn" and not torch.backends.mkldnn.is_available():
+        pytest.skip("torch built without mkldnn")
+    args = {"input": torch.randn(2, 4), "weight": torch.randn(3, 4), "bias": torch.randn(3)}
+    args[arg] = _non_strided(args[arg], layout)
+    with pytest.raises(TypeError, match=rf"linear\(\): {arg} has layout torch\._?{layout}"):
+        LF.linear(args["input"], args["weight"], args["bias"])
+    with pytest.raises(TypeError, match=rf"neuron\(\): {arg} has layout"):
+        LF.neuron(args["input"], args["weight"], args["bias"])
+    if arg == "input":
+        with pytest.raises(TypeError, match=rf"step\(\): input has layout torch\._?{layout}"):
+            LF.step(args["input"])
 
 
 @needs_torch
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG torch layer: a ZeroTensor operand (data_ptr 0) gets _core's 'null operand' instead of a result",
-)
-def test_torch_zero_tensor_operand():
-    """A ZeroTensor (torch._efficientzerotensor; some autograd formulas produce them) has data_ptr() 0, so _core
-    raises ValueError 'null operand' where the answer is well defined (zeros times W plus bias)."""
-    x = torch._efficientzerotensor(5, 4, dtype=torch.float64)
-    w, b = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
-    torch.testing.assert_close(LF.linear(x, w, b), b.expand(5, 3))
+def test_torch_non_strided_layouts_named_on_the_dispatcher_path():
+    """Off the eager fast path (here under a TorchFunctionMode) the registered ops would fail in the dispatcher
+    ("Could not run 'linneuron::linear' with arguments from the 'SparseCPU' backend"); functional names the argument."""
+    from torch.overrides import TorchFunctionMode
+
+    class PassThrough(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    with PassThrough():
+        with pytest.raises(TypeError, match=r"linear\(\): weight has layout torch\.sparse_coo"):
+            LF.linear(torch.randn(2, 4), torch.randn(3, 4).to_sparse())
+        with pytest.raises(TypeError, match=r"neuron\(\): bias has layout torch\.sparse_coo"):
+            LF.neuron(torch.randn(2, 4), torch.randn(3, 4), torch.randn(3).to_sparse())
+        with pytest.raises(TypeError, match=r"step\(\): input has layout torch\.sparse_coo"):
+            LF.step(torch.randn(3, 4).to_sparse())
+
+
+@needs_torch
+@pytest.mark.parametrize("arg", ["input", "weight", "bias"])
+def test_torch_zero_tensor_operand(arg):
+    """A ZeroTensor (torch._efficientzerotensor; some autograd formulas produce them) has data_ptr() 0: the kernels
+    read it as the zeros it stands for (eager fast path and registered op)."""
+    g = torch.Generator().manual_seed(9)
+    args = {
+        "input": torch.randn(5, 4, generator=g, dtype=torch.float64),
+        "weight": torch.randn(3, 4, generator=g, dtype=torch.float64),
+        "bias": torch.randn(3, generator=g, dtype=torch.float64),
+    }
+    args[arg] = torch._efficientzerotensor(args[arg].shape, dtype=torch.float64)
+    want = torch_F.linear(*(torch.zeros_like(t) if t._is_zerotensor() else t for t in args.values()))
+    torch.testing.assert_close(LF.linear(*args.values()), want)
+    torch.testing.assert_close(torch.ops.linneuron.linear(*args.values()), want)
+    if arg == "input":
+        z = args["input"]
+        np.testing.assert_array_equal(LF.step(z).numpy(), np.ones((5, 4)))
+        torch.testing.assert_close(_kernels.bias_grad(z), torch.zeros(4, dtype=torch.float64))
+        torch.testing.assert_close(_kernels.step_backward(z, torch.ones_like(z), 3, 2.0), torch.zeros_like(z.clone()))
+
+
+@needs_torch
+def test_torch_misaligned_operands_in_backward_and_step_backward():
+    """Misaligned memory (from_numpy at an odd byte offset) is copied before the kernels read it, in backward too."""
+    misaligned = TORCH_LAYOUTS["misaligned"]
+    g = torch.Generator().manual_seed(10)
+    x0, w0 = torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(3, 4, generator=g, dtype=torch.float64)
+    gy = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    grads = []
+    for fn in (LF.linear, torch_F.linear):
+        x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+        fn(x, w).backward(misaligned(gy))
+        grads.append((x.grad, w.grad))
+    for ours, theirs in zip(*grads):
+        torch.testing.assert_close(ours, theirs)
+    z = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(
+        _kernels.step_backward(misaligned(gy), misaligned(z), 3, 2.0), _kernels.step_backward(gy, z, 3, 2.0)
+    )
+    torch.testing.assert_close(_kernels.bias_grad(misaligned(gy)), gy.sum(0))

@@ -121,6 +121,28 @@ def test_neuron_layer_parameters_threshold_and_repr():
     assert without.alpha == 1.0 and without.surrogate == "ste"
 
 
+@pytest.mark.parametrize("model", [3, "model", None, torch.ones(2)], ids=["int", "str", "None", "tensor"])
+def test_swap_linear_rejects_a_non_module(model):
+    expected = r"swap_linear\(\): model must be a torch\.nn\.Module, got " + type(model).__name__
+    with pytest.raises(TypeError, match=expected):
+        linneuron.swap_linear(model)
+
+
+def test_neuron_threshold_shape_is_checked():
+    layer = linneuron.Neuron(3, 2)
+    before = layer.bias.detach().clone()
+    for bad in (torch.zeros(3), torch.zeros(2, 1), torch.zeros(1, 2), [1.0, 2.0, 3.0]):
+        with pytest.raises(ValueError, match=r"Neuron\.threshold: expected a scalar or shape \(2,\)"):
+            layer.threshold = bad
+        assert torch.equal(layer.bias.detach(), before)  # a refused value changes nothing
+    layer.threshold = 0.25  # a scalar, a one-element vector and one θ per output are all accepted
+    assert torch.equal(layer.threshold, torch.full((2,), 0.25))
+    layer.threshold = torch.tensor([1.5])
+    assert torch.equal(layer.threshold, torch.full((2,), 1.5))
+    layer.threshold = [0.5, -1.0]
+    assert torch.equal(layer.bias.detach(), torch.tensor([-0.5, 1.0]))
+
+
 def test_step_module():
     layer = linneuron.Step("sigmoid")
     assert layer.alpha == 4.0 and "sigmoid" in repr(layer)

@@ -49,7 +49,7 @@ def check_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         and x.ndim >= 1
         and x.shape[-1] == weight.shape[1]
         and weight.dtype == x.dtype
-        and weight.device == x.device
+        and ((x.is_cpu and weight.is_cpu) or weight.device == x.device)  # is_cpu: no torch.device objects built
         and (x.dtype in _CPU_CODES or (x.dtype in _CUDA_CODES and not x.is_cpu))
         and (
             bias is None
@@ -58,7 +58,7 @@ def check_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
                 and bias.ndim == 1
                 and bias.shape[0] == weight.shape[0]
                 and bias.dtype == x.dtype
-                and bias.device == x.device
+                and ((bias.is_cpu and x.is_cpu) or bias.device == x.device)
             )
         )
     ):
@@ -100,7 +100,53 @@ def _explain_linear(x, weight, bias, fn: str) -> None:
             got += f", bias {bias.dtype}"
         raise TypeError(f"{fn}(): expected input, weight and bias to have the same dtype, got {got}")
     check_dtype(x, "input", fn)
+    check_strided(fn, ("input", x), ("weight", weight), ("bias", bias))
     raise RuntimeError(f"{fn}(): unsupported arguments: input {x.dtype} {_fmt(x.shape)} on {x.device}")  # unreachable
+
+
+def check_strided(fn: str, *named: tuple[str, torch.Tensor | None]) -> None:
+    """TypeError naming the first operand whose layout is not strided (sparse, mkldnn): the kernels need strides."""
+    for name, t in named:
+        if t is not None and t.layout != torch.strided:
+            raise TypeError(
+                f"{fn}(): {name} has layout {t.layout}; linneuron reads dense strided tensors only "
+                f"(pass {name}.to_dense(), shape {_fmt(t.shape)})"
+            )
+
+
+def _readable(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``t``, or an equal tensor whose memory the kernels can read as is.
+
+    Three kinds of real tensors hold their values somewhere other than at data_ptr() with their strides: a view with
+    the negative bit (``z.conj().imag``, ``torch._neg_view``) stores -t; a ZeroTensor (``torch._efficientzerotensor``,
+    made by some autograd formulas) has no memory (data_ptr() 0); and memory that is not aligned to the element size
+    (``torch.from_numpy`` of a numpy view at an odd byte offset) is undefined behaviour for the kernels, which _core
+    refuses. (The conjugate bit needs no case: torch sets it on complex tensors only.)
+    """
+    if t is None:
+        return None
+    if t._is_zerotensor():
+        return torch.zeros((), dtype=t.dtype, device=t.device).expand(t.shape)  # stride 0: one element read
+    if t.is_neg():
+        t = t.resolve_neg()
+    if t.data_ptr() % t.element_size():
+        t = t.clone(memory_format=torch.contiguous_format)  # fresh memory is aligned
+    return t
+
+
+def _retry_operands(error: Exception, fn: str, *named: tuple[str, torch.Tensor | None]) -> list[torch.Tensor | None]:
+    """After a kernel call failed with ``error``: readable copies of the operands, or re-raise if none needed one.
+
+    The hot path does not test for ZeroTensors, misaligned memory or non-strided layouts (each test costs per call
+    what a whole tiny layer costs in arithmetic); these fail inside data_ptr()/stride() or in _core's checks
+    (null operand, misaligned address), and land here: raise a named error or retry once on readable copies.
+    """
+    check_strided(fn, *named)
+    tensors = [t for _, t in named]
+    readable = [_readable(t) for t in tensors]
+    if all(new is old for new, old in zip(readable, tensors)):
+        raise error
+    return readable
 
 
 def check_step(z: torch.Tensor, fn: str = "step") -> None:
@@ -136,6 +182,8 @@ def _rows_view(t: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
         return t, 1, 0, t.stride(0)
     rows = collapse_rows(t.shape[:-1], t.stride()[:-1])
     if rows is None:  # e.g. a permuted batch dim that no single stride describes
+        if t.numel() == 0:  # K = 0: never read, and contiguous() would keep an empty tensor's strides
+            return t, t.shape[:-1].numel(), 0, t.stride(-1)
         t = t.contiguous()
         rows = collapse_rows(t.shape[:-1], t.stride()[:-1])
     return t, rows[0], rows[1], t.stride(-1)
@@ -144,29 +192,37 @@ def _rows_view(t: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, step: bool, fn: str) -> torch.Tensor:
     """``[H](x @ weight.T + bias)`` for checked real tensors; any strides, result contiguous (*, out_features)."""
     # Written for the per-call cost of tiny layers (each line here was timed): varargs new_empty, no helpers.
-    n_out, k = weight.shape
-    out = x.new_empty(*x.shape[:-1], n_out)
-    if x.is_cpu:
-        module, code, extra = _core, _CPU_CODES[x.dtype], ()
-    else:
-        module, code, extra = _backend(x, fn)
-    if x.ndim == 2:
-        m = x.shape[0]
-        x_rs, x_cs = x.stride()
-    else:
-        x, m, x_rs, x_cs = _rows_view(x)
-    if m == 0 or n_out == 0:
+    # The negative bit is the one unusual memory state that fails silently, so it is the one tested up front;
+    # the others raise inside the try (zero cost when nothing is raised) and are handled by _retry_operands.
+    if x.is_neg() or weight.is_neg() or (bias is not None and bias.is_neg()):
+        x, weight, bias = (_readable(t) for t in (x, weight, bias))
+    try:
+        n_out, k = weight.shape
+        out = x.new_empty(*x.shape[:-1], n_out)
+        if x.is_cpu:
+            module, code, extra = _core, _CPU_CODES[x.dtype], ()
+        else:
+            module, code, extra = _backend(x, fn)
+        if x.ndim == 2:
+            m = x.shape[0]
+            x_rs, x_cs = x.stride()
+        else:
+            x, m, x_rs, x_cs = _rows_view(x)
+        if m == 0 or n_out == 0:
+            return out
+        w_rs, w_cs = weight.stride()
+        module.gemm(
+            code, m, n_out, k,
+            x.data_ptr(), x_rs, x_cs,
+            weight.data_ptr(), w_cs, w_rs,  # B(k, n) = W(n, k)
+            out.data_ptr(), n_out, 1,
+            0 if bias is None else bias.data_ptr(), 0 if bias is None else bias.stride(0),
+            False, step, *extra,
+        )  # fmt: skip
         return out
-    w_rs, w_cs = weight.stride()
-    module.gemm(
-        code, m, n_out, k,
-        x.data_ptr(), x_rs, x_cs,
-        weight.data_ptr(), w_cs, w_rs,  # B(k, n) = W(n, k)
-        out.data_ptr(), n_out, 1,
-        0 if bias is None else bias.data_ptr(), 0 if bias is None else bias.stride(0),
-        False, step, *extra,
-    )  # fmt: skip
-    return out
+    except (RuntimeError, ValueError) as error:
+        x, weight, bias = _retry_operands(error, fn, ("input", x), ("weight", weight), ("bias", bias))
+        return linear(x, weight, bias, step, fn)
 
 
 def _grid(t: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
@@ -179,13 +235,19 @@ def _grid(t: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
 
 def step(z: torch.Tensor, fn: str = "step") -> torch.Tensor:
     """``H(z)`` elementwise for a checked real tensor; any strides, result contiguous."""
+    if z.is_neg():
+        z = _readable(z)
     out = torch.empty(z.shape, dtype=z.dtype, device=z.device)
     if out.numel() == 0:
         return out
-    module, code, extra = _backend(z, fn)
-    z, (rows, cols, z_rs, z_cs) = _grid(z)
-    module.step_forward(code, rows, cols, z.data_ptr(), z_rs, z_cs, out.data_ptr(), cols, 1, *extra)
-    return out
+    try:
+        module, code, extra = _backend(z, fn)
+        z, (rows, cols, z_rs, z_cs) = _grid(z)
+        module.step_forward(code, rows, cols, z.data_ptr(), z_rs, z_cs, out.data_ptr(), cols, 1, *extra)
+        return out
+    except (RuntimeError, ValueError) as error:
+        (z,) = _retry_operands(error, fn, ("input", z))
+        return step(z, fn)
 
 
 def step_backward(grad_y: torch.Tensor, z: torch.Tensor, surrogate: int, alpha: float) -> torch.Tensor:
@@ -197,33 +259,46 @@ def step_backward(grad_y: torch.Tensor, z: torch.Tensor, surrogate: int, alpha: 
         raise TypeError(
             f"{fn}(): grad_output ({grad_y.dtype}, {grad_y.device}) and input ({z.dtype}, {z.device}) must match"
         )
+    if grad_y.is_neg() or z.is_neg():
+        grad_y, z = _readable(grad_y), _readable(z)
     grad_z = torch.empty(z.shape, dtype=z.dtype, device=z.device)
     if grad_z.numel() == 0:
         return grad_z
-    module, code, extra = _backend(z, fn)
-    z, z_grid = _grid(z)
-    grad_y, gy_grid = _grid(grad_y)
-    if z_grid[:2] != gy_grid[:2]:  # the two operands split into rows x cols differently: use one layout
-        z, z_grid = _grid(z.contiguous())
-        grad_y, gy_grid = _grid(grad_y.contiguous())
-    rows, cols = z_grid[:2]
-    module.step_backward(
-        code, rows, cols,
-        z.data_ptr(), z_grid[2], z_grid[3],
-        grad_y.data_ptr(), gy_grid[2], gy_grid[3],
-        grad_z.data_ptr(), cols, 1,
-        surrogate, alpha, *extra,
-    )  # fmt: skip
-    return grad_z
+    try:
+        module, code, extra = _backend(z, fn)
+        z_in, z_grid = _grid(z)
+        gy_in, gy_grid = _grid(grad_y)
+        if z_grid[:2] != gy_grid[:2]:  # the two operands split into rows x cols differently: use one layout
+            z_in, z_grid = _grid(z_in.contiguous())
+            gy_in, gy_grid = _grid(gy_in.contiguous())
+        rows, cols = z_grid[:2]
+        module.step_backward(
+            code, rows, cols,
+            z_in.data_ptr(), z_grid[2], z_grid[3],
+            gy_in.data_ptr(), gy_grid[2], gy_grid[3],
+            grad_z.data_ptr(), cols, 1,
+            surrogate, alpha, *extra,
+        )  # fmt: skip
+        return grad_z
+    except (RuntimeError, ValueError) as error:
+        grad_y, z = _retry_operands(error, fn, ("grad_output", grad_y), ("input", z))
+        return step_backward(grad_y, z, surrogate, alpha)
 
 
 def bias_grad(grad_y: torch.Tensor) -> torch.Tensor:
     """Column sums of ``grad_y`` (*, N) -> (N,): the bias gradient; zeros for an empty batch."""
+    fn = "bias_grad"
+    if grad_y.is_neg():
+        grad_y = _readable(grad_y)
     n = grad_y.shape[-1]
     db = torch.empty((n,), dtype=grad_y.dtype, device=grad_y.device)
     if n == 0:
         return db
-    module, code, extra = _backend(grad_y, "linear_backward")
-    grad_y, m, rs, cs = _rows_view(grad_y)
-    module.bias_grad(code, m, n, grad_y.data_ptr() if m else 0, rs, cs, db.data_ptr(), 1, False, *extra)
-    return db
+    try:
+        module, code, extra = _backend(grad_y, "linear_backward")
+        dy, m, rs, cs = _rows_view(grad_y)
+        module.bias_grad(code, m, n, dy.data_ptr() if m else 0, rs, cs, db.data_ptr(), 1, False, *extra)
+        return db
+    except (RuntimeError, ValueError) as error:
+        (grad_y,) = _retry_operands(error, fn, ("grad_output", grad_y))
+        return bias_grad(grad_y)

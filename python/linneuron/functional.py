@@ -281,6 +281,8 @@ def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
         if _wants_grad(input, weight, bias):
             return _LinearFunction.apply(input, weight, bias)
         return _kernels.linear(input, weight, bias, False, "linear")
+    # The direct kernels name a sparse/mkldnn operand when they fail on it; the dispatcher would not.
+    _kernels.check_strided("linear", ("input", input), ("weight", weight), ("bias", bias))
     if _in_functorch():
         return _FuncLinear.apply(input, weight, bias)
     return ops.linear(input, weight, bias)
@@ -291,6 +293,7 @@ def _step_code(input: torch.Tensor, code: int, alpha: float) -> torch.Tensor:
         if _wants_grad(input):
             return _StepFunction.apply(input, code, alpha)
         return _kernels.step(input)
+    _kernels.check_strided("step", ("input", input))
     if _in_functorch():
         return _FuncStep.apply(input, code, alpha)
     return ops.step(input, code, alpha)
@@ -334,6 +337,7 @@ def neuron(
         return _step_code(linear(input, weight, bias), code, alpha)
     if not wants_grad and _direct(input, weight, bias):
         return _kernels.linear(input, weight, bias, True, "neuron")
+    _kernels.check_strided("neuron", ("input", input), ("weight", weight), ("bias", bias))
     if _in_functorch():
         return _FuncNeuron.apply(input, weight, bias)
     return ops.neuron(input, weight, bias)

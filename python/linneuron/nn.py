@@ -56,6 +56,8 @@ def swap_linear(model: nn.Module) -> nn.Module:
     modules such as nn.MultiheadAttention read their weights directly). Returns the model, or the new layer
     if ``model`` itself is an nn.Linear.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"swap_linear(): model must be a torch.nn.Module, got {type(model).__name__}")
     if type(model) is nn.Linear:
         return Linear.from_torch(model)
     for name, child in model.named_children():
@@ -133,8 +135,14 @@ class Neuron(nn.Module):
     def threshold(self, value) -> None:
         if self.bias is None:
             raise ValueError("Neuron.threshold: this layer has no bias (bias=False), so its threshold is fixed at 0")
+        theta = torch.as_tensor(value, dtype=self.bias.dtype, device=self.bias.device)
+        if theta.dim() > 1 or theta.numel() not in (1, self.out_features):
+            raise ValueError(
+                f"Neuron.threshold: expected a scalar or shape ({self.out_features},) (one θ per output), "
+                f"got shape {tuple(theta.shape)}"
+            )
         with torch.no_grad():
-            self.bias.copy_(-torch.as_tensor(value, dtype=self.bias.dtype, device=self.bias.device))
+            self.bias.copy_(-theta)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return F.neuron(input, self.weight, self.bias, self.surrogate, self.alpha)
