@@ -30,8 +30,10 @@ rm -rf "$SANITIZE_DIR/wheel"
 # by `pip install .[test]` has no scikit-build-core).
 ISOLATION=()
 "$PYTHON" -c "import scikit_build_core, pybind11" 2>/dev/null && ISOLATION=(--no-build-isolation)
-LINNEURON_CUDA=OFF LINNEURON_SANITIZE="$SANITIZERS" "$PYTHON" -m pip wheel -q "${ISOLATION[@]}" --no-deps \
-  -w "$SANITIZE_DIR/wheel" -Cbuild-dir="$SANITIZE_DIR/cmake" -Ccmake.build-type=RelWithDebInfo .
+# scikit-build-core settings through SKBUILD_* variables: the pip of a fresh venv (23.0) has no `pip wheel -C`.
+LINNEURON_CUDA=OFF LINNEURON_SANITIZE="$SANITIZERS" SKBUILD_BUILD_DIR="$SANITIZE_DIR/cmake" \
+  SKBUILD_CMAKE_BUILD_TYPE=RelWithDebInfo "$PYTHON" -m pip wheel -q "${ISOLATION[@]}" --no-deps \
+  -w "$SANITIZE_DIR/wheel" .
 
 # A venv of its own holds the sanitized package; a .pth line puts the interpreter's site-packages (numpy, torch,
 # pytest) after it. Path lines in a .pth do not run that directory's own .pth files, so the developer's editable
