@@ -98,9 +98,11 @@ if [[ "${1:-}" == "--fuzz" ]]; then  # tools/sanitize.sh --fuzz SECONDS: run too
 fi
 
 if [[ $# -eq 0 ]]; then
-  # Default subset: everything but the RSS/memory-growth tests (ASan's quarantine grows RSS on purpose) and the
-  # tests marked slow.
-  set -- tests -m "not slow" --ignore=tests/test_memory.py -p no:cacheprovider -q
+  # Default subset: everything but the RSS/memory-growth tests (ASan's quarantine grows RSS on purpose), the
+  # tests marked slow, and the nested-fork test: a fork taken in a forked child under ASan hung once in a full run
+  # on a loaded machine (it passes alone under ASan and in every uninstrumented run), so CI runs it uninstrumented.
+  set -- tests -m "not slow" --ignore=tests/test_memory.py -p no:cacheprovider -q \
+    --deselect tests/test_concurrency.py::test_fork_from_a_forked_child_and_from_threads
 fi
 echo "== pytest $*"
 exec "$PYTHON" -m pytest "$@"
