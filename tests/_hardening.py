@@ -1,4 +1,4 @@
-"""Shared by the hardening tests: float64 references, K-scaled tolerances, hypothesis profiles, subprocess timeouts.
+"""Shared by the hardening tests: hypothesis profiles, the step and neuron references, subprocess timeouts.
 
 Hypothesis profiles (pick one with the HYPOTHESIS_PROFILE environment variable; "ci" is the default):
   ci        500 examples per property, no deadline, derandomized so CI runs are reproducible.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from _reference import assert_linear_close, linear_tolerance, reference_linear  # noqa: F401 (re-exported)
 from hypothesis import HealthCheck, settings
 
 # Registered under our own names: torch.testing._internal.common_utils (imported by other test modules) registers
@@ -40,39 +41,10 @@ if PROFILE not in ("ci", "thorough", "dev"):
 PROPERTY_SETTINGS = settings.get_profile(f"linneuron-{PROFILE}")
 
 
-def reference_linear(x, weight, bias=None) -> np.ndarray:
-    """``x @ weight.T + bias`` in float64 NumPy, whatever the input dtype."""
-    out = np.asarray(x, dtype=np.float64) @ np.asarray(weight, dtype=np.float64).T
-    if bias is not None:
-        out = out + np.asarray(bias, dtype=np.float64)
-    return out
-
-
 def reference_step(z) -> np.ndarray:
     """H(z) as NumPy defines it with H(0) = 1: 1 where z >= 0 (also -0.0), 0 where z < 0, NaN stays NaN."""
     z = np.asarray(z)
     return np.heaviside(z, np.ones((), dtype=z.dtype))
-
-
-def linear_tolerance(x, weight, bias, dtype) -> np.ndarray:
-    """Elementwise bound on the error of a K-term dot product in ``dtype``: eps * sqrt(K) * sum |x_k w_k| (x8)."""
-    eps = np.finfo(dtype).eps
-    k = max(1, np.shape(weight)[-1])
-    magnitude = np.abs(np.asarray(x, dtype=np.float64)) @ np.abs(np.asarray(weight, dtype=np.float64)).T
-    if bias is not None:
-        magnitude = magnitude + np.abs(np.asarray(bias, dtype=np.float64))
-    return 8 * eps * np.sqrt(k) * magnitude + np.finfo(dtype).tiny
-
-
-def assert_linear_close(actual: np.ndarray, x, weight, bias=None) -> None:
-    """``actual`` has the reference's shape and lies within ``linear_tolerance`` of it everywhere."""
-    expected = reference_linear(x, weight, bias)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    tol = linear_tolerance(x, weight, bias, actual.dtype)
-    err = np.abs(actual.astype(np.float64) - expected)
-    if err.size and not np.all(err <= tol):
-        worst = np.unravel_index(np.argmax(err - tol), err.shape)
-        raise AssertionError(f"at {worst}: |{actual[worst]} - {expected[worst]}| > {tol[worst]}")
 
 
 def assert_neuron_matches(actual: np.ndarray, x, weight, bias=None) -> None:
