@@ -42,6 +42,29 @@ def _problems(dtype):
     ]
 
 
+def _run_together(n_threads: int, rounds: int, check) -> None:
+    """Start ``n_threads`` threads at one barrier; each runs ``check(tid, round)`` (a list of failure strings) for
+    ``rounds`` rounds. Fails if a thread hangs, raises or reports a failure."""
+    barrier = threading.Barrier(n_threads)
+    failures: list[str] = []
+
+    def worker(tid: int) -> None:
+        try:
+            barrier.wait(timeout=HANG_TIMEOUT_S)
+            for r in range(rounds):
+                failures.extend(check(tid, r))
+        except Exception as err:  # reported below: an exception in a thread would otherwise vanish
+            failures.append(f"thread {tid}: {type(err).__name__}: {err}")
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(HANG_TIMEOUT_S)
+    assert not any(t.is_alive() for t in threads), "a worker thread hung"
+    assert not failures, failures[:5]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_many_python_threads_at_once_give_the_serial_results(dtype):
     """16 threads x 10 rounds of linear, neuron and step on shared inputs, started together by a barrier.
@@ -55,33 +78,20 @@ def test_many_python_threads_at_once_give_the_serial_results(dtype):
     for (x, w, b), (lin, _, _) in zip(problems, serial):
         assert_linear_close(lin, x, w, b)
 
-    n_threads, rounds = 16, 10
-    barrier = threading.Barrier(n_threads)
-    failures: list[str] = []
+    def check(tid: int, r: int) -> list[str]:
+        i = (tid + r) % len(problems)
+        x, w, b = problems[i]
+        lin, neu, stp = serial[i]
+        failures = []
+        if not np.array_equal(lnp.linear(x, w, b), lin):
+            failures.append(f"thread {tid} round {r}: linear differs on problem {i}")
+        if not np.array_equal(lnp.neuron(x, w, b), neu):
+            failures.append(f"thread {tid} round {r}: neuron differs on problem {i}")
+        if not np.array_equal(lnp.step(x), stp):
+            failures.append(f"thread {tid} round {r}: step differs on problem {i}")
+        return failures
 
-    def worker(tid: int) -> None:
-        try:
-            barrier.wait(timeout=HANG_TIMEOUT_S)
-            for r in range(rounds):
-                i = (tid + r) % len(problems)
-                x, w, b = problems[i]
-                lin, neu, stp = serial[i]
-                if not np.array_equal(lnp.linear(x, w, b), lin):
-                    failures.append(f"thread {tid} round {r}: linear differs on problem {i}")
-                if not np.array_equal(lnp.neuron(x, w, b), neu):
-                    failures.append(f"thread {tid} round {r}: neuron differs on problem {i}")
-                if not np.array_equal(lnp.step(x), stp):
-                    failures.append(f"thread {tid} round {r}: step differs on problem {i}")
-        except Exception as err:  # reported below: an exception in a thread would otherwise vanish
-            failures.append(f"thread {tid}: {type(err).__name__}: {err}")
-
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(HANG_TIMEOUT_S)
-    assert not any(t.is_alive() for t in threads), "a worker thread hung"
-    assert not failures, failures[:5]
+    _run_together(n_threads=16, rounds=10, check=check)
 
 
 def test_threads_switching_thread_count_while_others_compute():
@@ -378,28 +388,16 @@ def test_many_python_threads_through_the_torch_api():
     linneuron.set_num_threads(2)
     problems = _torch_problems()
     serial = [_torch_train_step(*p) for p in problems]
-    n_threads, rounds = 16, 6
-    barrier = threading.Barrier(n_threads)
-    failures: list[str] = []
 
-    def worker(tid: int) -> None:
-        try:
-            barrier.wait(timeout=HANG_TIMEOUT_S)
-            for r in range(rounds):
-                i = (tid + r) % len(problems)
-                for name, got, want in zip(("y", "z", "dx", "dw", "db"), _torch_train_step(*problems[i]), serial[i]):
-                    if not torch.equal(got, want):
-                        failures.append(f"thread {tid} round {r} problem {i}: {name} differs")
-        except Exception as err:
-            failures.append(f"thread {tid}: {type(err).__name__}: {err}")
+    def check(tid: int, r: int) -> list[str]:
+        i = (tid + r) % len(problems)
+        return [
+            f"thread {tid} round {r} problem {i}: {name} differs"
+            for name, got, want in zip(("y", "z", "dx", "dw", "db"), _torch_train_step(*problems[i]), serial[i])
+            if not torch.equal(got, want)
+        ]
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(HANG_TIMEOUT_S)
-    assert not any(t.is_alive() for t in threads), "a worker thread hung"
-    assert not failures, failures[:5]
+    _run_together(n_threads=16, rounds=6, check=check)
 
 
 def _child_trains(queue, x, w, b) -> None:
