@@ -13,7 +13,8 @@ from . import _core
 from ._cuda_loader import cuda_module
 from ._layout import as_grid, collapse_rows
 
-_CPU_CODES = {torch.float32: 0, torch.float64: 1}
+# dtype -> kernel code, per device (the codes are _core's and _cuda's DType enums).
+_CPU_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 _CUDA_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 
 
@@ -22,7 +23,7 @@ def _fmt(shape) -> str:
 
 
 def check_dtype(t: torch.Tensor, name: str, fn: str) -> None:
-    """TypeError unless ``t``'s dtype has a kernel on its device (float32/64 everywhere, float16/bfloat16 on CUDA)."""
+    """TypeError unless ``t``'s dtype has a kernel on its device (float32/64, float16, bfloat16)."""
     dtype = t.dtype
     if dtype in _CPU_CODES:
         return
@@ -34,7 +35,7 @@ def check_dtype(t: torch.Tensor, name: str, fn: str) -> None:
             f"on the CPU use float32 or float64 (got {name} of shape {_fmt(t.shape)} on cpu)"
         )
     raise TypeError(
-        f"{fn}(): {name} must be a floating-point tensor (float32/float64, or float16/bfloat16 on CUDA), "
+        f"{fn}(): {name} must be a floating-point tensor (float32, float64, float16 or bfloat16), "
         f"got {dtype} (shape {_fmt(t.shape)})"
     )
 

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "gemm.h"
+#include "lowp.h"
 #include "runtime.h"
 #include "workspace.h"
 #include "probes.h"  // used only by the probe block at the end of the module
@@ -22,7 +23,7 @@ using linneuron::Surrogate;
 namespace {
 
 // Element types by code; the codes are part of the binding ABI (python/linneuron/_dtypes.py).
-enum DType : int { kFloat32 = 0, kFloat64 = 1 };
+enum DType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
 
 template <typename T>
 const T* cptr(std::uintptr_t p) {
@@ -37,13 +38,21 @@ void require(bool ok, const char* what) {
   if (!ok) throw std::invalid_argument(what);
 }
 
-void check_dtype(int dtype) { require(dtype == kFloat32 || dtype == kFloat64, "_core: unknown dtype code"); }
+void check_dtype(int dtype) { require(dtype >= kFloat32 && dtype <= kBFloat16, "_core: unknown dtype code"); }
+
+bool is_lowp(int dtype) { return dtype == kFloat16 || dtype == kBFloat16; }
+linneuron::LowpType lowp_type(int dtype) {
+  return dtype == kBFloat16 ? linneuron::LowpType::BFloat16 : linneuron::LowpType::Float16;
+}
+std::size_t element_size(int dtype) {
+  return dtype == kFloat32 ? sizeof(float) : dtype == kFloat64 ? sizeof(double) : sizeof(uint16_t);
+}
 
 // Element-aligned data is a precondition of the kernels: a float read from an address that is not a multiple of
 // 4 is undefined behaviour, and loops the compiler vectorised with alignment peeling can fault on it. Callers copy
 // such buffers first (numpy.py does; torch.from_numpy can produce them); this turns a miss into an error.
 void require_aligned(int dtype, const char* fn, std::initializer_list<std::pair<const char*, std::uintptr_t>> ptrs) {
-  const std::uintptr_t size = dtype == kFloat32 ? sizeof(float) : sizeof(double);
+  const std::uintptr_t size = element_size(dtype);
   for (const auto& [name, p] : ptrs)
     if (p % size != 0)
       throw std::invalid_argument(std::string(fn) + ": " + name + " is not aligned to its " + std::to_string(size) +
@@ -75,7 +84,17 @@ void gemm(int dtype, int64_t m, int64_t n, int64_t k, std::uintptr_t a, int64_t 
   require(k == 0 || (a != 0 && b != 0), "_core.gemm: null operand");
   require_aligned(dtype, "_core.gemm", {{"a", k ? a : 0}, {"b", k ? b : 0}, {"c", c}, {"bias", bias}});
   py::gil_scoped_release release;
-  if (dtype == kFloat32)
+  if (is_lowp(dtype)) {
+    linneuron::LowpGemmArgs g;
+    g.type = lowp_type(dtype);
+    g.m = m, g.n = n, g.k = k;
+    g.a = cptr<uint16_t>(a), g.a_rs = a_rs, g.a_cs = a_cs;
+    g.b = cptr<uint16_t>(b), g.b_rs = b_rs, g.b_cs = b_cs;
+    g.c = mptr<uint16_t>(c), g.c_rs = c_rs, g.c_cs = c_cs;
+    g.bias = bias ? cptr<uint16_t>(bias) : nullptr, g.bias_stride = bias_stride;
+    g.accumulate = accumulate, g.step = step;
+    linneuron::gemm_lowp(g);
+  } else if (dtype == kFloat32)
     linneuron::gemm(make_gemm_args<float>(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, c_cs, bias, bias_stride,
                                           accumulate, step));
   else
@@ -91,7 +110,10 @@ void step_forward(int dtype, int64_t rows, int64_t cols, std::uintptr_t in, int6
   require(in != 0 && out != 0, "_core.step: null pointer");
   require_aligned(dtype, "_core.step_forward", {{"src", in}, {"out", out}});
   py::gil_scoped_release release;
-  if (dtype == kFloat32)
+  if (is_lowp(dtype))
+    linneuron::step_forward_lowp(lowp_type(dtype), rows, cols, cptr<uint16_t>(in), in_rs, in_cs, mptr<uint16_t>(out),
+                                 out_rs, out_cs);
+  else if (dtype == kFloat32)
     linneuron::step_forward(rows, cols, cptr<float>(in), in_rs, in_cs, mptr<float>(out), out_rs, out_cs);
   else
     linneuron::step_forward(rows, cols, cptr<double>(in), in_rs, in_cs, mptr<double>(out), out_rs, out_cs);
@@ -108,7 +130,10 @@ void step_backward(int dtype, int64_t rows, int64_t cols, std::uintptr_t z, int6
   require_aligned(dtype, "_core.step_backward", {{"z", z}, {"grad_y", gy}, {"grad_z", gz}});
   const auto kind = static_cast<Surrogate>(surrogate);
   py::gil_scoped_release release;
-  if (dtype == kFloat32)
+  if (is_lowp(dtype))
+    linneuron::step_backward_lowp(lowp_type(dtype), rows, cols, cptr<uint16_t>(z), z_rs, z_cs, cptr<uint16_t>(gy),
+                                  gy_rs, gy_cs, mptr<uint16_t>(gz), gz_rs, gz_cs, kind, static_cast<float>(alpha));
+  else if (dtype == kFloat32)
     linneuron::step_backward(rows, cols, cptr<float>(z), z_rs, z_cs, cptr<float>(gy), gy_rs, gy_cs, mptr<float>(gz),
                              gz_rs, gz_cs, kind, static_cast<float>(alpha));
   else
@@ -124,7 +149,10 @@ void bias_grad(int dtype, int64_t m, int64_t n, std::uintptr_t dy, int64_t dy_rs
   require(db != 0 && (m == 0 || dy != 0), "_core.bias_grad: null pointer");
   require_aligned(dtype, "_core.bias_grad", {{"dy", m ? dy : 0}, {"db", db}});
   py::gil_scoped_release release;
-  if (dtype == kFloat32)
+  if (is_lowp(dtype))
+    linneuron::bias_grad_lowp(lowp_type(dtype), m, n, cptr<uint16_t>(dy), dy_rs, dy_cs, mptr<uint16_t>(db), db_stride,
+                              accumulate);
+  else if (dtype == kFloat32)
     linneuron::bias_grad(m, n, cptr<float>(dy), dy_rs, dy_cs, mptr<float>(db), db_stride, accumulate);
   else
     linneuron::bias_grad(m, n, cptr<double>(dy), dy_rs, dy_cs, mptr<double>(db), db_stride, accumulate);
@@ -136,6 +164,8 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "linneuron CPU kernels (C++/OpenMP) on raw pointers; use linneuron.numpy or linneuron.functional.";
   m.attr("FLOAT32") = static_cast<int>(kFloat32);
   m.attr("FLOAT64") = static_cast<int>(kFloat64);
+  m.attr("FLOAT16") = static_cast<int>(kFloat16);
+  m.attr("BFLOAT16") = static_cast<int>(kBFloat16);
 
   m.def("gemm", &gemm, "C = [C +] A B [+ bias] [then step]; see src/cpp/gemm.h", py::arg("dtype"), py::arg("m"),
         py::arg("n"), py::arg("k"), py::arg("a"), py::arg("a_rs"), py::arg("a_cs"), py::arg("b"), py::arg("b_rs"),
@@ -166,6 +196,13 @@ PYBIND11_MODULE(_core, m) {
   m.def("active_isa", &linneuron::active_isa);
   m.def("set_active_isa", &linneuron::set_active_isa,
         "Switch the micro-kernel family; returns False if it is not compiled or this CPU lacks it");
+  m.def(
+      "lowp_paths",
+      []() {
+        return py::dict(py::arg("bfloat16") = linneuron::lowp_path(linneuron::LowpType::BFloat16),
+                        py::arg("float16") = linneuron::lowp_path(linneuron::LowpType::Float16));
+      },
+      "How bfloat16/float16 run on this CPU: the conversion kernels in use (products run on the float32 GEMM)");
   m.def("workspace_bytes", &linneuron::workspace_bytes);
   m.def("workspace_peak_bytes", &linneuron::workspace_peak_bytes);
 
@@ -173,7 +210,7 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "fma_peak_gflops",
       [](int dtype, int threads, double seconds) {
-        check_dtype(dtype);
+        require(dtype == kFloat32 || dtype == kFloat64, "_core.fma_peak_gflops: dtype must be FLOAT32 or FLOAT64");
         require(threads >= 1 && seconds > 0, "_core.fma_peak_gflops: threads must be >= 1 and seconds > 0");
         py::gil_scoped_release release;
         return dtype == kFloat32 ? linneuron::fma_peak_gflops<float>(threads, seconds)

@@ -1,0 +1,235 @@
+// bfloat16 / float16 driver: converts operands to float32 panels, runs the float32 GEMM, rounds the result once.
+//
+// There is one GEMM (gemm.cpp); this file only moves data in and out of it. The general path converts A, B (and C
+// when accumulating) into float32 copies laid out like their sources, so gemm<float> picks the same plan (packing,
+// direct, dot or skinny kernels) it would for float32 data, with bias and step fused in its epilogue in float32;
+// the float32 result is then rounded once into C. The conversion is O(mk + kn + mn) against O(mkn) arithmetic.
+// The matrix-vector case (a batch of at most kDotRows rows in the forward X Wᵀ) is bandwidth-bound on W instead:
+// there W is converted on load inside a dot-product kernel and never copied, so W is read once, at 2 bytes an
+// element.
+#include <algorithm>
+#include <memory>
+#include <new>
+
+#include "convert.h"
+#include "gemm.h"
+#include "runtime.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
+
+namespace linneuron {
+namespace {
+
+constexpr int64_t kDotRows = 4;           // batches up to this size use the convert-on-load dot kernel
+constexpr int64_t kParallelGrain = 1 << 16;  // elements per thread below which conversion stays serial
+
+bool cpu_has_f16c() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
+// The conversion kernels follow the active micro-kernel family: the portable family (LINNEURON_ISA=portable or
+// set_active_isa) uses the portable conversions too, so tests can run both against the same references.
+const LowpKernels& active_lowp_kernels() {
+#if defined(LINNEURON_HAVE_AVX2)
+  static const bool has_f16c = cpu_has_f16c();
+  if (has_f16c && active_isa() != "portable") return f16c_lowp_kernels();
+#endif
+  return portable_lowp_kernels();
+}
+
+int threads_for(int64_t elements) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), elements / kParallelGrain)));
+}
+
+// A float32 scratch buffer: a per-thread cache for small calls (no allocation per call), a fresh one for large.
+struct Scratch {
+  static constexpr int64_t kCacheFloats = int64_t(1) << 20;  // 4 MiB
+  std::unique_ptr<float[]> owned;
+  float* data = nullptr;
+  explicit Scratch(int64_t floats) {
+    thread_local std::unique_ptr<float[]> cache;
+    thread_local int64_t cache_floats = 0;
+    floats = std::max<int64_t>(floats, 1);
+    if (floats <= kCacheFloats) {
+      if (cache_floats < floats) {
+        cache.reset(new float[kCacheFloats]);
+        cache_floats = kCacheFloats;
+      }
+      data = cache.get();
+    } else {
+      owned.reset(new float[floats]);
+      data = owned.get();
+    }
+  }
+};
+
+// dst(l, e) = float(src[l*src_ls + e*src_es]) for l < lines, e < len, into dst[l*len + e].
+void lines_to_f32(const LowpKernels& cv, LowpType t, int64_t lines, int64_t len, const uint16_t* src, int64_t src_ls,
+                  int64_t src_es, float* dst) {
+  const int nthreads = threads_for(lines * len);
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+  for (int64_t l = 0; l < lines; ++l) {
+    const uint16_t* s = src + l * src_ls;
+    float* d = dst + l * len;
+    if (src_es == 1)
+      cv.to_f32(t, len, s, d);
+    else
+      for (int64_t e = 0; e < len; ++e) d[e] = lowp_to_f32(t, s[e * src_es]);
+  }
+}
+
+// dst[l*dst_ls + e*dst_es] = round(src[l*len + e]).
+void lines_from_f32(const LowpKernels& cv, LowpType t, int64_t lines, int64_t len, const float* src, uint16_t* dst,
+                    int64_t dst_ls, int64_t dst_es) {
+  const int nthreads = threads_for(lines * len);
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+  for (int64_t l = 0; l < lines; ++l) {
+    const float* s = src + l * len;
+    uint16_t* d = dst + l * dst_ls;
+    if (dst_es == 1)
+      cv.from_f32(t, len, s, d);
+    else
+      for (int64_t e = 0; e < len; ++e) d[e * dst_es] = f32_to_lowp(t, s[e]);
+  }
+}
+
+// A 2-D operand X(r, c) = x[r*rs + c*cs] converted to float32 in the orientation of its unit stride (so the float32
+// GEMM sees the same layout class); returns the new strides.
+struct Converted {
+  int64_t rs, cs;
+};
+Converted convert_operand(const LowpKernels& cv, LowpType t, int64_t rows, int64_t cols, const uint16_t* x, int64_t rs,
+                          int64_t cs, float* dst) {
+  if (rs == 1 && cs != 1) {  // column-major source: convert column by column
+    lines_to_f32(cv, t, cols, rows, x, cs, rs, dst);
+    return {1, rows};
+  }
+  lines_to_f32(cv, t, rows, cols, x, rs, cs, dst);
+  return {cols, 1};
+}
+
+// Matrix-vector and short-batch forward: W read once, converted on load.
+void dot_path(const LowpKernels& cv, const LowpGemmArgs& g, const float* bias) {
+  Scratch scratch(g.m * g.k + g.m * g.n);
+  float* a = scratch.data;
+  float* c = a + g.m * g.k;
+  for (int64_t i = 0; i < g.m; ++i) lines_to_f32(cv, g.type, 1, g.k, g.a + i * g.a_rs, 0, 1, a + i * g.k);
+  const double flops = 2.0 * double(g.m) * double(g.n) * double(g.k);
+  const int nthreads = static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), flops / 2e6)));
+  const int64_t chunks = nthreads == 1 ? 1 : (g.n + 15) / 16;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    const int64_t j0 = nthreads == 1 ? 0 : ch * 16, j1 = nthreads == 1 ? g.n : std::min(g.n, j0 + 16);
+    cv.dot_rows(g.type, g.m, j0, j1, g.k, a, g.b, g.b_cs, c, g.n);
+  }
+  for (int64_t i = 0; i < g.m; ++i)
+    for (int64_t j = 0; j < g.n; ++j) {
+      uint16_t& out = g.c[i * g.c_rs + j * g.c_cs];
+      float v = c[i * g.n + j];
+      if (g.accumulate) v = lowp_to_f32(g.type, out) + v;
+      if (bias) v += bias[j];
+      out = f32_to_lowp(g.type, g.step ? unit_step(v) : v);
+    }
+}
+
+}  // namespace
+
+const char* lowp_path(LowpType type) {
+  (void)type;
+  return active_lowp_kernels().name;
+}
+
+void gemm_lowp(const LowpGemmArgs& g) {
+  if (g.m <= 0 || g.n <= 0) return;
+  const LowpKernels& cv = active_lowp_kernels();
+  std::unique_ptr<float[]> bias_f;
+  if (g.bias) {
+    bias_f.reset(new float[g.n]);
+    for (int64_t j = 0; j < g.n; ++j) bias_f[j] = lowp_to_f32(g.type, g.bias[j * g.bias_stride]);
+  }
+  if (g.k > 0 && g.m <= kDotRows && g.a_cs == 1 && g.b_rs == 1) {
+    dot_path(cv, g, bias_f.get());
+    return;
+  }
+  const int64_t a_elems = g.k > 0 ? g.m * g.k : 0, b_elems = g.k > 0 ? g.k * g.n : 0;
+  Scratch scratch(a_elems + b_elems + g.m * g.n);
+  float* a = scratch.data;
+  float* b = a + a_elems;
+  float* c = b + b_elems;
+  GemmArgs<float> f;
+  f.m = g.m, f.n = g.n, f.k = g.k;
+  if (g.k > 0) {
+    const Converted ca = convert_operand(cv, g.type, g.m, g.k, g.a, g.a_rs, g.a_cs, a);
+    const Converted cb = convert_operand(cv, g.type, g.k, g.n, g.b, g.b_rs, g.b_cs, b);
+    f.a = a, f.a_rs = ca.rs, f.a_cs = ca.cs;
+    f.b = b, f.b_rs = cb.rs, f.b_cs = cb.cs;
+  }
+  if (g.accumulate) lines_to_f32(cv, g.type, g.m, g.n, g.c, g.c_rs, g.c_cs, c);
+  f.c = c, f.c_rs = g.n, f.c_cs = 1;
+  f.bias = bias_f.get(), f.bias_stride = 1;
+  f.accumulate = g.accumulate, f.step = g.step;
+  gemm(f);
+  lines_from_f32(cv, g.type, g.m, g.n, c, g.c, g.c_rs, g.c_cs);
+}
+
+void step_forward_lowp(LowpType type, int64_t rows, int64_t cols, const uint16_t* in, int64_t in_rs, int64_t in_cs,
+                       uint16_t* out, int64_t out_rs, int64_t out_cs) {
+  // On the bits: NaN (exponent all ones, mantissa non-zero) is kept, +-0 and positives give 1, negatives 0.
+  const uint16_t one = type == LowpType::BFloat16 ? 0x3f80 : 0x3c00;
+  const uint16_t inf = type == LowpType::BFloat16 ? 0x7f80 : 0x7c00;
+  const int nthreads = threads_for(rows * cols);
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint16_t* s = in + r * in_rs;
+    uint16_t* d = out + r * out_rs;
+    for (int64_t c = 0; c < cols; ++c) {
+      const uint16_t h = s[c * in_cs];
+      const uint16_t mag = h & 0x7fff;
+      d[c * out_cs] = mag > inf ? h : ((h & 0x8000) == 0 || mag == 0 ? one : uint16_t(0));
+    }
+  }
+}
+
+void step_backward_lowp(LowpType type, int64_t rows, int64_t cols, const uint16_t* z, int64_t z_rs, int64_t z_cs,
+                        const uint16_t* grad_y, int64_t gy_rs, int64_t gy_cs, uint16_t* grad_z, int64_t gz_rs,
+                        int64_t gz_cs, Surrogate kind, float alpha) {
+  const int nthreads = threads_for(rows * cols);
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const float zf = lowp_to_f32(type, z[r * z_rs + c * z_cs]);
+      const float gy = lowp_to_f32(type, grad_y[r * gy_rs + c * gy_cs]);
+      grad_z[r * gz_rs + c * gz_cs] = f32_to_lowp(type, gy * surrogate_derivative<float>(kind, zf, alpha));
+    }
+}
+
+void bias_grad_lowp(LowpType type, int64_t m, int64_t n, const uint16_t* dy, int64_t dy_rs, int64_t dy_cs,
+                    uint16_t* db, int64_t db_stride, bool accumulate) {
+  const LowpKernels& cv = active_lowp_kernels();
+  std::unique_ptr<float[]> sums(new float[n]), row(new float[n]);
+  for (int64_t j = 0; j < n; ++j) sums[j] = accumulate ? lowp_to_f32(type, db[j * db_stride]) : 0.0f;
+  // Column sums in row order; columns are independent, so threads split them without changing any result.
+  const int nthreads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), (m * n) / kParallelGrain)));
+  if (nthreads <= 1 && dy_cs == 1) {
+    for (int64_t i = 0; i < m; ++i) {
+      cv.to_f32(type, n, dy + i * dy_rs, row.get());
+      for (int64_t j = 0; j < n; ++j) sums[j] += row[j];
+    }
+  } else {
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+    for (int64_t j = 0; j < n; ++j) {
+      float s = sums[j];
+      for (int64_t i = 0; i < m; ++i) s += lowp_to_f32(type, dy[i * dy_rs + j * dy_cs]);
+      sums[j] = s;
+    }
+  }
+  for (int64_t j = 0; j < n; ++j) db[j * db_stride] = f32_to_lowp(type, sums[j]);
+}
+
+}  // namespace linneuron
