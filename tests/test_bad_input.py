@@ -22,7 +22,6 @@ BAD_DTYPES = [
     np.int32,
     np.int64,
     np.uint64,
-    np.float16,
     np.longdouble,
     np.complex64,
     np.complex128,
@@ -68,13 +67,13 @@ def _check_gemm(fn_name, out, x, w, b):
 def test_gemm_rejects_unsupported_dtype(fn_name, arg, dtype):
     args = dict(zip(("x", "weight", "bias"), _operands()))
     args[arg] = _cast(args[arg], dtype)
-    with pytest.raises(TypeError, match=rf"{fn_name}\(\): {arg} must be float32 or float64, got"):
+    with pytest.raises(TypeError, match=rf"{fn_name}\(\): {arg} must be float16, float32 or float64, got"):
         GEMM_FNS[fn_name](args["x"], args["weight"], args["bias"])
 
 
 @pytest.mark.parametrize("dtype", BAD_DTYPES, ids=BAD_DTYPE_IDS)
 def test_step_rejects_unsupported_dtype(dtype):
-    with pytest.raises(TypeError, match=r"step\(\): z must be float32 or float64, got"):
+    with pytest.raises(TypeError, match=r"step\(\): z must be float16, float32 or float64, got"):
         lnp.step(_cast(np.linspace(-1, 1, 6).reshape(2, 3), dtype))
 
 
@@ -86,8 +85,12 @@ def test_step_rejects_unsupported_dtype(dtype):
         (np.float64, np.float32, np.float64),
         (np.float32, np.float32, np.float64),
         (np.float64, np.float64, np.float32),
+        (np.float16, np.float32, np.float32),
+        (np.float32, np.float16, np.float32),
+        (np.float16, np.float16, np.float32),
+        (np.float64, np.float64, np.float16),
     ],
-    ids=["x32-w64", "x64-w32", "bias64-on-32", "bias32-on-64"],
+    ids=["x32-w64", "x64-w32", "bias64-on-32", "bias32-on-64", "x16-w32", "x32-w16", "bias32-on-16", "bias16-on-64"],
 )
 def test_gemm_rejects_mixed_dtypes(fn_name, dtypes):
     x, w, b = (a.astype(d) for a, d in zip(_operands(), dtypes))
@@ -416,7 +419,7 @@ def test_core_gemm_correct_through_raw_pointers():
         (lambda p: _core.bias_grad(0, 1, 1, 0, 1, 1, p, 1, False), r"null pointer"),
         (lambda p: _core.bias_grad(0, 1, 1, p, 1, 1, 0, 1, False), r"null pointer"),
         (lambda p: _core.bias_grad(0, -1, 1, p, 1, 1, p, 1, False), r"negative size"),
-        (lambda p: _core.bias_grad(3, 1, 1, p, 1, 1, p, 1, False), r"unknown dtype"),
+        (lambda p: _core.bias_grad(4, 1, 1, p, 1, 1, p, 1, False), r"unknown dtype"),
     ],
 )
 def test_core_elementwise_rejects_bad_arguments(call, error):
@@ -486,10 +489,10 @@ def test_empty_x_with_non_collapsible_strides(fn_name):
 def test_numpy_api_names_the_argument_for_tensors_it_cannot_convert():
     torch = pytest.importorskip("torch")
     w = torch.ones(3, 4, requires_grad=True)  # np.asarray raises RuntimeError for it
-    with pytest.raises(TypeError, match=r"linear\(\): weight must be a float32 or float64 array, got Tensor"):
+    with pytest.raises(TypeError, match=r"linear\(\): weight must be a float16, float32 or float64 array, got Tensor"):
         lnp.linear(np.ones((2, 4)), w)
     x = torch.ones(2, 4, device="meta")
-    with pytest.raises(TypeError, match=r"neuron\(\): x must be a float32 or float64 array, got Tensor"):
+    with pytest.raises(TypeError, match=r"neuron\(\): x must be a float16, float32 or float64 array, got Tensor"):
         lnp.neuron(x, np.ones((3, 4)))
     np.testing.assert_array_equal(lnp.step(torch.tensor([-1.0, 0.0])), [0.0, 1.0])  # a CPU tensor converts
 
@@ -510,7 +513,7 @@ needs_torch = pytest.mark.skipif(torch is None, reason="needs torch")
 
 TORCH_GEMM = {"linear": lambda *a: LF.linear(*a), "neuron": lambda *a: LF.neuron(*a)}
 TORCH_BAD_DTYPES = (
-    ["bool", "uint8", "int8", "int16", "int32", "int64", "complex64", "complex128", "float16", "bfloat16"]
+    ["bool", "uint8", "int8", "int16", "int32", "int64", "complex64", "complex128"]
     if torch is not None
     else []
 )
@@ -533,6 +536,27 @@ def _t_check(fn_name, out, x, w, b):
         assert_linear_close(out.numpy(), x.numpy(), w.numpy(), None if b is None else b.numpy())
     else:
         assert_neuron_matches(out.numpy(), x.numpy(), w.numpy(), None if b is None else b.numpy())
+
+
+LOWP_MIXES = [
+    ("bfloat16", "float32", "float32"),
+    ("float32", "bfloat16", "bfloat16"),
+    ("float16", "bfloat16", "float16"),
+    ("bfloat16", "bfloat16", "float16"),
+    ("float16", "float16", "float64"),
+    ("float64", "float16", "float16"),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("dtypes", LOWP_MIXES, ids=["-".join(m) for m in LOWP_MIXES])
+@pytest.mark.parametrize("fn_name", sorted(TORCH_GEMM))
+def test_torch_gemm_rejects_mixed_low_precision_dtypes(fn_name, dtypes):
+    x, w, b = (t.to(getattr(torch, d)) for t, d in zip(_t_operands(), dtypes))
+    expected = rf"{fn_name}\(\): expected input, weight and bias to have the same dtype, got input torch.{dtypes[0]}, "
+    expected += rf"weight torch.{dtypes[1]}, bias torch.{dtypes[2]}"
+    with pytest.raises(TypeError, match=expected):
+        TORCH_GEMM[fn_name](x, w, b)
 
 
 @needs_torch
@@ -611,9 +635,12 @@ def test_torch_gemm_rejects_bad_shapes(fn_name, x_shape, w_shape, b_shape, error
         (lambda: linneuron.Neuron(4, 3)(torch.ones(2, 5)), ValueError, r"input has 5 features but weight expects 4"),
         (lambda: linneuron.Linear(4, 3, dtype=torch.float64)(torch.ones(2, 4)), TypeError, r"same dtype"),
         (lambda: linneuron.Linear(4, 3)(torch.ones(2, 4, dtype=torch.int64)), TypeError, r"same dtype"),
-        (lambda: linneuron.Linear(4, 3, dtype=torch.float16)(torch.ones(2, 4, dtype=torch.float16)), TypeError,
-         r"float16, which linneuron supports only on CUDA"),
-        (lambda: linneuron.Step()(torch.ones(3, dtype=torch.bfloat16)), TypeError, r"only on CUDA"),
+        (lambda: linneuron.Linear(4, 3, dtype=torch.float16)(torch.ones(2, 4, dtype=torch.bfloat16)), TypeError,
+         r"input torch.bfloat16, weight torch.float16"),
+        (lambda: linneuron.Linear(4, 3, dtype=torch.bfloat16)(torch.ones(2, 4)), TypeError,
+         r"input torch.float32, weight torch.bfloat16"),
+        (lambda: linneuron.Neuron(4, 3, dtype=torch.float16)(torch.ones(2, 4, dtype=torch.float16).double()),
+         TypeError, r"input torch.float64, weight torch.float16"),
         (lambda: linneuron.Linear.from_torch(torch.nn.Conv1d(1, 1, 1)), TypeError, r"expected a torch.nn.Linear"),
         (lambda: linneuron.Neuron(2, 1, bias=False).__setattr__("threshold", 1.0), ValueError, r"has no bias"),
     ],

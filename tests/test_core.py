@@ -292,18 +292,18 @@ def test_thread_count_controls_and_results_agree(rng):
 @pytest.mark.parametrize(
     "call, error, message",
     [
-        (lambda: linear(np.ones((2, 3), np.int64), np.ones((4, 3))), TypeError, r"x must be float32 or float64, got int64"),
+        (lambda: linear(np.ones((2, 3), np.int64), np.ones((4, 3))), TypeError, r"x must be float16, float32 or float64, got int64"),
         (lambda: linear(np.ones((2, 3)), np.ones((4, 3), np.float32)), TypeError, r"same dtype.*float64.*float32"),
         (lambda: linear(np.ones((2, 3)), np.ones((4, 5))), ValueError, r"x has 3 features but weight expects 5 \(x \(2, 3\), weight \(4, 5\)\)"),
         (lambda: linear(np.ones((2, 3)), np.ones(3)), ValueError, r"weight must be 2-D"),
         (lambda: linear(np.float64(1.0), np.ones((4, 1))), ValueError, r"at least 1 dimension"),
         (lambda: linear(np.ones((2, 3)), np.ones((4, 3)), np.ones(5)), ValueError, r"bias must have shape \(4,\)"),
         (lambda: linear(np.ones((2, 3)), np.ones((4, 3)), np.ones(4, np.float32)), TypeError, r"bias must have dtype float64"),
-        (lambda: neuron(np.ones((2, 3), np.complex128), np.ones((4, 3))), TypeError, r"neuron\(\): x must be float32"),
-        (lambda: step(np.array(["a"])), TypeError, r"step\(\): z must be float32 or float64"),
-        (lambda: step(np.ones(3, np.float16)), TypeError, r"got float16"),
+        (lambda: neuron(np.ones((2, 3), np.complex128), np.ones((4, 3))), TypeError, r"neuron\(\): x must be float16, float32"),
+        (lambda: step(np.array(["a"])), TypeError, r"step\(\): z must be float16, float32 or float64"),
+        (lambda: step(np.ones(3, np.longdouble)), TypeError, r"got float128"),
     ],
-    ids=["int", "dtype-mismatch", "features", "weight-ndim", "0-d", "bias-len", "bias-dtype", "complex", "str", "f16"],
+    ids=["int", "dtype-mismatch", "features", "weight-ndim", "0-d", "bias-len", "bias-dtype", "complex", "str", "f128"],
 )  # fmt: skip
 def test_bad_input_raises_clear_errors(call, error, message):
     with pytest.raises(error, match=message):

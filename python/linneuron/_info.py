@@ -53,6 +53,7 @@ def info() -> dict[str, Any]:
         "compiled_isas": list(_core.compiled_isas()),
         "supported_isas": list(_core.supported_isas()),
         "isa": _core.active_isa(),
+        "lowp": dict(_core.lowp_paths()),  # bfloat16/float16: conversion kernels around the float32 GEMM
         "openmp": bool(_core.openmp_enabled()),
         "num_threads": _core.get_num_threads(),
         "workspace_bytes": _core.workspace_bytes(),

@@ -96,6 +96,8 @@ def _explain_linear(x, weight, bias, fn: str) -> None:
             where += f", bias on {bias.device}"
         raise RuntimeError(f"{fn}(): expected all tensors to be on the same device, got {where}")
     if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+        if _autocast_casts(x, weight, bias):
+            return  # the autocast rule (ops.py) gives the kernel one dtype, as autocast does for F.linear
         got = f"input {x.dtype}, weight {weight.dtype}"
         if bias is not None:
             got += f", bias {bias.dtype}"
@@ -103,6 +105,18 @@ def _explain_linear(x, weight, bias, fn: str) -> None:
     check_dtype(x, "input", fn)
     check_strided(fn, ("input", x), ("weight", weight), ("bias", bias))
     raise RuntimeError(f"{fn}(): unsupported arguments: input {x.dtype} {_fmt(x.shape)} on {x.device}")  # unreachable
+
+
+# Device type -> dtypes autocast casts to its own dtype (torch's cast policy leaves float64 alone).
+_AUTOCAST_CASTS = {"cpu": (torch.float32, torch.float16, torch.bfloat16)}
+
+
+def _autocast_casts(*tensors: torch.Tensor | None) -> bool:
+    """True when autocast is on for these tensors' device and will cast every one of them to a single dtype."""
+    device = tensors[0].device.type
+    if device not in _AUTOCAST_CASTS or not torch.is_autocast_enabled(device):
+        return False
+    return all(t is None or t.dtype in _AUTOCAST_CASTS[device] for t in tensors)
 
 
 def check_strided(fn: str, *named: tuple[str, torch.Tensor | None]) -> None:

@@ -49,8 +49,8 @@ def _direct(input: torch.Tensor, *others: torch.Tensor | None) -> bool:
     for t in others:
         if t is not None and type(t) not in _PLAIN_TYPES:
             return False
-    if input.is_cpu:
-        return True
+    if input.is_cpu:  # autocast: the dispatcher's Autocast rule (ops.py) casts first
+        return not torch.is_autocast_enabled("cpu")
     return input.is_cuda and not torch.is_autocast_enabled("cuda")
 
 

@@ -1,4 +1,4 @@
-"""NumPy front end of the CPU kernels: ``linear``, ``step`` and the fused ``neuron`` on float32/float64 arrays.
+"""NumPy front end of the CPU kernels: ``linear``, ``step`` and the fused ``neuron`` on float16/32/64 arrays.
 
 No torch is needed here. Shapes follow ``torch.nn.Linear``: input ``(*, in_features)``, weight
 ``(out_features, in_features)``, bias ``(out_features,)``, result ``(*, out_features)``.
@@ -21,7 +21,11 @@ from ._layout import as_grid, collapse_rows
 
 __all__ = ["linear", "neuron", "step"]
 
-_DTYPE_CODES = {np.dtype(np.float32): _core.FLOAT32, np.dtype(np.float64): _core.FLOAT64}
+_DTYPE_CODES = {
+    np.dtype(np.float32): _core.FLOAT32,
+    np.dtype(np.float64): _core.FLOAT64,
+    np.dtype(np.float16): _core.FLOAT16,  # float32 accumulation, rounded once to float16
+}
 
 
 def _float_array(value: Any, name: str, fn: str) -> np.ndarray:
@@ -33,11 +37,11 @@ def _float_array(value: Any, name: str, fn: str) -> np.ndarray:
             arr = np.asarray(value)
         except (TypeError, ValueError, RuntimeError) as err:  # RuntimeError: e.g. a tensor that requires grad
             raise TypeError(
-                f"{fn}(): {name} must be a float32 or float64 array, got {type(value).__name__} ({err})"
+                f"{fn}(): {name} must be a float16, float32 or float64 array, got {type(value).__name__} ({err})"
             ) from err
     dtype = arr.dtype
-    if dtype.kind != "f" or dtype.itemsize not in (4, 8):
-        raise TypeError(f"{fn}(): {name} must be float32 or float64, got {dtype} (shape {arr.shape})")
+    if dtype.kind != "f" or dtype.itemsize not in (2, 4, 8):
+        raise TypeError(f"{fn}(): {name} must be float16, float32 or float64, got {dtype} (shape {arr.shape})")
     if not dtype.isnative:
         arr = arr.astype(dtype.newbyteorder("="))
     if not arr.flags.aligned:  # views at odd byte offsets: the kernels need element-aligned data

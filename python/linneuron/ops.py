@@ -252,6 +252,27 @@ _lib.impl("linear", _autocast_cuda(linear), "AutocastCUDA")
 _lib.impl("neuron", _autocast_cuda(neuron), "AutocastCUDA")
 
 
+# ---- autocast (CPU): torch's CPU policy for linear: float32/16 operands cast to the autocast dtype (bfloat16 by
+# default), float64 left alone (torch's autocast never casts float64) ---------------------------------------------
+
+
+def _autocast_cpu(op):
+    def kernel(input, weight, bias=None):
+        dtype = torch.get_autocast_dtype("cpu")
+
+        def cast(t):
+            return t.to(dtype) if t is not None and t.is_cpu and t.is_floating_point() and t.dtype != torch.float64 else t
+
+        with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCPU)):
+            return op(cast(input), cast(weight), cast(bias))
+
+    return kernel
+
+
+_lib.impl("linear", _autocast_cpu(linear), "AutocastCPU")
+_lib.impl("neuron", _autocast_cpu(neuron), "AutocastCPU")
+
+
 # ---- vmap rules (torch.func): a batch of inputs against one weight is one more leading dim; else a loop --------
 
 
