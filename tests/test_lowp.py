@@ -1,0 +1,269 @@
+"""bfloat16 and float16 on the CPU: GEMM, step, surrogate backward, bias gradient, autocast, opcheck.
+
+References: float64 products rounded once to the dtype (with a bound for float32 accumulation and float16
+subnormals), torch's own conversions (bit-exact where the product is exact in float32), nn.Linear in the same dtype.
+Each test runs on every micro-kernel family this CPU supports (the conversion kernels follow the family).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import linneuron
+from linneuron import _core, ops
+from linneuron import functional as LF
+
+LOWP = [torch.bfloat16, torch.float16]
+IDS = ["bf16", "fp16"]
+FAMILIES = list(_core.supported_isas())
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request):
+    before = _core.active_isa()
+    assert _core.set_active_isa(request.param)
+    yield request.param
+    assert _core.set_active_isa(before)
+
+
+def _eps(dtype):
+    return torch.finfo(dtype).eps
+
+
+def _bound(x, w, b, dtype):
+    """|y - round(ref)| bound: half an ulp of the result's rounding plus float32 accumulation, plus a subnormal."""
+    mag = x.double().abs() @ w.double().abs().T
+    if b is not None:
+        mag = mag + b.double().abs()
+    k = max(1, w.shape[1])
+    return _eps(dtype) * mag + 4 * k * 2.0**-24 * mag + torch.finfo(dtype).smallest_normal * 2.0**-10
+
+
+def _check_linear(y, x, w, b, dtype):
+    ref = x.double() @ w.double().T + (0 if b is None else b.double())
+    assert y.dtype == dtype and y.shape == ref.shape
+    err = (y.double() - ref).abs()
+    bound = _bound(x, w, b, dtype)
+    assert torch.all(err <= bound), f"max excess {(err - bound).max().item()}"
+
+
+SHAPES = [(1, 4096, 512), (1, 7, 3), (3, 33, 17), (4, 64, 40), (5, 64, 40), (64, 64, 64), (130, 300, 70),
+          (16, 256, 256), (1000, 2, 1), (257, 1, 9), (6, 0, 5)]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", LOWP, ids=IDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"{m}x{k}->{n}" for m, k, n in SHAPES])
+def test_linear_against_float64_and_nn_linear(family, dtype, shape):
+    m, k, n = shape
+    g = torch.Generator().manual_seed(m * 1000 + k + n)
+    x = torch.randn(m, k, generator=g).to(dtype)
+    w = torch.randn(n, k, generator=g).to(dtype)
+    b = torch.randn(n, generator=g).to(dtype)
+    for bias in (b, None):
+        y = LF.linear(x, w, bias)
+        _check_linear(y, x, w, bias, dtype)
+        torch_y = torch.nn.functional.linear(x, w, bias)
+        # torch rounds the same float32 sums: at most one ulp of the result apart (or the accumulation bound).
+        assert torch.all((y.double() - torch_y.double()).abs() <= 2 * _bound(x, w, bias, dtype))
+
+
+@pytest.mark.parametrize("dtype", LOWP, ids=IDS)
+def test_strided_batched_and_vector_inputs(family, dtype):
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(40, 24, generator=g).to(dtype)
+    b = torch.randn(80, generator=g).to(dtype)[::2]
+    cases = [
+        torch.randn(24, 9, generator=g).to(dtype).t(),  # column-major input
+        torch.randn(9, 48, generator=g).to(dtype)[:, ::2],  # strided columns
+        torch.randn(2, 3, 24, generator=g).to(dtype),  # leading dims
+        torch.randn(24, generator=g).to(dtype),  # 1-D
+        torch.randn(1, 24, generator=g).to(dtype).expand(7, 24),  # stride-0 rows
+    ]
+    for x in cases:
+        for weight in (w, torch.randn(24, 40, generator=g).to(dtype).t()):  # row- and column-major weight
+            y = LF.linear(x, weight, b)
+            x2 = x.reshape(-1, 24)
+            _check_linear(y.reshape(-1, 40), x2, weight, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", LOWP, ids=IDS)
+def test_exact_products_round_once_like_torch(family, dtype):
+    """K = 1: x*w is exact in float32, so the result must be torch's float32 -> dtype rounding, bit for bit, including
+    float16 overflow to inf, subnormals and ties (round to nearest even). (A zero product sums to +0, as in any GEMM
+    that starts its accumulators at +0, so zeros compare by value.)"""
+    g = torch.Generator().manual_seed(2)
+    scale = torch.tensor([1e-6, 1e-3, 1.0, 30.0, 300.0, 1e4]).repeat_interleave(400)
+    x = (torch.randn(scale.numel(), 1, generator=g) * scale[:, None]).to(dtype)
+    w = torch.randn(37, 1, generator=g).to(dtype)
+    for m in (x, x[:3]):  # blocked path and the convert-on-load dot path
+        y = LF.linear(m, w)
+        expected = (m.float() * w.float().T).to(dtype)
+        assert torch.equal(y, expected)
+    # bias added in float32 before the single rounding
+    b = torch.randn(37, generator=g).to(dtype)
+    y = LF.linear(x, w, b)
+    expected = ((x.float() * w.float().T) + b.float()).to(dtype)
+    assert torch.equal(y, expected)
+
+
+def _all_values(dtype):
+    return torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
+
+
+@pytest.mark.parametrize("dtype", LOWP, ids=IDS)
+def test_step_on_every_bit_pattern(dtype):
+    z = _all_values(dtype)
+    y = LF.step(z)
+    assert y.dtype == dtype
+    nan = torch.isnan(z)
+    assert torch.equal(torch.isnan(y), nan)
+    assert torch.equal(y[~nan], (z[~nan] >= 0).to(dtype))  # -0 >= 0: H(-0) = 1
+    assert LF.step(torch.tensor([-0.0, 0.0], dtype=dtype)).tolist() == [1.0, 1.0]
+    # fused in the GEMM epilogue: the same step
+    x = torch.randn(5, 8).to(dtype)
+    w = torch.randn(6, 8).to(dtype)
+    torch.testing.assert_close(LF.neuron(x, w, None, surrogate=None), (LF.linear(x, w) >= 0).to(dtype), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", LOWP, ids=IDS)
+@pytest.mark.parametrize("surrogate", ["ste", "sigmoid", "atan", None])
+def test_surrogate_backward_in_dtype(dtype, surrogate):
+    z = _all_values(dtype)
+    z = z[torch.isfinite(z)]
+    g = torch.Generator().manual_seed(3)
+    gy = torch.randn(z.shape, generator=g).to(dtype)
+    code, alpha = linneuron._surrogate.resolve(surrogate, None, "step")
+    out = LF._step_backward(gy, z, code, alpha)
+    ref32 = LF._step_backward(gy.float(), z.float(), code, alpha)  # float32 kernel, then one rounding
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), ref32.to(dtype).float(), rtol=_eps(dtype), atol=0)
+    nan = torch.tensor([float("nan")], dtype=dtype)
+    if surrogate is not None:
+        assert torch.isnan(LF._step_backward(torch.ones(1, dtype=dtype), nan, code, alpha)).all()
+
+
+@pytest.mark.parametrize("dtype", LOWP, ids=IDS)
+def test_gradients_against_nn_linear_same_dtype(family, dtype):
+    torch.manual_seed(4)
+    ref = torch.nn.Linear(48, 24).to(dtype)
+    mine = linneuron.Linear(48, 24).to(dtype)
+    mine.load_state_dict(ref.state_dict())
+    x = torch.randn(33, 48).to(dtype)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    gy = torch.randn(33, 24).to(dtype)
+    ref(xa).backward(gy)
+    mine(xb).backward(gy)
+    for a, b in ((xa.grad, xb.grad), (ref.weight.grad, mine.weight.grad), (ref.bias.grad, mine.bias.grad)):
+        assert a.dtype == b.dtype == dtype
+        tol = 4 * _eps(dtype) * (a.double().abs() + 1e-2 * a.double().abs().max()) + 64 * 2.0**-24 * a.abs().max()
+        assert torch.all((a.double() - b.double()).abs() <= tol)
+    # against float64: db is a rounded float32 sum, dX and dW GEMMs
+    db64 = gy.double().sum(0)
+    assert torch.all((mine.bias.grad.double() - db64).abs() <= _eps(dtype) * db64.abs() + 33 * 2.0**-24 * 8)
+    _check_linear(xb.grad, gy, mine.weight.t(), None, dtype)
+    _check_linear(mine.weight.grad, gy.t(), x.t(), None, dtype)
+
+
+@pytest.mark.parametrize("dtype", LOWP, ids=IDS)
+def test_gemm_accumulate_and_strided_bias_grad_in_core(family, dtype):
+    code = {torch.bfloat16: _core.BFLOAT16, torch.float16: _core.FLOAT16}[dtype]
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(20, 30, generator=g).to(dtype)
+    b = torch.randn(30, 10, generator=g).to(dtype)
+    c = torch.randn(20, 10, generator=g).to(dtype)
+    for rows in (20, 2):  # blocked path, and a short batch
+        cc = c[:rows].clone()
+        _core.gemm(code, rows, 10, 30, a.data_ptr(), 30, 1, b.data_ptr(), 10, 1, cc.data_ptr(), 10, 1, 0, 1, True,
+                   False)  # fmt: skip
+        ref = c[:rows].double() + a[:rows].double() @ b.double()
+        bound = _bound(a[:rows], b.t(), c[:rows], dtype)
+        assert torch.all((cc.double() - ref).abs() <= bound)
+    dy = torch.randn(50, 12, generator=g).to(dtype).t()  # column stride != 1
+    db = torch.ones(100, dtype=dtype)
+    _core.bias_grad(code, 12, 50, dy.data_ptr(), 1, 12, db.data_ptr(), 2, True)
+    ref = 1 + dy.double().sum(0)
+    assert torch.all((db[::2].double() - ref).abs() <= _eps(dtype) * ref.abs() + 50 * 2.0**-20)
+    assert torch.all(db[1::2] == 1)
+
+
+@pytest.mark.parametrize("dtype", LOWP, ids=IDS)
+def test_swap_linear_on_a_low_precision_model(dtype):
+    torch.manual_seed(6)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).to(dtype)
+    x = torch.randn(8, 20).to(dtype)
+    expected = model(x)
+    linneuron.swap_linear(model)
+    assert isinstance(model[0], linneuron.Linear)
+    got = model(x)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, expected, rtol=4 * _eps(dtype), atol=4 * _eps(dtype))
+
+
+@pytest.mark.parametrize("dtype", LOWP, ids=IDS)
+def test_cpu_autocast_matches_nn_linear(dtype):
+    torch.manual_seed(7)
+    ref = torch.nn.Linear(64, 32)
+    mine = linneuron.Linear(64, 32)
+    mine.load_state_dict(ref.state_dict())
+    x = torch.randn(9, 64)
+    with torch.autocast("cpu", dtype=dtype):
+        a, b = ref(x), mine(x)
+        mixed_a, mixed_b = ref(x.to(dtype)), mine(x.to(dtype))  # autocast accepts mixed float dtypes, as F.linear
+        fused = LF.neuron(x, mine.weight, mine.bias, surrogate=None)
+        f64 = mine.double()(x.double())  # autocast leaves float64 alone, as torch does
+    mine.float()
+    assert a.dtype == b.dtype == mixed_a.dtype == mixed_b.dtype == fused.dtype == dtype
+    assert f64.dtype == torch.float64
+    torch.testing.assert_close(b, a, rtol=2 * _eps(dtype), atol=2 * _eps(dtype))
+    torch.testing.assert_close(mixed_b, mixed_a, rtol=2 * _eps(dtype), atol=2 * _eps(dtype))
+    # gradients reach the float32 parameters in float32
+    xr = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=dtype):
+        mine(xr).float().square().sum().backward()
+    assert xr.grad.dtype == torch.float32 and mine.weight.grad.dtype == torch.float32
+    assert torch.isfinite(xr.grad).all() and mine.weight.grad.abs().sum() > 0
+    # compiled under autocast: the same dtype
+    with torch.autocast("cpu", dtype=dtype):
+        assert ops.linear(x, mine.weight, mine.bias).dtype == dtype
+
+
+def test_numpy_float16():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((7, 19)).astype(np.float16)
+    w = rng.standard_normal((5, 19)).astype(np.float16)
+    b = rng.standard_normal(5).astype(np.float16)
+    y = linneuron.numpy.linear(x, w, b)
+    assert y.dtype == np.float16
+    _check_linear(torch.from_numpy(y), torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), torch.float16)
+    z = np.array([-1.0, -0.0, 0.0, np.nan, 2.0], np.float16)
+    s = linneuron.numpy.step(z)
+    assert s.dtype == np.float16 and s[:3].tolist() == [0.0, 1.0, 1.0] and math.isnan(s[3]) and s[4] == 1
+    n = linneuron.numpy.neuron(x, w, b)
+    assert n.dtype == np.float16 and set(np.unique(n).tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("dtype", LOWP, ids=IDS)
+def test_opcheck_low_precision(dtype):
+    torch.manual_seed(9)
+
+    def leaf(*shape):
+        return torch.randn(*shape).to(dtype).requires_grad_()
+
+    for args in ((leaf(5, 3), leaf(4, 3), leaf(4)), (leaf(3), leaf(4, 3), None), (leaf(2, 3, 3), leaf(4, 3), leaf(4))):
+        torch.library.opcheck(ops.linear, args)
+        torch.library.opcheck(ops.neuron, args)
+    z = leaf(4, 5)
+    for code, alpha in ((1, 1.0), (3, 2.0)):
+        torch.library.opcheck(ops.step, (z, code, alpha))
+        torch.library.opcheck(ops.step_backward, (leaf(4, 5), z, code, alpha))
+    torch.library.opcheck(ops.bias_grad, (leaf(6, 4),))
+
+
+def test_info_names_the_low_precision_paths():
+    paths = linneuron.info()["lowp"]
+    assert set(paths) == {"bfloat16", "float16"}
+    assert all(isinstance(p, str) and p for p in paths.values())
