@@ -22,6 +22,9 @@ GOAL_STEP = 5.0
 GOAL_NEURON_SMALL_K = 1.5
 GOAL_NEURON = 1.0
 GOAL_F64 = 0.9
+GOAL_BF16_LARGE = 1.0
+GOAL_BF16_SMALL = 1.3
+GOAL_FP16 = 3.0
 
 LARGE = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 1024, 1024)]  # (batch, in_features, out_features)
 SMALL = [(1, 512, 512), (16, 256, 256), (64, 64, 64), (64, 512, 512), (65536, 2, 1), (8192, 784, 10), (8192, 64, 64)]
@@ -112,6 +115,16 @@ def _forward(case: Case, gen: torch.Generator, fused_step: bool) -> Built:
             return F.linear(x, w, b)
 
     return Built(ln, ref, 2.0 * batch * k * n, "GFLOP/s", lambda: (ln(), ref()))
+
+
+def _forward_bytes(case: Case, gen: torch.Generator) -> Built:
+    """The forward product rated by the bytes it must move (x, W, b read, y written): for matrix-vector products,
+    which are bound by memory, so the % column is of the measured bandwidth."""
+    built = _forward(case, gen, fused_step=False)
+    batch, k, n = case.shape
+    size = torch.empty((), dtype=case.dtype).element_size()
+    built.work, built.unit = float(size * (batch * k + n * k + n + batch * n)), "GB/s"
+    return built
 
 
 def _training(case: Case, gen: torch.Generator, fused_step: bool) -> Built:
@@ -246,6 +259,7 @@ def _step_into(case: Case, gen: torch.Generator) -> Built:
 
 _BUILDERS: dict[str, Callable[[Case, torch.Generator], Built]] = {
     "linear": lambda c, g: _forward(c, g, fused_step=False),
+    "linear-bw": _forward_bytes,
     "neuron": lambda c, g: _forward(c, g, fused_step=True),
     "linear+bwd": lambda c, g: _training(c, g, fused_step=False),
     "neuron+bwd": lambda c, g: _training(c, g, fused_step=True),
@@ -313,4 +327,22 @@ def default_cases(quick: bool = False) -> list[Case]:
         cases.append(Case("neuron", s, f32, GOAL_NEURON_SMALL_K if s[1] <= 64 else GOAL_NEURON))
     cases += [Case("neuron+bwd", (8192, 64, 64), f32, None), Case("linear+bwd", (8192, 64, 64), f32, None)]
     cases += [Case("linear", s, f64, GOAL_F64) for s in LARGE]
+    cases += low_precision_cases()
+    return cases
+
+
+LOWP_LARGE = [(1024, 1024, 1024), (2048, 2048, 2048)]
+LOWP_SMALL = [(1, 512, 512), (16, 256, 256), (64, 64, 64), (16, 4096, 4096), (8192, 784, 10), (65536, 2, 1)]
+MATVEC = (1, 4096, 4096)
+
+
+def low_precision_cases() -> list[Case]:
+    """bfloat16 and float16 rows (torch's float16 CPU GEMM is slow, so its goal is 3x; one large shape suffices)."""
+    bf16, fp16 = torch.bfloat16, torch.float16
+    cases = [Case("linear", s, bf16, GOAL_BF16_LARGE) for s in LOWP_LARGE]
+    cases += [Case("linear", s, bf16, GOAL_BF16_SMALL) for s in LOWP_SMALL]
+    cases += [Case("linear-bw", MATVEC, bf16, None), Case("linear+bwd", LOWP_LARGE[0], bf16, GOAL_BF16_LARGE)]
+    cases += [Case("linear+bwd", (8192, 64, 64), bf16, GOAL_BF16_LARGE)]
+    cases += [Case("linear", s, fp16, GOAL_FP16) for s in [LOWP_LARGE[0], (16, 256, 256), (64, 64, 64), (8192, 784, 10)]]
+    cases += [Case("linear-bw", MATVEC, fp16, None)]
     return cases

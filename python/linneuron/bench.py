@@ -32,7 +32,7 @@ _BANDWIDTH_BYTES = 64 << 20
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a few seconds' smoke run on small shapes")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default: 1,2)")
-    parser.add_argument("--dtype", choices=["float32", "float64", "all"], default="all", help="dtypes to run")
+    parser.add_argument("--dtype", choices=["float32", "float64", "bfloat16", "float16", "all"], default="all", help="dtypes to run")
     parser.add_argument("--filter", default="", help="only cases whose name contains this text, e.g. 'neuron'")
     parser.add_argument("--seconds", type=float, default=None,
                         help="target wall time of the timed part (default: 50, or 4 with --quick)")  # fmt: skip
@@ -214,7 +214,8 @@ def run_cases(cases, threads: list[int], seconds: float, peaks: dict, progress=p
                     if built.unit == "GB/s":
                         peak = peaks[n]["bandwidth_gbs"]
                     else:
-                        peak = peaks[n][f"{case.dtype_text}_gflops"]
+                        # bfloat16/float16 products run on the float32 FMAs: their % is of the float32 peak.
+                        peak = peaks[n].get(f"{case.dtype_text}_gflops", peaks[n]["float32_gflops"])
                     row.update(
                         linneuron_s=t_ln, torch_s=t_torch, speedup=t_torch / t_ln, rate=rate, unit=built.unit,
                         percent_of_peak=100.0 * rate / peak if peak > 0 else None, reps=reps,

@@ -22,7 +22,8 @@
 namespace linneuron {
 namespace {
 
-constexpr int64_t kDotRows = 4;           // batches up to this size use the convert-on-load dot kernel
+// Batches up to this size use the convert-on-load dot kernel (the float32 GEMM's own dot plan covers m <= 16 too).
+constexpr int64_t kDotRows = 16;
 constexpr int64_t kParallelGrain = 1 << 16;  // elements per thread below which conversion stays serial
 
 bool cpu_has_f16c() {
@@ -47,9 +48,10 @@ int threads_for(int64_t elements) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), elements / kParallelGrain)));
 }
 
-// A float32 scratch buffer: a per-thread cache for small calls (no allocation per call), a fresh one for large.
+// A float32 scratch buffer: a per-thread, grow-only cache up to 64 MiB (a fresh buffer of that size costs
+// thousands of page faults per call, several % of a 2048^3 product), a one-off allocation beyond.
 struct Scratch {
-  static constexpr int64_t kCacheFloats = int64_t(1) << 20;  // 4 MiB
+  static constexpr int64_t kCacheFloats = int64_t(1) << 24;
   std::unique_ptr<float[]> owned;
   float* data = nullptr;
   explicit Scratch(int64_t floats) {
@@ -58,8 +60,9 @@ struct Scratch {
     floats = std::max<int64_t>(floats, 1);
     if (floats <= kCacheFloats) {
       if (cache_floats < floats) {
-        cache.reset(new float[kCacheFloats]);
-        cache_floats = kCacheFloats;
+        cache.reset();
+        cache.reset(new float[floats]);
+        cache_floats = floats;
       }
       data = cache.get();
     } else {
@@ -69,9 +72,23 @@ struct Scratch {
   }
 };
 
+// fn(i0, i1) over [0, total) in chunks of 16 Ki elements, split across threads.
+template <typename Fn>
+void convert_chunks(int64_t total, Fn fn) {
+  constexpr int64_t kChunk = 1 << 14;
+  const int64_t chunks = (total + kChunk - 1) / kChunk;
+  const int nthreads = threads_for(total);
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+  for (int64_t c = 0; c < chunks; ++c) fn(c * kChunk, std::min(total, (c + 1) * kChunk));
+}
+
 // dst(l, e) = float(src[l*src_ls + e*src_es]) for l < lines, e < len, into dst[l*len + e].
 void lines_to_f32(const LowpKernels& cv, LowpType t, int64_t lines, int64_t len, const uint16_t* src, int64_t src_ls,
                   int64_t src_es, float* dst) {
+  if (lines > 1 && src_es == 1 && src_ls == len) {  // contiguous (short lines): one long line, in chunks
+    convert_chunks(lines * len, [&](int64_t i0, int64_t i1) { cv.to_f32(t, i1 - i0, src + i0, dst + i0); });
+    return;
+  }
   const int nthreads = threads_for(lines * len);
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
   for (int64_t l = 0; l < lines; ++l) {
@@ -87,6 +104,10 @@ void lines_to_f32(const LowpKernels& cv, LowpType t, int64_t lines, int64_t len,
 // dst[l*dst_ls + e*dst_es] = round(src[l*len + e]).
 void lines_from_f32(const LowpKernels& cv, LowpType t, int64_t lines, int64_t len, const float* src, uint16_t* dst,
                     int64_t dst_ls, int64_t dst_es) {
+  if (lines > 1 && dst_es == 1 && dst_ls == len) {
+    convert_chunks(lines * len, [&](int64_t i0, int64_t i1) { cv.from_f32(t, i1 - i0, src + i0, dst + i0); });
+    return;
+  }
   const int nthreads = threads_for(lines * len);
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
   for (int64_t l = 0; l < lines; ++l) {
