@@ -4,9 +4,9 @@
 // when accumulating) into float32 copies laid out like their sources, so gemm<float> picks the same plan (packing,
 // direct, dot or skinny kernels) it would for float32 data, with bias and step fused in its epilogue in float32;
 // the float32 result is then rounded once into C. The conversion is O(mk + kn + mn) against O(mkn) arithmetic.
-// The matrix-vector case (a batch of at most kDotRows rows in the forward X Wᵀ) is bandwidth-bound on W instead:
-// there W is converted on load inside a dot-product kernel and never copied, so W is read once, at 2 bytes an
-// element.
+// The matrix-vector case (a batch of at most kDotRows rows in the forward X Wᵀ, or as few outputs) is bound by
+// memory instead: there the large operand is converted on load inside a dot-product kernel and never copied, so it
+// is read once, at 2 bytes an element.
 #include <algorithm>
 #include <memory>
 #include <new>
@@ -135,24 +135,34 @@ Converted convert_operand(const LowpKernels& cv, LowpType t, int64_t rows, int64
   return {cols, 1};
 }
 
-// Matrix-vector and short-batch forward: W read once, converted on load.
+// Matrix-vector, short-batch and few-output forward products (both operands contiguous along k): the operand with
+// at most kDotRows rows ("small": X for a short batch, else W) is converted to float32 once; the other ("large")
+// is read once, converted on load, by the dot-product kernel. C(i, j) comes from dots[s * large_rows + l].
 void dot_path(const LowpKernels& cv, const LowpGemmArgs& g, const float* bias) {
-  Scratch scratch(g.m * g.k + g.m * g.n);
-  float* a = scratch.data;
-  float* c = a + g.m * g.k;
-  for (int64_t i = 0; i < g.m; ++i) lines_to_f32(cv, g.type, 1, g.k, g.a + i * g.a_rs, 0, 1, a + i * g.k);
+  const bool small_is_a = g.m <= kDotRows;
+  const int64_t small_rows = small_is_a ? g.m : g.n, large_rows = small_is_a ? g.n : g.m;
+  const uint16_t* small = small_is_a ? g.a : g.b;
+  const uint16_t* large = small_is_a ? g.b : g.a;
+  const int64_t small_rs = small_is_a ? g.a_rs : g.b_cs, large_rs = small_is_a ? g.b_cs : g.a_rs;
+  Scratch scratch(small_rows * g.k + small_rows * large_rows);
+  float* small_f = scratch.data;
+  float* dots = small_f + small_rows * g.k;
+  for (int64_t i = 0; i < small_rows; ++i) lines_to_f32(cv, g.type, 1, g.k, small + i * small_rs, 0, 1, small_f + i * g.k);
   const double flops = 2.0 * double(g.m) * double(g.n) * double(g.k);
   const int nthreads = static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), flops / 2e6)));
-  const int64_t chunks = nthreads == 1 ? 1 : (g.n + 15) / 16;
+  constexpr int64_t kChunk = 16;  // rows of the large operand per work item (a multiple of the kernel's 4)
+  const int64_t chunks = nthreads == 1 ? 1 : (large_rows + kChunk - 1) / kChunk;
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
   for (int64_t ch = 0; ch < chunks; ++ch) {
-    const int64_t j0 = nthreads == 1 ? 0 : ch * 16, j1 = nthreads == 1 ? g.n : std::min(g.n, j0 + 16);
-    cv.dot_rows(g.type, g.m, j0, j1, g.k, a, g.b, g.b_cs, c, g.n);
+    const int64_t l0 = nthreads == 1 ? 0 : ch * kChunk;
+    const int64_t l1 = nthreads == 1 ? large_rows : std::min(large_rows, l0 + kChunk);
+    cv.dot_rows(g.type, small_rows, l0, l1, g.k, small_f, large, large_rs, dots, large_rows);
   }
+  const int64_t dot_rs = small_is_a ? g.n : 1, dot_cs = small_is_a ? 1 : g.m;
   for (int64_t i = 0; i < g.m; ++i)
     for (int64_t j = 0; j < g.n; ++j) {
       uint16_t& out = g.c[i * g.c_rs + j * g.c_cs];
-      float v = c[i * g.n + j];
+      float v = dots[i * dot_rs + j * dot_cs];
       if (g.accumulate) v = lowp_to_f32(g.type, out) + v;
       if (bias) v += bias[j];
       out = f32_to_lowp(g.type, g.step ? unit_step(v) : v);
@@ -174,7 +184,7 @@ void gemm_lowp(const LowpGemmArgs& g) {
     bias_f.reset(new float[g.n]);
     for (int64_t j = 0; j < g.n; ++j) bias_f[j] = lowp_to_f32(g.type, g.bias[j * g.bias_stride]);
   }
-  if (g.k > 0 && g.m <= kDotRows && g.a_cs == 1 && g.b_rs == 1) {
+  if (g.k > 0 && (g.m <= kDotRows || g.n <= kDotRows) && g.a_cs == 1 && g.b_rs == 1) {
     dot_path(cv, g, bias_f.get());
     return;
   }
