@@ -513,9 +513,7 @@ needs_torch = pytest.mark.skipif(torch is None, reason="needs torch")
 
 TORCH_GEMM = {"linear": lambda *a: LF.linear(*a), "neuron": lambda *a: LF.neuron(*a)}
 TORCH_BAD_DTYPES = (
-    ["bool", "uint8", "int8", "int16", "int32", "int64", "complex64", "complex128"]
-    if torch is not None
-    else []
+    ["bool", "uint8", "int8", "int16", "int32", "int64", "complex64", "complex128"] if torch is not None else []
 )
 
 

@@ -287,7 +287,7 @@ def test_errors_name_arguments_shapes_and_dtypes():
 def test_half_precision_mixed_with_float32_on_cpu_is_a_type_error(dtype):
     x, w = torch.randn(4, 3, dtype=dtype), torch.randn(2, 3)
     for call in (lambda: LF.linear(x, w), lambda: LF.neuron(x, w), lambda: LF.linear(w, w, torch.ones(2, dtype=dtype))):
-        with pytest.raises(TypeError, match=rf"same dtype, got input torch.\w+, weight torch.\w+"):
+        with pytest.raises(TypeError, match=r"same dtype, got input torch.\w+, weight torch.\w+"):
             call()
 
 

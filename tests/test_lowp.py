@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import math
 
+import linneuron
 import numpy as np
 import pytest
 import torch
-
-import linneuron
 from linneuron import _core, ops
 from linneuron import functional as LF
 

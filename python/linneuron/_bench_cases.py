@@ -343,6 +343,8 @@ def low_precision_cases() -> list[Case]:
     cases += [Case("linear", s, bf16, GOAL_BF16_SMALL) for s in LOWP_SMALL]
     cases += [Case("linear-bw", MATVEC, bf16, None), Case("linear+bwd", LOWP_LARGE[0], bf16, GOAL_BF16_LARGE)]
     cases += [Case("linear+bwd", (8192, 64, 64), bf16, GOAL_BF16_LARGE)]
-    cases += [Case("linear", s, fp16, GOAL_FP16) for s in [LOWP_LARGE[0], (16, 256, 256), (64, 64, 64), (8192, 784, 10)]]
+    cases += [
+        Case("linear", s, fp16, GOAL_FP16) for s in [LOWP_LARGE[0], (16, 256, 256), (64, 64, 64), (8192, 784, 10)]
+    ]
     cases += [Case("linear-bw", MATVEC, fp16, None)]
     return cases

@@ -32,7 +32,9 @@ _BANDWIDTH_BYTES = 64 << 20
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a few seconds' smoke run on small shapes")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default: 1,2)")
-    parser.add_argument("--dtype", choices=["float32", "float64", "bfloat16", "float16", "all"], default="all", help="dtypes to run")
+    parser.add_argument(
+        "--dtype", choices=["float32", "float64", "bfloat16", "float16", "all"], default="all", help="dtypes to run"
+    )
     parser.add_argument("--filter", default="", help="only cases whose name contains this text, e.g. 'neuron'")
     parser.add_argument("--seconds", type=float, default=None,
                         help="target wall time of the timed part (default: 50, or 4 with --quick)")  # fmt: skip

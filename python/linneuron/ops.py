@@ -261,7 +261,9 @@ def _autocast_cpu(op):
         dtype = torch.get_autocast_dtype("cpu")
 
         def cast(t):
-            return t.to(dtype) if t is not None and t.is_cpu and t.is_floating_point() and t.dtype != torch.float64 else t
+            return (
+                t.to(dtype) if t is not None and t.is_cpu and t.is_floating_point() and t.dtype != torch.float64 else t
+            )
 
         with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCPU)):
             return op(cast(input), cast(weight), cast(bias))
