@@ -215,7 +215,7 @@ STUB
   run_step smoke-vs-numpy 90 20 1 "$VPY" "$LOG/smoke.py"
   run_step cuda-tests 180 60 1 "$VPY" -m pytest -p no:cacheprovider -q -rs "$REPO/tests" -m cuda \
     ${DESELECT:+-k "$DESELECT"} --junitxml="$LOG/cuda-tests.xml"
-  run_step gpu-benchmark 150 60 1 "$VPY" -m linneuron._bench_cuda --out "$LOG"
+  run_step gpu-benchmark 150 60 1 "$VPY" -m linneuron.bench.cuda --out "$LOG"
   run_step cpu-tests 120 30 1 "$VPY" -m pytest -p no:cacheprovider -q -x "$REPO/tests" -m "not cuda" \
     ${DESELECT:+-k "$DESELECT"} --junitxml="$LOG/cpu-tests.xml"
   SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)

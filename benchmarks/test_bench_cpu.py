@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import linneuron  # noqa: E402
-from linneuron._bench_cases import check, default_cases  # noqa: E402
+from linneuron.bench.cases import check, default_cases  # noqa: E402
 
 CASES = default_cases(quick=os.environ.get("LINNEURON_BENCH_FULL") != "1")
 THREADS = [int(t) for t in os.environ.get("LINNEURON_BENCH_THREADS", "1,2").split(",")]

@@ -9,8 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from linneuron import cli  # noqa: E402
-from linneuron._bench_cases import Built, Case, check, default_cases  # noqa: E402
 from linneuron.bench import time_pair  # noqa: E402
+from linneuron.bench.cases import Built, Case, check, default_cases  # noqa: E402
 
 
 def test_quick_run_writes_table_and_json(tmp_path, capsys):

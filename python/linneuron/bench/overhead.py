@@ -22,8 +22,8 @@ import time
 import torch
 import torch.nn.functional as TF
 
-from . import _kernels, ops
-from . import functional as LF
+from .. import _kernels, ops
+from .. import functional as LF
 
 
 def _make_custom_op():

@@ -189,7 +189,7 @@ def run_cases(cases, threads: list[int], seconds: float, peaks: dict, progress=p
     import torch
 
     import linneuron
-    from linneuron._bench_cases import check
+    from linneuron.bench.cases import check
 
     rows: list[dict[str, Any]] = []
     budget = seconds / max(1, len(cases) * len(threads))
@@ -278,9 +278,9 @@ def _run_cuda(args: argparse.Namespace) -> int:
     from linneuron import _cuda_loader
 
     try:
-        bench_cuda = importlib.import_module("linneuron._bench_cuda")
+        bench_cuda = importlib.import_module("linneuron.bench.cuda")
     except ModuleNotFoundError as err:
-        if err.name != "linneuron._bench_cuda":
+        if err.name != "linneuron.bench.cuda":
             raise
         print(
             "linneuron bench --device cuda: this installation has no CUDA benchmark module "
@@ -301,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from linneuron._bench_cases import default_cases
+    from linneuron.bench.cases import default_cases
 
     try:
         threads = sorted({int(t) for t in args.threads.split(",") if t.strip()})
