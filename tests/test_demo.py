@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from linneuron import demo
-from linneuron._datasets import city_profit, exam_scores
 from linneuron.cli import main
+from linneuron.demo.datasets import city_profit, exam_scores
 
 SEED = demo.DEFAULT_SEED
 
@@ -325,7 +325,7 @@ def test_failing_check_makes_the_command_fail(monkeypatch, capsys):
             result.x, result.w, result.z, wrong, result.zhat_torch_mv, result.zhat_bias_form, (check,)
         )
 
-    monkeypatch.setattr(demo, "tensor_form", broken)
+    monkeypatch.setattr(demo.neuron, "tensor_form", broken)  # where the section table looks it up
     assert main(["demo", "--no-plot", "--section", "2"]) == 1
     out = capsys.readouterr().out
     assert "0 of 1 checks" in out and "FAILED: zhat == torch.mv" in out
