@@ -126,11 +126,28 @@ def run_demo(
     return results, checks, pictures
 
 
+def _matplotlib_missing() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
 def _run(args: argparse.Namespace) -> int:
+    # An explicit --out asks for pictures: refuse before any work when they cannot be drawn. The default folder
+    # is only a place to put them, so there a missing matplotlib is a warning (from run_demo) and the story runs.
+    if args.out is not None and not args.no_plot and _matplotlib_missing():
+        print(
+            f"linneuron demo --out {args.out}: drawing the pictures needs matplotlib, which is not installed; "
+            "install it with: pip install 'linneuron[plot]' (or pass --no-plot to run without pictures)",
+            file=sys.stderr,
+        )
+        return 2
     _, checks, _ = run_demo(
         sections=tuple(dict.fromkeys(args.section)) if args.section else tuple(SECTIONS),
         seed=args.seed,
-        out_dir=None if args.no_plot else args.out,
+        out_dir=None if args.no_plot else (DEFAULT_OUT if args.out is None else args.out),
         progress=False if args.no_progress else None,
     )
     return 0 if all(check.passed for check in checks) else 1
@@ -138,12 +155,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``demo`` subcommand's options on ``parser``."""
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the description's example lines
     parser.add_argument(
         "--out",
         metavar="DIR",
-        default=DEFAULT_OUT,
-        help=f"folder for the pictures (PNG), created if needed (default: {DEFAULT_OUT})",
+        default=None,
+        help=f"folder for the pictures (PNG), created if needed (default: {DEFAULT_OUT}); an explicit --out "
+        "needs matplotlib and fails without it, the default only warns",
     )
     parser.add_argument("--no-plot", action="store_true", help="draw no pictures (matplotlib is then not needed)")
     parser.add_argument(
