@@ -333,11 +333,19 @@ def run(args: argparse.Namespace) -> int:
           f"(speed-up = torch time / linneuron time)\n")  # fmt: skip
     print(_HEADER, flush=True)
 
-    def progress(line: str) -> None:
-        print(line, flush=True)
+    # Each finished row is printed as before; a tqdm bar over the cases (on stderr, only on a terminal) sits below.
+    from tqdm import tqdm
 
-    with torch.inference_mode(False):
-        rows = run_cases(cases, threads, seconds, machine["peaks"], progress)
+    with tqdm(total=len(cases) * len(threads), desc="bench", unit="case", file=sys.stderr, disable=None,
+              leave=False, dynamic_ncols=True) as bar:  # fmt: skip
+
+        def progress(line: str) -> None:
+            bar.write(line, file=sys.stdout)
+            sys.stdout.flush()
+            bar.update(1)
+
+        with torch.inference_mode(False):
+            rows = run_cases(cases, threads, seconds, machine["peaks"], progress)
 
     print("\n" + _HEADER)
     for row in rows:

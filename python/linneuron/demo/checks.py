@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Callable, TypeVar
 
 import numpy as np
+from tqdm import tqdm
 
 DEFAULT_SEED = 66  # the seed the tutorial uses for torch.manual_seed
 
@@ -51,66 +52,40 @@ def _check(claim: str, ours: Any, reference: Any, tolerance: float = 0.0) -> Che
     return Check(claim, _max_abs_diff(ours, reference), tolerance)
 
 
-class ProgressBar:
-    """A one-line progress bar for training loops, redrawn in place on a terminal and silent otherwise.
+class ProgressBar(tqdm):
+    """A tqdm bar for a training loop of ``total`` epochs, drawn on a terminal and silent otherwise.
 
-    It redraws only when the shown percentage changes, so a long loop costs at most 101 writes.
+    ``enabled=None`` (the default) draws only when ``stream`` (default: stderr) is a terminal; True or False
+    force it. ``bar.update(done, note)`` takes the epochs done so far (not an increment) and a short note.
 
     >>> import io
     >>> stream = io.StringIO()
-    >>> with ProgressBar(4, "fit", stream=stream, enabled=True, width=4) as bar:
+    >>> with ProgressBar(4, "fit", stream=stream, enabled=True) as bar:
     ...     for i in range(4):
-    ...         bar.update(i + 1)
-    >>> stream.getvalue().splitlines()[-1].split("\\r")[-1]
-    'fit [####] 100%  4/4'
+    ...         bar.update(i + 1, "loss 0.5")
+    >>> final = stream.getvalue().split("\\r")[-1]
+    >>> "fit" in final and "100%" in final and "4/4" in final and "loss 0.5" in final
+    True
     """
 
-    def __init__(
-        self, total: int, label: str, *, stream: IO[str] | None = None, enabled: bool | None = None, width: int = 24
-    ) -> None:
+    def __init__(self, total: int, label: str, *, stream: IO[str] | None = None, enabled: bool | None = None):
         if total < 1:
             raise ValueError(f"ProgressBar(): total must be at least 1, got {total}")
-        self.total = total
-        self.label = label
-        self.stream = sys.stderr if stream is None else stream
-        if enabled is None:
-            isatty = getattr(self.stream, "isatty", None)
-            enabled = bool(isatty and isatty())
-        self.enabled = enabled
-        self.width = width
-        self._shown_percent = -1
-        self._drawn = False
-        self._last_length = 0
+        # tqdm's disable=None is "draw only on a terminal"; it redraws at most every 0.1 s, so loops stay cheap.
+        super().__init__(
+            total=total,
+            desc=label,
+            file=sys.stderr if stream is None else stream,
+            disable=None if enabled is None else not enabled,
+            dynamic_ncols=True,
+        )
 
-    def update(self, done: int, note: str = "") -> None:
-        if not self.enabled:
+    def update(self, done: int, note: str = "") -> None:  # type: ignore[override]
+        if self.disable:
             return
-        percent = 100 * done // self.total
-        if percent == self._shown_percent:
-            return
-        self._shown_percent = percent
-        filled = self.width * done // self.total
-        bar = "#" * filled + "." * (self.width - filled)
-        line = f"{self.label} [{bar}] {percent:3d}%  {done}/{self.total}"
         if note:
-            line += f"  {note}"
-        # Pad over the previous line's tail when this one is shorter (the note can shrink).
-        self.stream.write("\r" + line.ljust(self._last_length))
-        self._last_length = len(line)
-        self.stream.flush()
-        self._drawn = True
-
-    def close(self) -> None:
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
-
-    def __enter__(self) -> ProgressBar:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+            self.set_postfix_str(note, refresh=False)
+        super().update(done - self.n)
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
