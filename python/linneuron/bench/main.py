@@ -269,7 +269,7 @@ def plot(rows: list[dict[str, Any]], path: str, machine: dict[str, Any]) -> None
 
 
 def _run_cuda(args: argparse.Namespace) -> int:
-    """Hands over to the GPU benchmark (linneuron._bench_cuda), or says clearly why it cannot run."""
+    """Hands over to the GPU benchmark (linneuron.bench.cuda), or says clearly why it cannot run."""
     import importlib
 
     from linneuron import _cuda_loader
@@ -281,7 +281,7 @@ def _run_cuda(args: argparse.Namespace) -> int:
             raise
         print(
             "linneuron bench --device cuda: this installation has no CUDA benchmark module "
-            "(linneuron._bench_cuda); run it from a build that includes the CUDA part.",
+            "(linneuron.bench.cuda); run it from a build that includes the CUDA part.",
             file=sys.stderr,
         )
         return 2
