@@ -22,10 +22,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="linneuron", description=__doc__)
+    # Raw descriptions: each command's help text keeps its example lines as written (argparse would reflow them).
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="linneuron", description=__doc__, formatter_class=raw)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    info_parser = commands.add_parser("info", help="print what this build contains and uses")
+    info_parser = commands.add_parser(
+        "info", help="print what this build contains and uses", description="print what this build contains and uses"
+    )
     info_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     info_parser.set_defaults(run=_cmd_info)
 
@@ -37,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
             if err.name != f"linneuron.{name}":
                 raise
             continue
-        module.add_arguments(commands.add_parser(name, help=module.HELP, description=module.__doc__))
+        module.add_arguments(
+            commands.add_parser(name, help=module.HELP, description=module.__doc__, formatter_class=raw)
+        )
 
     args = parser.parse_args(argv)
     return args.run(args)

@@ -5,7 +5,7 @@ rounds (linneuron, torch, torch, linneuron, ...), several calls per sample; the 
 torch time / linneuron time (> 1: linneuron is faster) and the goal for that row. TF32 is off for both sides.
 
     linneuron bench --device cuda            # about a minute
-    python -m linneuron._bench_cuda --out DIR [--quick] [--filter TEXT]
+    python -m linneuron.bench.cuda --out DIR [--quick] [--filter TEXT]
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``linneuron bench --device cuda`` (and of ``python -m linneuron._bench_cuda``)."""
+    """Entry point of ``linneuron bench --device cuda`` (and of ``python -m linneuron.bench.cuda``)."""
     try:
         import torch
     except ImportError:
@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linneuron._bench_cuda", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m linneuron.bench.cuda", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--out", metavar="DIR", help="write bench_cuda.json and bench_cuda.md here")
     parser.add_argument("--quick", action="store_true", help="small shapes and few rounds (seconds)")

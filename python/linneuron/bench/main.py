@@ -272,7 +272,7 @@ def plot(rows: list[dict[str, Any]], path: str, machine: dict[str, Any]) -> None
 
 
 def _run_cuda(args: argparse.Namespace) -> int:
-    """Hands over to the GPU benchmark (linneuron._bench_cuda), or says clearly why it cannot run."""
+    """Hands over to the GPU benchmark (linneuron.bench.cuda), or says clearly why it cannot run."""
     import importlib
 
     from linneuron import _cuda_loader
@@ -284,7 +284,7 @@ def _run_cuda(args: argparse.Namespace) -> int:
             raise
         print(
             "linneuron bench --device cuda: this installation has no CUDA benchmark module "
-            "(linneuron._bench_cuda); run it from a build that includes the CUDA part.",
+            "(linneuron.bench.cuda); run it from a build that includes the CUDA part.",
             file=sys.stderr,
         )
         return 2
@@ -336,11 +336,19 @@ def run(args: argparse.Namespace) -> int:
           f"(speed-up = torch time / linneuron time)\n")  # fmt: skip
     print(_HEADER, flush=True)
 
-    def progress(line: str) -> None:
-        print(line, flush=True)
+    # Each finished row is printed as before; a tqdm bar over the cases (on stderr, only on a terminal) sits below.
+    from tqdm import tqdm
 
-    with torch.inference_mode(False):
-        rows = run_cases(cases, threads, seconds, machine["peaks"], progress)
+    with tqdm(total=len(cases) * len(threads), desc="bench", unit="case", file=sys.stderr, disable=None,
+              leave=False, dynamic_ncols=True) as bar:  # fmt: skip
+
+        def progress(line: str) -> None:
+            bar.write(line, file=sys.stdout)
+            sys.stdout.flush()
+            bar.update(1)
+
+        with torch.inference_mode(False):
+            rows = run_cases(cases, threads, seconds, machine["peaks"], progress)
 
     print("\n" + _HEADER)
     for row in rows:

@@ -1,4 +1,4 @@
-"""Per-call cost of the torch registration styles on the 3 -> 1 tutorial layer: ``python -m linneuron._overhead``.
+"""Per-call cost of the torch registration styles on the 3 -> 1 tutorial layer: ``python -m linneuron.bench.overhead``.
 
 The layer (4 rows x 3 inputs -> 1 output, the AND/OR truth table) does ~12 multiply-adds, so its time is all
 call overhead. Compared, in one process, interleaved, median of repeats, same thread count:
