@@ -24,7 +24,8 @@ inline __m128i round8(__m256 x) {
   if constexpr (T == LowpType::BFloat16) {
     const __m256i u = _mm256_castps_si256(x);
     const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-    const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb)), 16);
+    const __m256i bias = _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb);  // ties to the even neighbour
+    const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
     const __m256i quiet_nan = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
     const __m256i is_nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
     const __m256i r = _mm256_blendv_epi8(rounded, quiet_nan, is_nan);

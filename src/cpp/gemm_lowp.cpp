@@ -147,7 +147,8 @@ void dot_path(const LowpKernels& cv, const LowpGemmArgs& g, const float* bias) {
   Scratch scratch(small_rows * g.k + small_rows * large_rows);
   float* small_f = scratch.data;
   float* dots = small_f + small_rows * g.k;
-  for (int64_t i = 0; i < small_rows; ++i) lines_to_f32(cv, g.type, 1, g.k, small + i * small_rs, 0, 1, small_f + i * g.k);
+  for (int64_t i = 0; i < small_rows; ++i)
+    lines_to_f32(cv, g.type, 1, g.k, small + i * small_rs, 0, 1, small_f + i * g.k);
   const double flops = 2.0 * double(g.m) * double(g.n) * double(g.k);
   const int nthreads = static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), flops / 2e6)));
   constexpr int64_t kChunk = 16;  // rows of the large operand per work item (a multiple of the kernel's 4)
@@ -243,21 +244,23 @@ void step_backward_lowp(LowpType type, int64_t rows, int64_t cols, const uint16_
 void bias_grad_lowp(LowpType type, int64_t m, int64_t n, const uint16_t* dy, int64_t dy_rs, int64_t dy_cs,
                     uint16_t* db, int64_t db_stride, bool accumulate) {
   const LowpKernels& cv = active_lowp_kernels();
-  std::unique_ptr<float[]> sums(new float[n]), row(new float[n]);
+  std::unique_ptr<float[]> sums(new float[n]);
   for (int64_t j = 0; j < n; ++j) sums[j] = accumulate ? lowp_to_f32(type, db[j * db_stride]) : 0.0f;
-  // Column sums in row order; columns are independent, so threads split them without changing any result.
-  const int nthreads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), (m * n) / kParallelGrain)));
-  if (nthreads <= 1 && dy_cs == 1) {
-    for (int64_t i = 0; i < m; ++i) {
-      cv.to_f32(type, n, dy + i * dy_rs, row.get());
-      for (int64_t j = 0; j < n; ++j) sums[j] += row[j];
-    }
-  } else {
+  // Column sums in row order; columns are independent, so threads split them (in contiguous ranges, read row by
+  // row) without changing any result.
+  const int nthreads = threads_for(m * n);
+  std::unique_ptr<float[]> rows(new float[n]);  // one converted row segment per column range
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-    for (int64_t j = 0; j < n; ++j) {
-      float s = sums[j];
-      for (int64_t i = 0; i < m; ++i) s += lowp_to_f32(type, dy[i * dy_rs + j * dy_cs]);
-      sums[j] = s;
+  for (int t = 0; t < nthreads; ++t) {
+    const int64_t j0 = n * t / nthreads, j1 = n * (t + 1) / nthreads;
+    float* row = rows.get() + j0;
+    for (int64_t i = 0; i < m; ++i) {
+      const uint16_t* src = dy + i * dy_rs + j0 * dy_cs;
+      if (dy_cs == 1)
+        cv.to_f32(type, j1 - j0, src, row);
+      else
+        for (int64_t j = 0; j < j1 - j0; ++j) row[j] = lowp_to_f32(type, src[j * dy_cs]);
+      for (int64_t j = j0; j < j1; ++j) sums[j] += row[j - j0];
     }
   }
   for (int64_t j = 0; j < n; ++j) db[j * db_stride] = f32_to_lowp(type, sums[j]);
