@@ -266,3 +266,21 @@ def test_info_names_the_low_precision_paths():
     paths = linneuron.info()["lowp"]
     assert set(paths) == {"bfloat16", "float16"}
     assert all(isinstance(p, str) and p for p in paths.values())
+
+
+@pytest.mark.parametrize("dtype", LOWP, ids=IDS)
+def test_results_identical_across_thread_counts(dtype):
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(300, 500, generator=g).to(dtype)
+    w = torch.randn(200, 500, generator=g).to(dtype)
+    b = torch.randn(200, generator=g).to(dtype)
+    dy = torch.randn(3000, 200, generator=g).to(dtype)
+    results = []
+    for n in (1, 2):
+        linneuron.set_num_threads(n)
+        try:
+            results.append((LF.linear(x, w, b), LF.linear(x[:3], w, b), LF.linear(x, w[:5]), LF._bias_grad(dy)))
+        finally:
+            linneuron.set_num_threads(None)
+    for one, two in zip(*results):
+        assert torch.equal(one, two)

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "convert.h"
 
@@ -24,7 +25,8 @@ inline __m128i round8(__m256 x) {
   if constexpr (T == LowpType::BFloat16) {
     const __m256i u = _mm256_castps_si256(x);
     const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-    const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb)), 16);
+    const __m256i bias = _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb);  // ties to the even neighbour
+    const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
     const __m256i quiet_nan = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
     const __m256i is_nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
     const __m256i r = _mm256_blendv_epi8(rounded, quiet_nan, is_nan);
@@ -74,16 +76,32 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
 
-// Four rows of W against MB rows of A: 4*MB accumulators, each W vector converted once and used MB times.
-template <LowpType T, int MB>
-void dot_block(int64_t k, const float* a, const uint16_t* w, int64_t w_rs, int64_t nw, float* c, int64_t c_rs) {
+// Loads 8 elements of W as float32: converted from 16 bits, or already float32 (a block converted once).
+template <LowpType T, typename W>
+inline __m256 load_w(const W* p) {
+  if constexpr (std::is_same_v<W, float>)
+    return _mm256_loadu_ps(p);
+  else
+    return load8<T>(p);
+}
+template <LowpType T, typename W>
+inline float scalar_w(W v) {
+  if constexpr (std::is_same_v<W, float>)
+    return v;
+  else
+    return lowp_to_f32(T, v);
+}
+
+// Four rows of W against MB rows of A: 4*MB accumulators, each W vector loaded once and used MB times.
+template <LowpType T, int MB, typename W>
+void dot_block(int64_t k, const float* a, const W* w, int64_t w_rs, int64_t nw, float* c, int64_t c_rs) {
   __m256 acc[MB][4];
   for (int i = 0; i < MB; ++i)
     for (int r = 0; r < 4; ++r) acc[i][r] = _mm256_setzero_ps();
   int64_t p = 0;
   for (; p + 8 <= k; p += 8) {
     __m256 wv[4];
-    for (int r = 0; r < 4; ++r) wv[r] = r < nw ? load8<T>(w + r * w_rs + p) : _mm256_setzero_ps();
+    for (int r = 0; r < 4; ++r) wv[r] = r < nw ? load_w<T>(w + r * w_rs + p) : _mm256_setzero_ps();
     for (int i = 0; i < MB; ++i) {
       const __m256 av = _mm256_loadu_ps(a + i * k + p);
       for (int r = 0; r < 4; ++r) acc[i][r] = _mm256_fmadd_ps(av, wv[r], acc[i][r]);
@@ -92,20 +110,35 @@ void dot_block(int64_t k, const float* a, const uint16_t* w, int64_t w_rs, int64
   for (int i = 0; i < MB; ++i)
     for (int r = 0; r < nw; ++r) {
       float s = hsum(acc[i][r]);
-      for (int64_t q = p; q < k; ++q) s += a[i * k + q] * lowp_to_f32(T, w[r * w_rs + q]);
+      for (int64_t q = p; q < k; ++q) s += a[i * k + q] * scalar_w<T>(w[r * w_rs + q]);
       c[i * c_rs + r] = s;
     }
+}
+
+template <LowpType T, typename W>
+void dot_rows_of(int64_t m, const float* a, const W* wj, int64_t w_rs, int64_t nw, int64_t k, float* c, int64_t c_rs) {
+  int64_t i = 0;
+  for (; i + 2 <= m; i += 2) dot_block<T, 2>(k, a + i * k, wj, w_rs, nw, c + i * c_rs, c_rs);
+  if (i < m) dot_block<T, 1>(k, a + i * k, wj, w_rs, nw, c + i * c_rs, c_rs);
 }
 
 template <LowpType T>
 void dot_rows_t(int64_t m, int64_t j0, int64_t j1, int64_t k, const float* a, const uint16_t* w, int64_t w_rs,
                 float* c, int64_t c_rs) {
+  // With more than two rows of A, each W block would be converted once per pair of rows: convert it once into
+  // float32 (4 rows x k, in L1) instead, when it fits.
+  constexpr int64_t kMaxBlockK = 1024;
+  alignas(32) float block[4 * kMaxBlockK];
+  const bool convert_block = m > 2 && k <= kMaxBlockK;
   for (int64_t j = j0; j < j1; j += 4) {
     const int64_t nw = std::min<int64_t>(4, j1 - j);
     const uint16_t* wj = w + j * w_rs;
-    int64_t i = 0;
-    for (; i + 2 <= m; i += 2) dot_block<T, 2>(k, a + i * k, wj, w_rs, nw, c + i * c_rs + j, c_rs);
-    if (i < m) dot_block<T, 1>(k, a + i * k, wj, w_rs, nw, c + i * c_rs + j, c_rs);
+    if (convert_block) {
+      for (int64_t r = 0; r < nw; ++r) to_f32_t<T>(k, wj + r * w_rs, block + r * k);
+      dot_rows_of<T>(m, a, static_cast<const float*>(block), k, nw, k, c + j, c_rs);
+    } else {
+      dot_rows_of<T>(m, a, wj, w_rs, nw, k, c + j, c_rs);
+    }
   }
 }
 

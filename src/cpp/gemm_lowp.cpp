@@ -72,14 +72,25 @@ struct Scratch {
   }
 };
 
+// fn(i) for 0 <= i < count, split statically across nthreads; a single thread enters no OpenMP region at all
+// (even an if(false) parallel region costs about a microsecond, the whole time of a tiny product).
+template <typename Fn>
+void parallel_for(int nthreads, int64_t count, Fn fn) {
+  if (nthreads <= 1) {
+    for (int64_t i = 0; i < count; ++i) fn(i);
+    return;
+  }
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t i = 0; i < count; ++i) fn(i);
+}
+
 // fn(i0, i1) over [0, total) in chunks of 16 Ki elements, split across threads.
 template <typename Fn>
 void convert_chunks(int64_t total, Fn fn) {
   constexpr int64_t kChunk = 1 << 14;
   const int64_t chunks = (total + kChunk - 1) / kChunk;
   const int nthreads = threads_for(total);
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-  for (int64_t c = 0; c < chunks; ++c) fn(c * kChunk, std::min(total, (c + 1) * kChunk));
+  parallel_for(nthreads, chunks, [&](int64_t c) { fn(c * kChunk, std::min(total, (c + 1) * kChunk)); });
 }
 
 // dst(l, e) = float(src[l*src_ls + e*src_es]) for l < lines, e < len, into dst[l*len + e].
@@ -90,15 +101,14 @@ void lines_to_f32(const LowpKernels& cv, LowpType t, int64_t lines, int64_t len,
     return;
   }
   const int nthreads = threads_for(lines * len);
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-  for (int64_t l = 0; l < lines; ++l) {
+  parallel_for(nthreads, lines, [&](int64_t l) {
     const uint16_t* s = src + l * src_ls;
     float* d = dst + l * len;
     if (src_es == 1)
       cv.to_f32(t, len, s, d);
     else
       for (int64_t e = 0; e < len; ++e) d[e] = lowp_to_f32(t, s[e * src_es]);
-  }
+  });
 }
 
 // dst[l*dst_ls + e*dst_es] = round(src[l*len + e]).
@@ -109,15 +119,14 @@ void lines_from_f32(const LowpKernels& cv, LowpType t, int64_t lines, int64_t le
     return;
   }
   const int nthreads = threads_for(lines * len);
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-  for (int64_t l = 0; l < lines; ++l) {
+  parallel_for(nthreads, lines, [&](int64_t l) {
     const float* s = src + l * len;
     uint16_t* d = dst + l * dst_ls;
     if (dst_es == 1)
       cv.from_f32(t, len, s, d);
     else
       for (int64_t e = 0; e < len; ++e) d[e * dst_es] = f32_to_lowp(t, s[e]);
-  }
+  });
 }
 
 // A 2-D operand X(r, c) = x[r*rs + c*cs] converted to float32 in the orientation of its unit stride (so the float32
@@ -147,17 +156,17 @@ void dot_path(const LowpKernels& cv, const LowpGemmArgs& g, const float* bias) {
   Scratch scratch(small_rows * g.k + small_rows * large_rows);
   float* small_f = scratch.data;
   float* dots = small_f + small_rows * g.k;
-  for (int64_t i = 0; i < small_rows; ++i) lines_to_f32(cv, g.type, 1, g.k, small + i * small_rs, 0, 1, small_f + i * g.k);
+  for (int64_t i = 0; i < small_rows; ++i)
+    lines_to_f32(cv, g.type, 1, g.k, small + i * small_rs, 0, 1, small_f + i * g.k);
   const double flops = 2.0 * double(g.m) * double(g.n) * double(g.k);
   const int nthreads = static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), flops / 2e6)));
   constexpr int64_t kChunk = 16;  // rows of the large operand per work item (a multiple of the kernel's 4)
   const int64_t chunks = nthreads == 1 ? 1 : (large_rows + kChunk - 1) / kChunk;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-  for (int64_t ch = 0; ch < chunks; ++ch) {
+  parallel_for(nthreads, chunks, [&](int64_t ch) {
     const int64_t l0 = nthreads == 1 ? 0 : ch * kChunk;
     const int64_t l1 = nthreads == 1 ? large_rows : std::min(large_rows, l0 + kChunk);
     cv.dot_rows(g.type, small_rows, l0, l1, g.k, small_f, large, large_rs, dots, large_rows);
-  }
+  });
   const int64_t dot_rs = small_is_a ? g.n : 1, dot_cs = small_is_a ? 1 : g.m;
   for (int64_t i = 0; i < g.m; ++i)
     for (int64_t j = 0; j < g.n; ++j) {
@@ -215,8 +224,7 @@ void step_forward_lowp(LowpType type, int64_t rows, int64_t cols, const uint16_t
   const uint16_t one = type == LowpType::BFloat16 ? 0x3f80 : 0x3c00;
   const uint16_t inf = type == LowpType::BFloat16 ? 0x7f80 : 0x7c00;
   const int nthreads = threads_for(rows * cols);
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(nthreads, rows, [&](int64_t r) {
     const uint16_t* s = in + r * in_rs;
     uint16_t* d = out + r * out_rs;
     for (int64_t c = 0; c < cols; ++c) {
@@ -224,42 +232,43 @@ void step_forward_lowp(LowpType type, int64_t rows, int64_t cols, const uint16_t
       const uint16_t mag = h & 0x7fff;
       d[c * out_cs] = mag > inf ? h : ((h & 0x8000) == 0 || mag == 0 ? one : uint16_t(0));
     }
-  }
+  });
 }
 
 void step_backward_lowp(LowpType type, int64_t rows, int64_t cols, const uint16_t* z, int64_t z_rs, int64_t z_cs,
                         const uint16_t* grad_y, int64_t gy_rs, int64_t gy_cs, uint16_t* grad_z, int64_t gz_rs,
                         int64_t gz_cs, Surrogate kind, float alpha) {
   const int nthreads = threads_for(rows * cols);
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-  for (int64_t r = 0; r < rows; ++r)
+  parallel_for(nthreads, rows, [&](int64_t r) {
     for (int64_t c = 0; c < cols; ++c) {
       const float zf = lowp_to_f32(type, z[r * z_rs + c * z_cs]);
       const float gy = lowp_to_f32(type, grad_y[r * gy_rs + c * gy_cs]);
       grad_z[r * gz_rs + c * gz_cs] = f32_to_lowp(type, gy * surrogate_derivative<float>(kind, zf, alpha));
     }
+  });
 }
 
 void bias_grad_lowp(LowpType type, int64_t m, int64_t n, const uint16_t* dy, int64_t dy_rs, int64_t dy_cs,
                     uint16_t* db, int64_t db_stride, bool accumulate) {
   const LowpKernels& cv = active_lowp_kernels();
-  std::unique_ptr<float[]> sums(new float[n]), row(new float[n]);
+  std::unique_ptr<float[]> sums(new float[n]);
   for (int64_t j = 0; j < n; ++j) sums[j] = accumulate ? lowp_to_f32(type, db[j * db_stride]) : 0.0f;
-  // Column sums in row order; columns are independent, so threads split them without changing any result.
-  const int nthreads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), (m * n) / kParallelGrain)));
-  if (nthreads <= 1 && dy_cs == 1) {
+  // Column sums in row order; columns are independent, so threads split them (in contiguous ranges, read row by
+  // row) without changing any result.
+  const int nthreads = threads_for(m * n);
+  std::unique_ptr<float[]> rows(new float[n]);  // one converted row segment per column range
+  parallel_for(nthreads, nthreads, [&](int64_t t) {
+    const int64_t j0 = n * t / nthreads, j1 = n * (t + 1) / nthreads;
+    float* row = rows.get() + j0;
     for (int64_t i = 0; i < m; ++i) {
-      cv.to_f32(type, n, dy + i * dy_rs, row.get());
-      for (int64_t j = 0; j < n; ++j) sums[j] += row[j];
+      const uint16_t* src = dy + i * dy_rs + j0 * dy_cs;
+      if (dy_cs == 1)
+        cv.to_f32(type, j1 - j0, src, row);
+      else
+        for (int64_t j = 0; j < j1 - j0; ++j) row[j] = lowp_to_f32(type, src[j * dy_cs]);
+      for (int64_t j = j0; j < j1; ++j) sums[j] += row[j - j0];
     }
-  } else {
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-    for (int64_t j = 0; j < n; ++j) {
-      float s = sums[j];
-      for (int64_t i = 0; i < m; ++i) s += lowp_to_f32(type, dy[i * dy_rs + j * dy_cs]);
-      sums[j] = s;
-    }
-  }
+  });
   for (int64_t j = 0; j < n; ++j) db[j * db_stride] = f32_to_lowp(type, sums[j]);
 }
 
