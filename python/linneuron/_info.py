@@ -53,6 +53,8 @@ def info() -> dict[str, Any]:
         "compiled_isas": list(_core.compiled_isas()),
         "supported_isas": list(_core.supported_isas()),
         "isa": _core.active_isa(),
+        "cpu_caches": dict(_core.cpu_caches()),
+        "gemm_blocking": {k: dict(v) for k, v in _core.gemm_blocking().items()},
         "openmp": bool(_core.openmp_enabled()),
         "num_threads": _core.get_num_threads(),
         "workspace_bytes": _core.workspace_bytes(),

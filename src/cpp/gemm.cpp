@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <new>
 
+#include "cpu_caches.h"
 #include "microkernel.h"
 #include "runtime.h"
 #include "workspace.h"
@@ -169,9 +170,10 @@ void unpacked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, bool skinny, 
 template <typename T>
 void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& plan) {
   const int64_t mr = uk.mr, nr = uk.nr;
-  const int64_t kc_max = std::min(uk.kc, g.k);
-  const int64_t mc_max = std::min(uk.mc, round_up(g.m, mr));
-  const int64_t nc_max = std::min(uk.nc, round_up(g.n, nr));
+  const Blocking& blk = kernel_blocking(uk);
+  const int64_t kc_max = std::min(blk.kc, g.k);
+  const int64_t mc_max = std::min(blk.mc, round_up(g.m, mr));
+  const int64_t nc_max = std::min(blk.nc, round_up(g.n, nr));
   const int nthreads = plan.nthreads;
 
   // Workspace (elements, each part a multiple of 64 bytes): [bias copy][B panel][per thread: A block, A edge
