@@ -23,9 +23,8 @@ os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
-
 from linneuron import _core  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 torch.set_num_threads(args.threads)
 _core.set_num_threads(args.threads)
@@ -38,8 +37,25 @@ def lin_gemm(a, b, c, dt):
     m, k = a.shape
     n = c.shape[1]
     s = a.itemsize
-    _core.gemm(dt, m, n, k, a.ctypes.data, a.strides[0] // s, a.strides[1] // s, b.ctypes.data, b.strides[0] // s,
-               b.strides[1] // s, c.ctypes.data, c.strides[0] // s, c.strides[1] // s, 0, 1, False, False)
+    _core.gemm(
+        dt,
+        m,
+        n,
+        k,
+        a.ctypes.data,
+        a.strides[0] // s,
+        a.strides[1] // s,
+        b.ctypes.data,
+        b.strides[0] // s,
+        b.strides[1] // s,
+        c.ctypes.data,
+        c.strides[0] // s,
+        c.strides[1] // s,
+        0,
+        1,
+        False,
+        False,
+    )
 
 
 print(f"threads={args.threads} isa={_core.active_isa()} load={os.getloadavg()}")
@@ -58,7 +74,11 @@ for dtn in args.dtypes.split(","):
             b = rng.standard_normal((k, n)).astype(dtype)
         c1 = np.empty((m, n), dtype)
         c2 = np.empty((m, n), dtype)
-        ta, tb, tc = torch.from_numpy(a), torch.from_numpy(np.asarray(b)), torch.empty((m, n), dtype=torch.from_numpy(a).dtype)
+        ta, tb, tc = (
+            torch.from_numpy(a),
+            torch.from_numpy(np.asarray(b)),
+            torch.empty((m, n), dtype=torch.from_numpy(a).dtype),
+        )
         fns = {
             "lin": lambda: lin_gemm(a, b, c1, dt),
             "numpy": lambda: np.matmul(a, b, out=c2),
@@ -77,7 +97,11 @@ for dtn in args.dtypes.split(","):
         stat = statistics.median if args.stat == "median" else min
         med = {key: stat(v) for key, v in times.items()}
         g = {key: flops / t / 1e9 for key, t in med.items()}
-        print(f"{dtn} {shape:>16}  peak {peak:6.1f}  lin {g['lin']:6.1f} ({100*g['lin']/peak:4.1f}%)  "
-              f"numpy {g['numpy']:6.1f} ({100*g['numpy']/peak:4.1f}%)  torch {g['torch']:6.1f} "
-              f"({100*g['torch']/peak:4.1f}%)  vs numpy {g['lin']/g['numpy']:.2f}x  vs torch {g['lin']/g['torch']:.2f}x"
-              f"  err {err:.1e}", flush=True)
+        print(
+            f"{dtn} {shape:>16}  peak {peak:6.1f}  lin {g['lin']:6.1f} ({100 * g['lin'] / peak:4.1f}%)  "
+            f"numpy {g['numpy']:6.1f} ({100 * g['numpy'] / peak:4.1f}%)  torch {g['torch']:6.1f} "
+            f"({100 * g['torch'] / peak:4.1f}%)  vs numpy {g['lin'] / g['numpy']:.2f}x  "
+            f"vs torch {g['lin'] / g['torch']:.2f}x"
+            f"  err {err:.1e}",
+            flush=True,
+        )

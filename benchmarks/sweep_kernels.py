@@ -21,7 +21,6 @@ os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from linneuron import _core  # noqa: E402
 
 torch.set_num_threads(args.threads)
@@ -30,8 +29,10 @@ rng = np.random.default_rng(args.seed)
 if args.shapes:
     shapes = [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")]
 else:
-    shapes = [(int(round(math.exp(rng.uniform(0, math.log(65536))))), int(rng.integers(1, 1025)),
-               int(rng.integers(1, 1025))) for _ in range(args.count)]
+    shapes = [
+        (int(round(math.exp(rng.uniform(0, math.log(65536))))), int(rng.integers(1, 1025)), int(rng.integers(1, 1025)))
+        for _ in range(args.count)
+    ]
 
 
 def timed(f, budget=0.02):
@@ -58,11 +59,28 @@ for dtn in args.dtypes.split(","):
         out2 = torch.empty(m, n, dtype=tdt)
         wt = w.t()
 
-        def lin():
-            _core.gemm(dt, m, n, k, x.data_ptr(), k, 1, w.data_ptr(), 1, k, out1.data_ptr(), n, 1, b.data_ptr(), 1,
-                       False, False)
+        def lin(x=x, w=w, b=b, out1=out1, m=m, n=n, k=k, dt=dt):
+            _core.gemm(
+                dt,
+                m,
+                n,
+                k,
+                x.data_ptr(),
+                k,
+                1,
+                w.data_ptr(),
+                1,
+                k,
+                out1.data_ptr(),
+                n,
+                1,
+                b.data_ptr(),
+                1,
+                False,
+                False,
+            )
 
-        def ref():
+        def ref(b=b, x=x, wt=wt, out2=out2):
             torch.addmm(b, x, wt, out=out2)
 
         tl, tr = [], []
@@ -72,8 +90,12 @@ for dtn in args.dtypes.split(","):
         assert torch.allclose(out1, out2, rtol=1e-3, atol=1e-3 * math.sqrt(k)), (m, k, n)
         r = min(tr) / min(tl)
         ratios.append(r)
-        print(f"{dtn} {m:>6}x{k:>4}->{n:<4} lin {min(tl)*1e6:9.1f} us  torch {min(tr)*1e6:9.1f} us  {r:5.2f}x",
-              flush=True)
+        print(
+            f"{dtn} {m:>6}x{k:>4}->{n:<4} lin {min(tl) * 1e6:9.1f} us  torch {min(tr) * 1e6:9.1f} us  {r:5.2f}x",
+            flush=True,
+        )
 g = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-print(f"threads={args.threads} count={len(ratios)} min {min(ratios):.2f} geomean {g:.2f} "
-      f"below 0.9: {sum(r < 0.9 for r in ratios)} load={os.getloadavg()}")
+print(
+    f"threads={args.threads} count={len(ratios)} min {min(ratios):.2f} geomean {g:.2f} "
+    f"below 0.9: {sum(r < 0.9 for r in ratios)} load={os.getloadavg()}"
+)
