@@ -80,9 +80,9 @@ for dtn in args.dtypes.split(","):
             torch.empty((m, n), dtype=torch.from_numpy(a).dtype),
         )
         fns = {
-            "lin": lambda: lin_gemm(a, b, c1, dt),
-            "numpy": lambda: np.matmul(a, b, out=c2),
-            "torch": lambda: torch.mm(ta, tb, out=tc),
+            "lin": lambda a=a, b=b, c1=c1, dt=dt: lin_gemm(a, b, c1, dt),
+            "numpy": lambda a=a, b=b, c2=c2: np.matmul(a, b, out=c2),
+            "torch": lambda ta=ta, tb=tb, tc=tc: torch.mm(ta, tb, out=tc),
         }
         times = {key: [] for key in fns}
         for f in fns.values():
