@@ -54,6 +54,8 @@ def info() -> dict[str, Any]:
         "supported_isas": list(_core.supported_isas()),
         "isa": _core.active_isa(),
         "lowp": dict(_core.lowp_paths()),  # bfloat16/float16: conversion kernels around the float32 GEMM
+        "cpu_caches": dict(_core.cpu_caches()),
+        "gemm_blocking": {k: dict(v) for k, v in _core.gemm_blocking().items()},
         "openmp": bool(_core.openmp_enabled()),
         "num_threads": _core.get_num_threads(),
         "workspace_bytes": _core.workspace_bytes(),

@@ -11,8 +11,10 @@
 #include <string>
 #include <utility>
 
+#include "cpu_caches.h"
 #include "gemm.h"
 #include "lowp.h"
+#include "microkernel.h"
 #include "runtime.h"
 #include "workspace.h"
 #include "probes.h"  // used only by the probe block at the end of the module
@@ -227,5 +229,31 @@ PYBIND11_MODULE(_core, m) {
       },
       "GB/s (read + written) of a streaming float32 copy-scale over two `bytes`-sized buffers, best of `repeats`",
       py::arg("threads"), py::arg("bytes"), py::arg("repeats"));
+  m.def(
+      "cpu_caches",
+      [] {
+        const linneuron::CacheSizes& c = linneuron::cpu_caches();
+        py::dict d;
+        d["l1d"] = c.l1d, d["l2"] = c.l2, d["l3"] = c.l3, d["l3_sharing"] = c.l3_sharing;
+        d["l3_share"] = c.l3_share, d["source"] = c.source;
+        return d;
+      },
+      "Cache sizes (bytes) the GEMM blocking is derived from: per-core l1d, l2, shared l3 and this core's share");
+  m.def(
+      "gemm_blocking",
+      [] {
+        // Register tile and cache blocking of the active family, per dtype, as the GEMM driver uses them.
+        py::dict d;
+        auto entry = [](const auto& uk) {
+          const linneuron::Blocking& b = linneuron::kernel_blocking(uk);
+          py::dict e;
+          e["mr"] = uk.mr, e["nr"] = uk.nr, e["mc"] = b.mc, e["kc"] = b.kc, e["nc"] = b.nc;
+          return e;
+        };
+        d["float32"] = entry(linneuron::active_micro_kernel<float>());
+        d["float64"] = entry(linneuron::active_micro_kernel<double>());
+        return d;
+      },
+      "The active family's register tile (mr, nr) and cache blocking (mc, kc, nc) per dtype");
   // ---- end of probe block ------------------------------------------------------------------------------------
 }

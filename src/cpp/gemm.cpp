@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <new>
 
+#include "cpu_caches.h"
 #include "microkernel.h"
 #include "runtime.h"
 #include "workspace.h"
@@ -104,17 +105,30 @@ struct Plan {
   int nthreads;
 };
 
+// Relative cost, in FMA lanes of the register-tile kernel, of the dot-product path against the register-tile
+// path. The tile kernel pays for padding m and n to the tile, for packing B (about 8 lanes an element: one
+// strided load and store per element against 16 lanes of FMA per cycle) and a small epilogue per output; the
+// dot kernel runs its FMAs a third slower (it is load-bound: two streams for 8 accumulators) and pays a horizontal
+// reduction per output (about 8 cycles: two vector widths of lanes each). Checked on a sweep of random shapes
+// on Zen 3; the constants are cycle counts of that family's instructions, not thresholds tuned per shape.
+template <typename T>
+bool dot_is_cheaper(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
+  const double lanes = double(std::max<int64_t>(1, uk.nr / 2));  // vector width: tiles are two vectors wide
+  const double m = double(g.m), n = double(g.n), k = double(g.k);
+  const double pack_b = g.b_cs == 1 ? 0.0 : 8.0 * n * k;
+  const double tile = double(round_up(g.m, uk.mr)) * double(round_up(g.n, uk.nr)) * k + pack_b + 2.0 * m * n;
+  const double dot = 1.33 * m * n * k + 16.0 * lanes * m * n;
+  return dot < tile;
+}
+
 template <typename T>
 Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   Plan plan;
-  // Dot products beat packing B = Wᵀ while the batch (or the output width) is short: measured on Zen 5, the
-  // packed kernel wins from about 16 rows on.
-  constexpr int64_t dot_m = 16, dot_n = 16;
   // The skinny kernel's gather indices are 32-bit: lane * a_rs must fit.
   constexpr int64_t kMaxGatherStride = int64_t(1) << 26;
   const bool gather_ok = -kMaxGatherStride < g.a_rs && g.a_rs < kMaxGatherStride;
   plan.skinny = g.k <= 8 && g.n <= 8 && g.m >= 64 && gather_ok;
-  plan.dot = !plan.skinny && g.a_cs == 1 && g.b_rs == 1 && (g.m <= dot_m || g.n <= dot_n);
+  plan.dot = !plan.skinny && g.a_cs == 1 && g.b_rs == 1 && dot_is_cheaper(g, uk);
   const bool a_direct = g.a_cs == 1 || g.a_rs == 1;
   const bool b_direct = g.b_cs == 1;
   // A is reused once per B sliver: pack it only when there are enough slivers to amortise the copy.
@@ -169,9 +183,10 @@ void unpacked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, bool skinny, 
 template <typename T>
 void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& plan) {
   const int64_t mr = uk.mr, nr = uk.nr;
-  const int64_t kc_max = std::min(uk.kc, g.k);
-  const int64_t mc_max = std::min(uk.mc, round_up(g.m, mr));
-  const int64_t nc_max = std::min(uk.nc, round_up(g.n, nr));
+  const Blocking& blk = kernel_blocking(uk);
+  const int64_t kc_max = std::min(blk.kc, g.k);
+  const int64_t mc_max = std::min(blk.mc, round_up(g.m, mr));
+  const int64_t nc_max = std::min(blk.nc, round_up(g.n, nr));
   const int nthreads = plan.nthreads;
 
   // Workspace (elements, each part a multiple of 64 bytes): [bias copy][B panel][per thread: A block, A edge

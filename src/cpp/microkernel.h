@@ -43,7 +43,8 @@ template <typename T>
 struct MicroKernel {
   const char* isa;           // family name, as reported by linneuron.info()
   int64_t mr, nr;            // register tile
-  int64_t mc, kc, nc;        // cache blocking suited to this kernel: A block mc x kc (L2), B panel kc x nc (L3)
+  int64_t mc, kc, nc;        // reference blocking of the machine the family was first tuned on (Zen 5); the driver
+                             // uses kernel_blocking() below, derived from the running CPU's caches
   MicroKernelFn<T> col_a;    // A with a_rs == 1 (packed slivers and column-major operands); a_rs is ignored
   MicroKernelFn<T> row_a;    // A with a_cs == 1 (row-major operands); a_cs is ignored
   DotKernelFn<T> dot;        // both operands contiguous along k; see above
@@ -67,6 +68,12 @@ const MicroKernel<T>& avx2_micro_kernel();
 template <typename T>
 const MicroKernel<T>& avx512_micro_kernel();
 #endif
+
+// The cache blocking the GEMM driver uses with `uk` on this CPU: derived once per family from cpu_caches()
+// (see cpu_caches.h), so it follows the machine rather than the tables above.
+struct Blocking;
+template <typename T>
+const Blocking& kernel_blocking(const MicroKernel<T>& uk);
 
 // The family selected by runtime.h's active_isa().
 template <typename T>

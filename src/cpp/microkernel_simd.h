@@ -30,6 +30,18 @@ void tile_kernel(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs,
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
 
+  // Start fetching the C tile now: in a large product it was last touched a whole k block ago and lives in L2 or
+  // further out (rows of a power-of-two stride also conflict in L1), so a plain load in the epilogue stalls.
+  // The kc-long loop below hides the latency. (__builtin_prefetch is a compiler builtin, not a linked function.)
+  if (c_cs == 1) {
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      if (i >= m_valid) break;
+      __builtin_prefetch(c + i * c_rs, 1, 3);
+      __builtin_prefetch(c + i * c_rs + (n_valid - 1), 1, 3);
+    }
+  }
+
   if (kRowMajorA) {
     // Row pointers stay in registers; each row is read sequentially, one element per k step.
     const T* rows[MR];
@@ -48,7 +60,14 @@ void tile_kernel(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs,
       b += b_rs;
     }
   } else {
+    // Packed (or column-major) A: both operands stream linearly, A from L2 and B, on the first A sliver of each
+    // B sliver, from L3. Software prefetches a few steps ahead cover the latency the hardware prefetcher leaves
+    // at the start of each stream; the load ports have room for them next to the 2 + MR operand loads.
+    constexpr int64_t kAheadA = 16, kAheadB = 8;  // k steps; measured on Zen 3 (AVX2) with 6 x 16 tiles
+#pragma GCC unroll 4
     for (int64_t p = 0; p < kc; ++p) {
+      __builtin_prefetch(a + kAheadA * a_cs, 0, 3);
+      __builtin_prefetch(b + kAheadB * b_rs, 0, 3);
       R bv[NV];
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) bv[v] = V::load(b + v * W);

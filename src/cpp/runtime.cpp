@@ -4,11 +4,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <utility>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 #endif
 
+#include "cpu_caches.h"
 #include "microkernel.h"
 
 #if defined(_OPENMP)
@@ -139,6 +141,30 @@ const MicroKernel<T>& active_micro_kernel() {
   return *kernels[active_index().load(std::memory_order_relaxed)];
 }
 
+template <typename T>
+const Blocking& kernel_blocking(const MicroKernel<T>& uk) {
+  // One entry per compiled family, filled on first use; the lookup is a pointer comparison.
+  static const std::vector<std::pair<const MicroKernel<T>*, Blocking>> table = [] {
+    std::vector<std::pair<const MicroKernel<T>*, Blocking>> t;
+    auto add = [&t](const MicroKernel<T>& k) {
+      t.emplace_back(&k, derive_blocking(cpu_caches(), k.mr, k.nr, int64_t(sizeof(T))));
+    };
+#if defined(LINNEURON_HAVE_AVX512)
+    add(avx512_micro_kernel<T>());
+#endif
+#if defined(LINNEURON_HAVE_AVX2)
+    add(avx2_micro_kernel<T>());
+#endif
+    add(portable_micro_kernel<T>());
+    return t;
+  }();
+  for (const auto& entry : table)
+    if (entry.first == &uk) return entry.second;
+  return table.back().second;
+}
+
+template const Blocking& kernel_blocking<float>(const MicroKernel<float>&);
+template const Blocking& kernel_blocking<double>(const MicroKernel<double>&);
 template const MicroKernel<float>& active_micro_kernel<float>();
 template const MicroKernel<double>& active_micro_kernel<double>();
 
