@@ -145,6 +145,14 @@ def test_grad_mode_bitwise_and_saved_only_what_is_needed():
     assert torch.autograd.gradgradcheck(LF.linear, (xs, ws))
 
 
+def test_zero_dim_step_falls_back():
+    z = torch.tensor(-0.5)
+    assert _core.fast_step(z, 3, 2.0) is None
+    assert _core.fast_step_backward(z, z, 3, 2.0) is None
+    out = LF.step(z)
+    assert out.shape == () and out.item() == 0.0
+
+
 def test_step_grad_bitwise():
     z = torch.randn(6, 5, dtype=torch.float64)
     a, r = z.clone().requires_grad_(), z.clone().requires_grad_()

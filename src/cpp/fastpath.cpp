@@ -212,6 +212,10 @@ int grad_mode() {
 // A fresh contiguous CPU tensor of shape dims[0..ndim) from a dtype's allocator (template.new(*dims): measured
 // cheaper than torch.empty(*dims, dtype=...), whose keyword parsing costs about as much as a tiny GEMM).
 PyObject* empty_like_dtype(const int64_t* dims, int ndim, PyObject* allocate) {
+  if (ndim < 1) {  // .new() with no sizes is a (0,) tensor, not a 0-d one: 0-d results take the general path
+    PyErr_SetString(PyExc_ValueError, "fast path: 0-d result");
+    return nullptr;
+  }
   PyObject* args[kMaxDims + 1];
   int made = 0;
   for (; made < ndim; ++made) {
