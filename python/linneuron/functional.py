@@ -6,14 +6,18 @@
 tensor([[0.],
         [1.]])
 
-How a call runs. In plain eager mode (real CPU/CUDA tensors, no torch.compile, export, fake tensors, dispatch or
-function modes, functorch transforms or CUDA autocast), the call goes straight to the kernels — through a small
-``torch.autograd.Function`` when a gradient is needed — which saves the dispatcher's per-call cost (the
-3 -> 1 tutorial layer is pure call overhead). Everywhere else it calls the registered ``torch.ops.linneuron`` ops
-(ops.py), which carry fake kernels and autograd formulas, so ``torch.compile(fullgraph=True)`` and
-``torch.export`` see one opaque op per call. Under torch.func transforms (vmap, grad, jacrev, jacfwd, ...) and
-forward-mode AD, functorch-style autograd.Functions (with jvp and generated vmap rules) wrap the same ops. All
-paths run the same kernels and the same derivative formulas.
+How a call runs. First the compiled fast path (src/cpp/fastpath.cpp, set up in _fastpath.py): for plain CPU
+tensors of a known dtype in plain eager mode, one C call checks the operands, reads them, allocates the result and
+runs the kernel; in grad mode it hands the result to a thin autograd.Function (``_FastLinear``/``_FastStep``)
+whose backward again goes straight to the kernels. Whatever it does not take (it returns None) runs the general
+path, unchanged: its checks, its error messages, its handling of unusual memory. In plain eager mode (real
+CPU/CUDA tensors, no torch.compile, export, fake tensors, dispatch or function modes, functorch transforms or CUDA
+autocast) that path calls the kernels through ``_kernels`` (through a small ``torch.autograd.Function`` when a
+gradient is needed), which saves the dispatcher's per-call cost. Everywhere else it calls the registered
+``torch.ops.linneuron`` ops (ops.py), which carry fake kernels and autograd formulas, so
+``torch.compile(fullgraph=True)`` and ``torch.export`` see one opaque op per call. Under torch.func transforms
+(vmap, grad, jacrev, jacfwd, ...) and forward-mode AD, functorch-style autograd.Functions (with jvp and generated
+vmap rules) wrap the same ops. All paths run the same kernels and the same derivative formulas.
 
 The fused ``neuron`` applies the step inside the GEMM epilogue, so the weighted sum z is never stored. That is
 used whenever no gradient is needed (inference) or the surrogate is None (the exact gradient is zero). Training
@@ -26,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.autograd.forward_ad as _forward_ad
 
-from . import _kernels, ops
+from . import _core, _fastpath, _kernels, ops
 from ._surrogate import DEFAULT_SURROGATE, resolve, second_derivative_factor
 
 __all__ = ["linear", "neuron", "step"]
@@ -36,6 +40,13 @@ _dispatch_stack_len = torch._C._len_torch_dispatch_stack
 _function_mode_on = torch._C._is_torch_function_mode_enabled
 _functorch_level = torch._C._functorch.peek_interpreter_stack
 _is_compiling = torch.compiler.is_compiling
+# The guard that keeps torch.compile's tracer off the compiled fast path (it cannot trace a C call); the cheapest
+# one this torch has. Other tracers (export, fake tensors, modes) are caught inside the fast path.
+_dynamo_compiling = getattr(torch.compiler, "is_dynamo_compiling", None) or _is_compiling
+_fast_linear = _core.fast_linear
+_fast_step = _core.fast_step
+_fast_linear_backward = _core.fast_linear_backward
+_fast_step_backward = _core.fast_step_backward
 
 
 def _direct(input: torch.Tensor, *others: torch.Tensor | None) -> bool:
@@ -52,6 +63,22 @@ def _direct(input: torch.Tensor, *others: torch.Tensor | None) -> bool:
     if input.is_cpu:  # autocast: the dispatcher's Autocast rule (ops.py) casts first
         return not torch.is_autocast_enabled("cpu")
     return input.is_cuda and not torch.is_autocast_enabled("cuda")
+
+
+_RESOLVED: dict = {}  # (surrogate, alpha) -> resolve()'s answer, for valid str/None names and None/float slopes
+
+
+def _resolve(surrogate, alpha, fn: str) -> tuple[int, float]:
+    """surrogate.resolve, answered from a small cache for the argument types that cannot change its meaning."""
+    cacheable = (alpha is None or type(alpha) is float) and (surrogate is None or type(surrogate) is str)
+    if cacheable:
+        hit = _RESOLVED.get((surrogate, alpha))
+        if hit is not None:
+            return hit
+    result = resolve(surrogate, alpha, fn)  # raises for bad names and slopes (nothing is cached then)
+    if cacheable and len(_RESOLVED) < 256:
+        _RESOLVED[surrogate, alpha] = result
+    return result
 
 
 def _wants_grad(*tensors: torch.Tensor | None) -> bool:
@@ -72,20 +99,64 @@ class _LinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
+        return _linear_backward_eager(ctx.needs_input_grad, grad_output, input, weight, ctx.has_bias)
+
+
+def _linear_backward_eager(needs, grad_output, input, weight, has_bias):
+    """The general eager backward of linear: differentiable formulas in grad mode, else the kernels directly."""
+    if torch.is_grad_enabled() or type(grad_output) is not torch.Tensor:
+        # create_graph=True (double backward) or an unusual gradient: the differentiable formulas.
+        return ops.linear_backward(needs, grad_output, input, weight, has_bias)
+    # The same products straight on the kernels (operands were checked in forward).
+    grad_input = grad_weight = grad_bias = None
+    if needs[0]:
+        grad_input = _kernels.linear(grad_output, weight.t(), None, False, "linear_backward")
+    if needs[1]:
+        rows = ops._as_rows
+        grad_weight = _kernels.linear(rows(grad_output).t(), rows(input).t(), None, False, "linear_backward")
+    if has_bias and needs[2]:
+        grad_bias = _kernels.bias_grad(grad_output)
+    return grad_input, grad_weight, grad_bias
+
+
+class _FastLinear(torch.autograd.Function):
+    """Records a linear the compiled fast path already computed (``result``, boxed so autograd does not take it
+    for an input); saves only what backward reads, whose products go to the kernels in one C call."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, result):
         needs = ctx.needs_input_grad
-        if torch.is_grad_enabled() or type(grad_output) is not torch.Tensor:
-            # create_graph=True (double backward) or an unusual gradient: the differentiable formulas.
-            return ops.linear_backward(needs, grad_output, input, weight, ctx.has_bias)
-        # The same products straight on the kernels (operands were checked in forward).
-        grad_input = grad_weight = grad_bias = None
-        if needs[0]:
-            grad_input = _kernels.linear(grad_output, weight.t(), None, False, "linear_backward")
-        if needs[1]:
-            rows = ops._as_rows
-            grad_weight = _kernels.linear(rows(grad_output).t(), rows(input).t(), None, False, "linear_backward")
-        if ctx.has_bias and needs[2]:
-            grad_bias = _kernels.bias_grad(grad_output)
-        return grad_input, grad_weight, grad_bias
+        ctx.save_for_backward(input if needs[1] else None, weight if needs[0] else None)
+        ctx.has_bias = bias is not None
+        return result[0]
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        has_bias = ctx.has_bias
+        grads = _fast_linear_backward(grad_output, input, weight, needs[0], needs[1], has_bias and needs[2])
+        if grads is None:
+            grads = _linear_backward_eager(needs, grad_output, input, weight, has_bias)
+        return grads[0], grads[1], grads[2], None
+
+
+class _FastStep(torch.autograd.Function):
+    """Records a step the compiled fast path already computed (see _FastLinear)."""
+
+    @staticmethod
+    def forward(ctx, input, surrogate, alpha, result):
+        ctx.save_for_backward(input)
+        ctx.surrogate, ctx.alpha = surrogate, alpha
+        return result[0]
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (z,) = ctx.saved_tensors
+        return _step_backward(grad_output, z, ctx.surrogate, ctx.alpha), None, None, None
+
+
+_fastpath.init(_FastLinear, _FastStep)
 
 
 class _StepFunction(torch.autograd.Function):
@@ -276,6 +347,15 @@ def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     >>> linear(torch.ones(2, 3), torch.ones(4, 3)).shape
     torch.Size([2, 4])
     """
+    if not _dynamo_compiling():
+        out = _fast_linear(input, weight, bias, False)
+        if out is not None:
+            return out
+    return _linear_general(input, weight, bias)
+
+
+def _linear_general(input, weight, bias):
+    """linear() for everything the compiled fast path does not take."""
     _kernels.check_linear(input, weight, bias, "linear")
     if _direct(input, weight, bias):
         if _wants_grad(input, weight, bias):
@@ -289,6 +369,15 @@ def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
 
 
 def _step_code(input: torch.Tensor, code: int, alpha: float) -> torch.Tensor:
+    if not _dynamo_compiling():
+        out = _fast_step(input, code, alpha)
+        if out is not None:
+            return out
+    return _step_general(input, code, alpha)
+
+
+def _step_general(input: torch.Tensor, code: int, alpha: float) -> torch.Tensor:
+    _kernels.check_step(input)
     if _direct(input):
         if _wants_grad(input):
             return _StepFunction.apply(input, code, alpha)
@@ -310,8 +399,7 @@ def step(input: torch.Tensor, surrogate: str | None = DEFAULT_SURROGATE, alpha: 
     >>> step(torch.tensor([-1.0, -0.0, 2.0]))
     tensor([0., 1., 1.])
     """
-    code, alpha = resolve(surrogate, alpha, "step")
-    _kernels.check_step(input)
+    code, alpha = _resolve(surrogate, alpha, "step")
     return _step_code(input, code, alpha)
 
 
@@ -330,7 +418,16 @@ def neuron(
     >>> neuron(torch.tensor([[1.0, 1.0]]), torch.tensor([[0.5, 0.5]]), torch.tensor([-1.0]))
     tensor([[1.]])
     """
-    code, alpha = resolve(surrogate, alpha, "neuron")
+    code, alpha = _resolve(surrogate, alpha, "neuron")
+    if not _dynamo_compiling():
+        out = _fast_linear(input, weight, bias, True)  # None in grad mode: z or the exact-zero formula is needed
+        if out is not None:
+            return out
+    return _neuron_general(input, weight, bias, code, alpha)
+
+
+def _neuron_general(input, weight, bias, code: int, alpha: float) -> torch.Tensor:
+    """neuron() for everything the compiled fast path does not take."""
     _kernels.check_linear(input, weight, bias, "neuron")
     wants_grad = _wants_grad(input, weight, bias)
     if wants_grad and code != 0:
@@ -345,6 +442,10 @@ def neuron(
 
 def _step_backward(grad_output: torch.Tensor, z: torch.Tensor, code: int, alpha: float) -> torch.Tensor:
     """grad_output * s'(z), differentiable (for double backward)."""
+    if not _dynamo_compiling():
+        out = _fast_step_backward(grad_output, z, code, alpha)  # None in grad mode (double backward)
+        if out is not None:
+            return out
     if _direct(z, grad_output):
         if _wants_grad(grad_output, z):
             return _StepBackwardFunction.apply(grad_output, z, code, alpha)

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "cpu_caches.h"
+#include "fastpath.h"
 #include "gemm.h"
 #include "lowp.h"
 #include "microkernel.h"
@@ -183,6 +184,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("bias_grad", &bias_grad, "db = [db +] column sums of dY", py::arg("dtype"), py::arg("m"), py::arg("n"),
         py::arg("dy"), py::arg("dy_rs"), py::arg("dy_cs"), py::arg("db"), py::arg("db_stride"),
         py::arg("accumulate"));
+
+  // The eager fast path of linneuron.functional (src/cpp/fastpath.cpp): plain CPython entries, no pybind11 casts.
+  if (!linneuron::add_fastpath(m.ptr())) throw py::error_already_set();
 
   m.def("get_num_threads", &linneuron::num_threads);
   m.def("set_num_threads", [](int n) {

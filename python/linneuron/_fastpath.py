@@ -1,0 +1,70 @@
+"""Wires the compiled eager fast path (src/cpp/fastpath.cpp, in _core) to torch: types, dtypes, mode probes.
+
+The compiled module includes no torch headers; it reads tensors through their C-level Python attributes and
+allocates with torch.empty. Everything torch-specific it needs is handed over here once, each private torch helper
+behind feature detection (torch >= 2.4): where one is missing, the fast path is left off (``ENABLED`` False) or the
+probe it would serve is skipped only where another guard covers it. The dtype table is ``_kernels._CPU_CODES``, so a
+dtype with a CPU kernel is one table entry (the compiled side falls back for codes it has no kernel for).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.autograd.forward_ad as _forward_ad
+
+from . import _core, _kernels
+
+ENABLED = False
+
+
+def c_apply(function_cls):
+    """``function_cls.apply`` without the Python wrapper (its extra work serves functorch, which the fast path
+    has ruled out), or the ordinary apply where torch lacks the C-level one."""
+    base = getattr(torch._C, "_FunctionBase", None)
+    raw = getattr(base, "__dict__", {}).get("apply") if base is not None else None
+    if raw is None or not hasattr(raw, "__get__"):
+        return function_cls.apply
+    return raw.__get__(None, function_cls)
+
+
+def _autocast_cpu_probe():
+    """A cheap zero-argument callable telling whether CPU autocast is on (a C partial where torch allows it)."""
+    try:
+        torch.is_autocast_enabled("cpu")
+    except TypeError:  # a torch whose is_autocast_enabled takes no device
+        return getattr(torch, "is_autocast_cpu_enabled", None)
+    return functools.partial(torch.is_autocast_enabled, "cpu")
+
+
+def init(linear_function, step_function) -> bool:
+    """Hand the fast path its configuration; the two autograd.Functions record grad-mode calls. True if enabled."""
+    global ENABLED
+    functorch = getattr(torch._C, "_functorch", None)
+    probes = {
+        "dispatch_stack_len": getattr(torch._C, "_len_torch_dispatch_stack", None),
+        "function_mode_on": getattr(torch._C, "_is_torch_function_mode_enabled", None),
+        "forward_ad": _forward_ad if hasattr(_forward_ad, "_current_level") else None,
+        # Under CPU autocast the dispatcher's AutocastCPU rule (ops.py) must cast first: such calls fall back.
+        "autocast_cpu_enabled": _autocast_cpu_probe(),
+    }
+    if any(v is None for v in probes.values()) or not hasattr(_core, "fastpath_init"):
+        ENABLED = False  # a torch without these probes: every call takes the general path
+        return ENABLED
+    _core.fastpath_init(
+        {
+            "tensor_type": torch.Tensor,
+            "parameter_type": torch.nn.Parameter,
+            # (dtype, kernel code, allocator): Tensor.new of an empty template is the cheapest allocation measured.
+            "dtypes": [(dtype, code, torch.empty(0, dtype=dtype).new) for dtype, code in _kernels._CPU_CODES.items()],
+            "grad_enabled": torch.is_grad_enabled,
+            "functorch_peek": getattr(functorch, "peek_interpreter_stack", None),
+            "compiler": torch.compiler if hasattr(torch.compiler, "_is_compiling_flag") else None,
+            "linear_apply": c_apply(linear_function),
+            "step_apply": c_apply(step_function),
+            **probes,
+        }
+    )
+    ENABLED = True
+    return ENABLED

@@ -1,0 +1,36 @@
+"""linneuron bench --sweep (linneuron._bench_sweep): the sample, the summary and both modes on a tiny run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from linneuron import _bench_sweep as S
+
+
+def test_sample_is_fixed_by_seed_and_in_range():
+    a = S.sample_shapes(200, seed=3)
+    assert a == S.sample_shapes(200, seed=3) and a != S.sample_shapes(200, seed=4)
+    assert all(1 <= m <= 65536 and 1 <= k <= 1024 and 1 <= n <= 1024 for m, k, n in a)
+    assert max(m for m, _, _ in a) > 4096 and min(m for m, _, _ in a) < 16  # log-uniform covers the range
+
+
+def test_summary_figures():
+    rows = [{"speedup": s} for s in (0.5, 2.0, 1.0, 0.8)]
+    s = S.summarize(rows, worst=2)
+    assert s["count"] == 4 and s["min"] == 0.5 and s["under_0_9"] == 2
+    assert math.isclose(s["geomean"], (0.5 * 2.0 * 1.0 * 0.8) ** 0.25)
+    assert [r["speedup"] for r in s["worst"]] == [0.5, 0.8]
+
+
+@pytest.mark.parametrize("mode", S.MODES)
+def test_both_modes_compute_what_torch_computes(mode):
+    import torch
+
+    ours, theirs = S.pair(mode, 5, 7, 3, "float64")
+    if mode == "end-to-end":
+        torch.testing.assert_close(ours(), theirs())
+    rows = S.sweep([(5, 7, 3), (2, 1, 9)], dtypes=("float32",), threads=(1,), mode=mode, budget=0.001)
+    assert len(rows) == 2 and all(r["speedup"] > 0 and r["mode"] == mode for r in rows)
+    with pytest.raises(ValueError, match="mode"):
+        S.pair("nope", 1, 1, 1, "float32")

@@ -1,0 +1,203 @@
+"""The compiled eager fast path (src/cpp/fastpath.cpp): bit-identical to the general path, falls back for every
+unusual case, and holds under 16 threads at once."""
+
+from __future__ import annotations
+
+import threading
+
+import linneuron.functional as LF
+import numpy as np
+import pytest
+import torch
+from linneuron import _core, _fastpath
+from torch.utils._python_dispatch import TorchDispatchMode
+
+pytestmark = pytest.mark.skipif(not _fastpath.ENABLED, reason="fast path not enabled on this torch")
+
+
+def _operands(dtype=torch.float32, m=5, k=7, n=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(m, k, generator=g, dtype=dtype),
+        torch.randn(n, k, generator=g, dtype=dtype),
+        torch.randn(n, generator=g, dtype=dtype),
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 3, 1), (1, 3, 7), (8, 16, 16), (33, 65, 17)])
+def test_fast_equals_general_bitwise(dtype, shape):
+    x, w, b = _operands(dtype, *shape)
+    fast = _core.fast_linear(x, w, b, False)
+    assert fast is not None  # the plain case is taken
+    assert torch.equal(fast, LF._linear_general(x, w, b))
+    torch.testing.assert_close(fast, torch.nn.functional.linear(x, w, b))
+    assert torch.equal(_core.fast_linear(x, w, None, True), LF._neuron_general(x, w, None, 3, 2.0))
+    assert torch.equal(_core.fast_step(x, 3, 2.0), LF._step_general(x, 3, 2.0))
+
+
+def test_strided_and_nd_inputs_bitwise():
+    x, w, b = _operands(m=12, k=6, n=4)
+    for xin in (x.t().contiguous().t(), x[::2], x.reshape(3, 4, 6), x.reshape(3, 4, 6).transpose(0, 1)):
+        for win in (w, w.t().contiguous().t()):
+            assert torch.equal(LF.linear(xin, win, b), LF._linear_general(xin, win, b))
+
+
+class _Sub(torch.Tensor):
+    pass
+
+
+class _Mode(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def _fallback_cases():
+    x, w, b = _operands()
+    cases = {
+        "subclass input": (x.as_subclass(_Sub), w, b),
+        "subclass weight": (x, w.as_subclass(_Sub), b),
+        "negative bit": (x, torch._neg_view(w), b),
+        "negative bit bias": (x, w, torch._neg_view(b)),
+        "conj of complex": (x.to(torch.complex64).conj(), w.to(torch.complex64), None),
+        "misaligned": (None, w, b),  # made by _misaligned_f32 in the test
+        "sparse input": (x.to_sparse(), w, b),
+        "unknown dtype": (x.half(), w.half(), b.half()),
+        "int dtype": (x.int(), w.int(), b.int()),
+        "mixed dtype": (x, w.double(), b),
+        "empty rows": (x[:0], w, b),
+        "empty features": (x[:, :0], w[:, :0], b),
+        "zero tensor": (torch._efficientzerotensor(x.shape), w, b),
+        "uncollapsible rows": (torch.randn(4, 6, 7).transpose(0, 1)[:, ::2], w, b),
+        "bias wrong shape": (x, w, torch.randn(4)),
+        "weight 1-D": (x, w[0], None),
+        "not a tensor": (x.tolist(), w, b),
+    }
+    return cases
+
+
+def _misaligned_f32(m, k):
+    """A float32 tensor at an address 2 bytes off its element size (torch.from_numpy of an offset numpy view)."""
+    raw = np.zeros(m * k * 4 + 2, np.uint8)
+    arr = raw[2:].view(np.float32).reshape(m, k)
+    arr[...] = np.arange(m * k, dtype=np.float32).reshape(m, k) / 7
+    return torch.from_numpy(arr)
+
+
+@pytest.mark.parametrize("name", list(_fallback_cases()))
+def test_fallback_conditions(name):
+    x, w, b = _fallback_cases()[name]
+    if name == "misaligned":
+        x = _misaligned_f32(5, 7)
+        assert x.data_ptr() % 4
+    assert _core.fast_linear(x, w, b, False) is None  # falls back: the general path decides
+    try:
+        want = LF._linear_general(x, w, b)
+    except (TypeError, ValueError, RuntimeError) as error:  # the general path's error is the public one
+        with pytest.raises(type(error)) as got:
+            LF.linear(x, w, b)
+        assert str(got.value) == str(error)
+        return
+    assert torch.equal(LF.linear(x, w, b), want)
+
+
+def test_fallback_under_dispatch_mode_function_mode_functorch_forward_ad():
+    x, w, b = _operands()
+    with _Mode():
+        assert _core.fast_linear(x, w, b, False) is None
+        assert _core.fast_step(x, 3, 2.0) is None
+    with torch.overrides.TorchFunctionMode():
+        assert _core.fast_linear(x, w, b, False) is None
+    seen = []
+    torch.func.vmap(lambda xi: seen.append(_core.fast_linear(xi, w, b, False)) or xi)(x)
+    assert seen == [None]
+    import torch.autograd.forward_ad as fwad
+
+    with fwad.dual_level():
+        assert _core.fast_linear(x, w, b, False) is None
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        fx = mode.from_tensor(x)
+        assert _core.fast_linear(fx, mode.from_tensor(w), None, False) is None
+
+
+def test_fallback_under_cpu_autocast_keeps_the_autocast_dtype():
+    x, w, b = _operands()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _core.fast_linear(x, w, b, False) is None
+        got, want = LF.linear(x, w, b), torch.nn.functional.linear(x, w, b)
+    assert got.dtype == want.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, atol=0.05, rtol=0.02)
+    assert _core.fast_linear(x, w, b, False) is not None  # and the fast path is back once autocast ends
+
+
+def test_grad_mode_bitwise_and_saved_only_what_is_needed():
+    x, w, b = _operands(torch.float64)
+    for req in [(True, True, True), (False, True, True), (True, False, False), (False, False, True)]:
+        ins = [t.clone().requires_grad_(r) for t, r in zip((x, w, b), req)]
+        ref = [t.clone().requires_grad_(r) for t, r in zip((x, w, b), req)]
+        y = LF.linear(*ins)
+        assert type(y.grad_fn).__name__ == "_FastLinearBackward"
+        y_ref = LF._LinearFunction.apply(*ref)
+        assert torch.equal(y, y_ref)
+        g = torch.randn_like(y)
+        y.backward(g)
+        y_ref.backward(g)
+        for a, r in zip(ins, ref):
+            assert (a.grad is None) == (r.grad is None)
+            if a.grad is not None:
+                assert torch.equal(a.grad, r.grad)
+    # gradcheck through the fast path, twice differentiable (create_graph falls back to the formulas)
+    xs = x[:3, :4].clone().requires_grad_()
+    ws = w[:2, :4].clone().requires_grad_()
+    assert torch.autograd.gradcheck(LF.linear, (xs, ws))
+    assert torch.autograd.gradgradcheck(LF.linear, (xs, ws))
+
+
+def test_zero_dim_step_falls_back():
+    z = torch.tensor(-0.5)
+    assert _core.fast_step(z, 3, 2.0) is None
+    assert _core.fast_step_backward(z, z, 3, 2.0) is None
+    out = LF.step(z)
+    assert out.shape == () and out.item() == 0.0
+
+
+def test_step_grad_bitwise():
+    z = torch.randn(6, 5, dtype=torch.float64)
+    a, r = z.clone().requires_grad_(), z.clone().requires_grad_()
+    y = LF.step(a, "sigmoid", 3.0)
+    assert type(y.grad_fn).__name__ == "_FastStepBackward"
+    y_ref = LF._StepFunction.apply(r, 2, 3.0)
+    g = torch.randn_like(y)
+    y.backward(g)
+    y_ref.backward(g)
+    assert torch.equal(y, y_ref) and torch.equal(a.grad, r.grad)
+    with torch.no_grad():  # in grad mode (double backward) it falls back to the differentiable formula
+        assert torch.equal(_core.fast_step_backward(g, z, 2, 3.0), LF._kernels.step_backward(g, z, 2, 3.0))
+    assert _core.fast_step_backward(g, z, 2, 3.0) is None
+
+
+def test_sixteen_threads_at_once():
+    x, w, b = _operands(m=64, k=48, n=40)
+    want = LF._linear_general(x, w, b)
+    barrier = threading.Barrier(16)
+    errors = []
+
+    def work():
+        try:
+            barrier.wait()
+            for _ in range(200):
+                out = LF.linear(x, w, b)
+                if not torch.equal(out, want):
+                    errors.append("mismatch")
+                    return
+        except Exception as error:  # noqa: BLE001 - collected and asserted below
+            errors.append(repr(error))
+
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
