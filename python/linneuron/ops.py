@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import torch
 
-from . import _kernels
+from . import _compat, _kernels
 from ._surrogate import SURROGATE_NAMES, second_derivative_factor
 
 __all__ = ["bias_grad", "linear", "neuron", "step", "step_backward"]
 
-_lib = torch.library.Library("linneuron", "DEF")  # a module global: the registrations live as long as the process
+_lib = _compat.fresh_library()  # kept by _compat as well: the registrations live as long as the process
 _lib.define("linear(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor")
 _lib.define("neuron(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor")
 _lib.define("step(Tensor input, int surrogate=3, float alpha=2.0) -> Tensor")
@@ -317,8 +317,9 @@ def _bias_grad_vmap(info, in_dims, grad_output):
     return torch.stack([bias_grad(grad_output.select(batch_dim, i)) for i in range(info.batch_size)]), 0
 
 
-torch.library.register_vmap("linneuron::linear", _gemm_vmap(linear), lib=_lib)
-torch.library.register_vmap("linneuron::neuron", _gemm_vmap(neuron), lib=_lib)
-torch.library.register_vmap("linneuron::step", _step_vmap, lib=_lib)
-torch.library.register_vmap("linneuron::step_backward", _step_backward_vmap, lib=_lib)
-torch.library.register_vmap("linneuron::bias_grad", _bias_grad_vmap, lib=_lib)
+if _compat.HAS_REGISTER_VMAP:  # torch >= 2.5; on 2.4 only functional's autograd.Functions carry vmap rules
+    torch.library.register_vmap("linneuron::linear", _gemm_vmap(linear), lib=_lib)
+    torch.library.register_vmap("linneuron::neuron", _gemm_vmap(neuron), lib=_lib)
+    torch.library.register_vmap("linneuron::step", _step_vmap, lib=_lib)
+    torch.library.register_vmap("linneuron::step_backward", _step_backward_vmap, lib=_lib)
+    torch.library.register_vmap("linneuron::bias_grad", _bias_grad_vmap, lib=_lib)
