@@ -1,11 +1,11 @@
-"""linneuron bench --sweep (linneuron._bench_sweep): the sample, the summary and both modes on a tiny run."""
+"""linneuron bench --sweep (linneuron.bench.sweep): the sample, the summary and both modes on a tiny run."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
-from linneuron import _bench_sweep as S
+from linneuron.bench import sweep as S
 
 
 def test_sample_is_fixed_by_seed_and_in_range():

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="FILE.png", help="draw the speed-ups (needs matplotlib)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--sweep", nargs="?", const="both", choices=["both", "end-to-end", "kernel"],
-                        help="random (M, K, N) sweep instead of the cases (see linneuron._bench_sweep)")  # fmt: skip
+                        help="random (M, K, N) sweep instead of the cases (see linneuron.bench.sweep)")  # fmt: skip
     parser.add_argument("--sweep-count", type=int, default=120, help="shapes in the sweep (default 120)")
     parser.add_argument("--sweep-seed", type=int, default=0, help="seed of the sweep's shapes (default 0)")
     parser.add_argument("--sweep-budget", type=float, default=0.05, help="seconds per sweep timing (default 0.05)")
@@ -317,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"linneuron bench: --threads must be positive, got {args.threads!r}", file=sys.stderr)
         return 2
     if getattr(args, "sweep", None):
-        from linneuron import _bench_sweep
+        from linneuron.bench import sweep as _bench_sweep
 
         return _bench_sweep.run(args, threads, ["float32", "float64"] if args.dtype == "all" else [args.dtype])
     seconds = args.seconds if args.seconds is not None else (4.0 if args.quick else 50.0)

@@ -9,7 +9,7 @@ same thread count (> 1 means linneuron is faster):
 
 The function API (used by other tools, e.g. kernel work that wants the kernel mode alone)::
 
-    from linneuron._bench_sweep import sample_shapes, sweep, summarize
+    from linneuron.bench.sweep import sample_shapes, sweep, summarize
     rows = sweep(sample_shapes(40, seed=0), dtypes=("float32",), threads=(1,), mode="kernel")
     print(summarize(rows))   # {'count', 'min', 'geomean', 'under_0_9', 'worst': [...]}
 """
@@ -61,8 +61,8 @@ def pair(mode: str, m: int, k: int, n: int, dtype: str):
     import torch
     import torch.nn.functional as F
 
-    from . import _core
-    from . import functional as LF
+    from linneuron import _core
+    from linneuron import functional as LF
 
     if mode not in MODES:
         raise ValueError(f"sweep: mode must be one of {MODES}, got {mode!r}")
@@ -92,7 +92,7 @@ def sweep(shapes, dtypes=("float32", "float64"), threads=(1, 2), mode: str = "en
     """One row per (shape, dtype, thread count): times in seconds and ``speedup`` = torch time / linneuron time."""
     import torch
 
-    from ._info import set_num_threads
+    from linneuron._info import set_num_threads
 
     rows = []
     saved = torch.get_num_threads()
