@@ -51,7 +51,7 @@ set -e
 test_s=$((SECONDS - t0))
 
 disk=$(du -sh "$venv" | cut -f1)
-summary=$(grep -E "(passed|failed|error)" "$log" | tail -n 1)
+summary=$(grep -E "[0-9]+ (passed|failed)" "$log" | tail -n 1)  # absent with -qq
 echo "== compat[$version] torch install ${torch_s}s, linneuron install ${install_s}s, tests ${test_s}s," \
   "total $((SECONDS - step_start))s, venv $disk, pytest rc $rc"
 echo "== compat[$version] $summary"
