@@ -238,6 +238,13 @@ bool data_ptr_of(PyObject* tensor, std::uintptr_t* ptr) {
   return !PyErr_Occurred();
 }
 
+// A fresh output tensor and its data pointer, or nullptr with the Python error set.
+PyObject* new_output(const int64_t* dims, int ndim, PyObject* allocate, std::uintptr_t* ptr) {
+  PyObject* out = empty_like_dtype(dims, ndim, allocate);
+  if (out && !data_ptr_of(out, ptr)) Py_CLEAR(out);
+  return out;
+}
+
 // Runs fn with the GIL released; a C++ exception becomes a RuntimeError. Returns false with the error set.
 template <typename Fn>
 bool run_kernel(const char* what, Fn&& fn) {
@@ -317,13 +324,9 @@ PyObject* fast_linear(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   int64_t dims[kMaxDims];
   for (int i = 0; i < x.ndim - 1; ++i) dims[i] = x.shape[i];
   dims[x.ndim - 1] = n;
-  PyObject* out = empty_like_dtype(dims, x.ndim, x.allocate);
-  if (!out) return fallback();
   std::uintptr_t c = 0;
-  if (!data_ptr_of(out, &c)) {
-    Py_DECREF(out);
-    return fallback();
-  }
+  PyObject* out = new_output(dims, x.ndim, x.allocate, &c);
+  if (!out) return fallback();
   // B(k, n) = W(n, k): b_rs = w_cs, b_cs = w_rs.
   if (!gemm_call(x.code, m, n, k, x.ptr, x_rs, x.stride[x.ndim - 1], w.ptr, w.stride[1], w.stride[0], c,
                  has_bias ? b.ptr : 0, has_bias ? b.stride[0] : 0, step)) {
@@ -360,13 +363,9 @@ PyObject* fast_step(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     record = mode == 1;
   }
   if (!plain_eager()) return fallback();
-  PyObject* out = empty_like_dtype(z.shape, z.ndim, z.allocate);
-  if (!out) return fallback();
   std::uintptr_t c = 0;
-  if (!data_ptr_of(out, &c)) {
-    Py_DECREF(out);
-    return fallback();
-  }
+  PyObject* out = new_output(z.shape, z.ndim, z.allocate, &c);
+  if (!out) return fallback();
   const int64_t count = z.numel;
   const bool ok = run_kernel("linneuron fast path (step)", [&] {
     if (z.code == kCodeFloat32)
@@ -483,13 +482,9 @@ PyObject* fast_step_backward(PyObject*, PyObject* const* args, Py_ssize_t nargs)
   int64_t z_stride = 0, gy_stride = 0;
   if (!as_run(z, &z_stride) || !as_run(gy, &gy_stride)) return fallback();
   if (grad_mode() != 0 || !plain_eager()) return fallback();
-  PyObject* out = empty_like_dtype(z.shape, z.ndim, z.allocate);
-  if (!out) return fallback();
   std::uintptr_t c = 0;
-  if (!data_ptr_of(out, &c)) {
-    Py_DECREF(out);
-    return fallback();
-  }
+  PyObject* out = new_output(z.shape, z.ndim, z.allocate, &c);
+  if (!out) return fallback();
   const int64_t count = z.numel;
   const auto kind = static_cast<Surrogate>(surrogate);
   const bool ok = run_kernel("linneuron fast path (step_backward)", [&] {
