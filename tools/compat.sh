@@ -3,7 +3,7 @@
 # would (`pip install ".[test]"`, build isolation on), then the test suite; prints wall time per step and disk used.
 #
 # usage: tools/compat.sh TORCH_VERSION [pytest args...]
-#   env: COMPAT_ROOT   where venvs go (default /work/compat-venvs; keep it outside the repo)
+#   env: COMPAT_ROOT   where venvs go (default ~/.cache/linneuron-compat; keep it outside the repo)
 #        LINNEURON_CUDA  passed to the build (OFF skips the CUDA module and is much faster; default AUTO)
 #        COMPAT_REUSE=1  keep an existing venv and its torch (iterating on a fix; recorded runs use a fresh one)
 #        COMPAT_KEEP=0   delete the venv after the run (default keeps it)
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 version=${1:?usage: tools/compat.sh TORCH_VERSION [pytest args...]}
 shift
-root=${COMPAT_ROOT:-/work/compat-venvs}
+root=${COMPAT_ROOT:-$HOME/.cache/linneuron-compat}
 venv="$root/torch-$version"
 export LINNEURON_CUDA=${LINNEURON_CUDA:-AUTO}
 
