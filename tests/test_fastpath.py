@@ -14,6 +14,19 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 pytestmark = pytest.mark.skipif(not _fastpath.ENABLED, reason="fast path not enabled on this torch")
 
+# Tensor readers of the compiled side: torch's DLPack exchange table (where this torch has one) and the C-level
+# attributes (older torch versions). Every test below that takes `reader` runs on each.
+READERS = ["attributes"] + (["dlpack"] if _fastpath._dlpack_api() is not None else [])
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+
+
+@pytest.fixture(params=READERS)
+def reader(request):
+    _fastpath.reinit(use_dlpack=request.param == "dlpack")
+    assert _fastpath.reader() == request.param
+    yield request.param
+    _fastpath.reinit(use_dlpack=True)
+
 
 def _operands(dtype=torch.float32, m=5, k=7, n=3, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -24,23 +37,34 @@ def _operands(dtype=torch.float32, m=5, k=7, n=3, seed=0):
     )
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1, 1), (3, 3, 1), (1, 3, 7), (8, 16, 16), (33, 65, 17)])
-def test_fast_equals_general_bitwise(dtype, shape):
+def test_fast_equals_general_bitwise(dtype, shape, reader):
     x, w, b = _operands(dtype, *shape)
     fast = _core.fast_linear(x, w, b, False)
     assert fast is not None  # the plain case is taken
     assert torch.equal(fast, LF._linear_general(x, w, b))
-    torch.testing.assert_close(fast, torch.nn.functional.linear(x, w, b))
+    low = dtype in (torch.bfloat16, torch.float16)
+    ref = torch.nn.functional.linear(x.double(), w.double(), b.double()).to(dtype) if low else None
+    torch.testing.assert_close(fast, ref if low else torch.nn.functional.linear(x, w, b))
     assert torch.equal(_core.fast_linear(x, w, None, True), LF._neuron_general(x, w, None, 3, 2.0))
     assert torch.equal(_core.fast_step(x, 3, 2.0), LF._step_general(x, 3, 2.0))
 
 
-def test_strided_and_nd_inputs_bitwise():
-    x, w, b = _operands(m=12, k=6, n=4)
-    for xin in (x.t().contiguous().t(), x[::2], x.reshape(3, 4, 6), x.reshape(3, 4, 6).transpose(0, 1)):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_strided_and_nd_inputs_bitwise(dtype, reader):
+    x, w, b = _operands(dtype, m=12, k=6, n=4)
+    taken = (x.t().contiguous().t(), x[::2], x.reshape(3, 4, 6), x.reshape(2, 6, 6).transpose(0, 1)[:, :1])
+    for xin in (*taken, x.reshape(3, 4, 6).transpose(0, 1)):  # the last: no single row stride, falls back
         for win in (w, w.t().contiguous().t()):
+            fast = _core.fast_linear(xin, win, b, False)
+            assert (fast is not None) == any(xin is t for t in taken)
             assert torch.equal(LF.linear(xin, win, b), LF._linear_general(xin, win, b))
+    # parameters (nn.Parameter) are read like tensors; an expanded bias has stride 0
+    wp, bp = torch.nn.Parameter(w), torch.nn.Parameter(b[:1].expand(4))
+    with torch.no_grad():
+        fast = _core.fast_linear(x, wp, bp, False)
+        assert fast is not None and torch.equal(fast, LF._linear_general(x, wp, bp))
 
 
 class _Sub(torch.Tensor):
@@ -62,8 +86,9 @@ def _fallback_cases():
         "conj of complex": (x.to(torch.complex64).conj(), w.to(torch.complex64), None),
         "misaligned": (None, w, b),  # made by _misaligned_f32 in the test
         "sparse input": (x.to_sparse(), w, b),
-        "unknown dtype": (x.half(), w.half(), b.half()),
+        "complex dtype": (x.to(torch.complex64), w.to(torch.complex64), None),
         "int dtype": (x.int(), w.int(), b.int()),
+        "mixed low precision": (x.half(), w.bfloat16(), b.half()),
         "mixed dtype": (x, w.double(), b),
         "empty rows": (x[:0], w, b),
         "empty features": (x[:, :0], w[:, :0], b),
@@ -72,6 +97,9 @@ def _fallback_cases():
         "bias wrong shape": (x, w, torch.randn(4)),
         "weight 1-D": (x, w[0], None),
         "not a tensor": (x.tolist(), w, b),
+        "meta device": (x.to("meta"), w.to("meta"), b.to("meta")),
+        "mkldnn input": (x.to_mkldnn(), w, b),
+        "0-d input": (torch.tensor(1.0), w[:, :1], b),
     }
     return cases
 
@@ -85,7 +113,7 @@ def _misaligned_f32(m, k):
 
 
 @pytest.mark.parametrize("name", list(_fallback_cases()))
-def test_fallback_conditions(name):
+def test_fallback_conditions(name, reader):
     x, w, b = _fallback_cases()[name]
     if name == "misaligned":
         x = _misaligned_f32(5, 7)
@@ -98,10 +126,16 @@ def test_fallback_conditions(name):
             LF.linear(x, w, b)
         assert str(got.value) == str(error)
         return
-    assert torch.equal(LF.linear(x, w, b), want)
+    got = LF.linear(x, w, b)
+    if want.is_meta:  # no values to compare
+        assert got.is_meta and got.shape == want.shape and got.dtype == want.dtype
+    elif want.is_mkldnn:
+        assert torch.equal(got.to_dense(), want.to_dense())
+    else:
+        assert torch.equal(got, want)
 
 
-def test_fallback_under_dispatch_mode_function_mode_functorch_forward_ad():
+def test_fallback_under_dispatch_mode_function_mode_functorch_forward_ad(reader):
     x, w, b = _operands()
     with _Mode():
         assert _core.fast_linear(x, w, b, False) is None
@@ -132,8 +166,9 @@ def test_fallback_under_cpu_autocast_keeps_the_autocast_dtype():
     assert _core.fast_linear(x, w, b, False) is not None  # and the fast path is back once autocast ends
 
 
-def test_grad_mode_bitwise_and_saved_only_what_is_needed():
-    x, w, b = _operands(torch.float64)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_grad_mode_bitwise_and_saved_only_what_is_needed(dtype, reader):
+    x, w, b = _operands(dtype)
     for req in [(True, True, True), (False, True, True), (True, False, False), (False, False, True)]:
         ins = [t.clone().requires_grad_(r) for t, r in zip((x, w, b), req)]
         ref = [t.clone().requires_grad_(r) for t, r in zip((x, w, b), req)]
@@ -148,6 +183,8 @@ def test_grad_mode_bitwise_and_saved_only_what_is_needed():
             assert (a.grad is None) == (r.grad is None)
             if a.grad is not None:
                 assert torch.equal(a.grad, r.grad)
+    if dtype != torch.float64:
+        return
     # gradcheck through the fast path, twice differentiable (create_graph falls back to the formulas)
     xs = x[:3, :4].clone().requires_grad_()
     ws = w[:2, :4].clone().requires_grad_()
@@ -163,8 +200,9 @@ def test_zero_dim_step_falls_back():
     assert out.shape == () and out.item() == 0.0
 
 
-def test_step_grad_bitwise():
-    z = torch.randn(6, 5, dtype=torch.float64)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_step_grad_bitwise(dtype, reader):
+    z = torch.randn(6, 5, dtype=torch.float64).to(dtype)
     a, r = z.clone().requires_grad_(), z.clone().requires_grad_()
     y = LF.step(a, "sigmoid", 3.0)
     assert type(y.grad_fn).__name__ == "_FastStepBackward"
@@ -178,7 +216,7 @@ def test_step_grad_bitwise():
     assert _core.fast_step_backward(g, z, 2, 3.0) is None
 
 
-def test_sixteen_threads_at_once():
+def test_sixteen_threads_at_once(reader):
     x, w, b = _operands(m=64, k=48, n=40)
     want = LF._linear_general(x, w, b)
     barrier = threading.Barrier(16)
