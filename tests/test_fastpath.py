@@ -174,6 +174,8 @@ def test_grad_mode_bitwise_and_saved_only_what_is_needed(dtype, reader):
         ref = [t.clone().requires_grad_(r) for t, r in zip((x, w, b), req)]
         y = LF.linear(*ins)
         assert type(y.grad_fn).__name__ == "_FastLinearBackward"
+        saved_x, saved_w = y.grad_fn.saved_tensors  # X only for dW, W only for dX
+        assert (saved_x is None) != req[1] and (saved_w is None) != req[0]
         y_ref = LF._LinearFunction.apply(*ref)
         assert torch.equal(y, y_ref)
         g = torch.randn_like(y)
@@ -234,6 +236,71 @@ def test_sixteen_threads_at_once(reader):
             errors.append(repr(error))
 
     threads = [threading.Thread(target=work) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_in_place_change_after_forward_is_caught_as_by_torch(reader):
+    # The operands are saved through ctx.to_save, so autograd's version counters still guard them.
+    x, w, b = (t.clone().requires_grad_() for t in _operands(torch.float64))
+    for fn in (LF.linear, torch.nn.functional.linear):
+        y = fn(x, w, b)
+        with torch.no_grad():
+            w.add_(1.0)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.sum().backward()
+
+
+def test_appliers_need_the_fast_path_to_record():
+    x, w, b = _operands()
+    with pytest.raises(RuntimeError, match="nothing to record"):
+        _core.fast_take()
+    with pytest.raises(RuntimeError, match="nothing to record"):
+        LF._FastLinear.apply(x.requires_grad_(), w, b)
+    y = LF.linear(x, w, b)  # and the path still records afterwards
+    assert type(y.grad_fn).__name__ == "_FastLinearBackward"
+
+
+def test_inference_mode_and_module_forward_take_the_fast_path(reader):
+    import linneuron
+
+    x, w, b = _operands()
+    with torch.inference_mode():
+        got, want = LF.linear(x, w, b), torch.nn.functional.linear(x, w, b)
+        assert got.is_inference() == want.is_inference()
+    layer = linneuron.Linear(7, 3)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            y = layer(x)
+            assert torch.equal(y, LF._linear_general(x, layer.weight, layer.bias))
+            assert (type(y.grad_fn).__name__ == "_FastLinearBackward") == grad
+
+
+def test_sixteen_threads_recording_at_once(reader):
+    # Each thread's recording hands its result to forward through a thread-local slot.
+    x, w, b = _operands(m=6, k=5, n=4)
+    ref = [t.clone().requires_grad_() for t in (x, w, b)]
+    LF._LinearFunction.apply(*ref).backward(torch.ones(6, 4))
+    barrier = threading.Barrier(16)
+    errors = []
+
+    def work(seed):
+        try:
+            barrier.wait()
+            for _ in range(50):
+                ins = [t.clone().requires_grad_() for t in (x, w, b)]
+                y = LF.linear(*ins)
+                y.backward(torch.ones_like(y))
+                if not all(torch.equal(a.grad, r.grad) for a, r in zip(ins, ref)):
+                    errors.append("mismatch")
+                    return
+        except Exception as error:  # noqa: BLE001 - collected and asserted below
+            errors.append(repr(error))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
     for t in threads:
         t.start()
     for t in threads:

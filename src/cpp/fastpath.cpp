@@ -357,6 +357,48 @@ PyObject* fallback() {
   Py_RETURN_NONE;
 }
 
+// ---- recording in grad mode ------------------------------------------------------------------------------------
+
+// (saved tensors, result) of the call being recorded on this thread, for the applier's forward to take
+// (fast_take): handing them over here rather than as arguments of apply keeps them out of autograd's inputs
+// (each input costs apply about 0.2 µs) and spares forward the needs_input_grad reads.
+thread_local PyObject* t_pending = nullptr;
+
+// applier(*call_args) with (saved, result) pending; steals saved and result. Returns the recorded result, or
+// nullptr with autograd's error set.
+PyObject* apply_recording(PyObject* applier, PyObject* const* call_args, Py_ssize_t n, PyObject* saved,
+                          PyObject* result) {
+  if (!saved) {
+    Py_DECREF(result);
+    return nullptr;
+  }
+  PyObject* pending = PyTuple_New(2);
+  if (!pending) {
+    Py_DECREF(saved);
+    Py_DECREF(result);
+    return nullptr;
+  }
+  PyTuple_SET_ITEM(pending, 0, saved);
+  PyTuple_SET_ITEM(pending, 1, result);
+  PyObject* outer = t_pending;  // a forward that itself records (none does today) must not lose ours
+  t_pending = pending;
+  PyObject* recorded = PyObject_Vectorcall(applier, call_args, static_cast<size_t>(n), nullptr);
+  Py_XDECREF(t_pending);  // still there if apply failed before forward took it
+  t_pending = outer;
+  return recorded;  // errors from autograd propagate
+}
+
+// fast_take() -> (saved, result): what the recording entry left for the applier's forward on this thread.
+PyObject* fast_take(PyObject*, PyObject*) {
+  PyObject* pending = t_pending;
+  if (!pending) {
+    PyErr_SetString(PyExc_RuntimeError, "linneuron fast path: nothing to record (apply() called directly?)");
+    return nullptr;
+  }
+  t_pending = nullptr;
+  return pending;
+}
+
 // ---- entries --------------------------------------------------------------------------------------------------
 
 // fast_linear(input, weight, bias, step) -> Tensor | None: [H](input @ weight.T + bias), input (*, K).
@@ -395,13 +437,10 @@ PyObject* fast_linear(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     return nullptr;
   }
   if (!record) return out;
-  PyObject* box = PyTuple_Pack(1, out);  // a tuple: autograd does not see the result as an input
-  Py_DECREF(out);
-  if (!box) return nullptr;
-  PyObject* call_args[4] = {args[0], args[1], bias_obj, box};
-  PyObject* result = PyObject_Vectorcall(g.linear_apply, call_args, 4, nullptr);
-  Py_DECREF(box);
-  return result;  // errors from autograd propagate
+  // Saved for backward: X for dW, W for dX (what needs_input_grad will say inside apply).
+  PyObject* saved = PyTuple_Pack(2, w.requires_grad ? args[0] : Py_None, x.requires_grad ? args[1] : Py_None);
+  PyObject* call_args[3] = {args[0], args[1], bias_obj};
+  return apply_recording(g.linear_apply, call_args, 3, saved, out);
 }
 
 // The whole of view as one strided run of numel elements (rows 1), or false when its dims do not collapse.
@@ -441,13 +480,7 @@ PyObject* fast_step(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     return nullptr;
   }
   if (!record) return out;
-  PyObject* box = PyTuple_Pack(1, out);
-  Py_DECREF(out);
-  if (!box) return nullptr;
-  PyObject* call_args[4] = {args[0], args[1], args[2], box};
-  PyObject* result = PyObject_Vectorcall(g.step_apply, call_args, 4, nullptr);
-  Py_DECREF(box);
-  return result;
+  return apply_recording(g.step_apply, args, 3, PyTuple_Pack(1, args[0]), out);
 }
 
 // Reads the optional tensor arg (None allowed when !needed); false means fall back.
@@ -705,6 +738,8 @@ PyMethodDef kMethods[] = {
      "Hand the fast path torch's types, dtypes and probes (python/linneuron/_fastpath.py calls this once)."},
     {"fastpath_reader", fastpath_reader, METH_NOARGS,
      "How the fast path reads tensors: 'dlpack' (torch's C exchange table), 'attributes', or None before init."},
+    {"fast_take", fast_take, METH_NOARGS,
+     "fast_take() -> (saved, result): for the grad-mode appliers' forward (functional._FastLinear, _FastStep)."},
     {"fast_linear", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_linear)), METH_FASTCALL,
      "fast_linear(input, weight, bias, step) -> Tensor or None (None: use the general path)."},
     {"fast_step", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_step)), METH_FASTCALL,

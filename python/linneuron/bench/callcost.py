@@ -8,7 +8,8 @@ at one thread count (torch.set_num_threads and linneuron.set_num_threads both se
 - ``grad``      forward with every operand requiring grad (the graph is built, no backward run);
 - ``fwd+bwd``   forward and ``backward(grad_out)`` with gradients for input, weight and bias.
 
-Printed: µs per call for each side and the ratio torch time / linneuron time (> 1: linneuron is faster).
+Printed: median µs per call for each side and the speed-up, the median over repeats of torch time / linneuron
+time (> 1: linneuron is faster).
 """
 
 from __future__ import annotations
@@ -63,12 +64,15 @@ def _pair(kind: str, shape, dtype, regime: str):
     return make(fns[0]), make(fns[1])
 
 
-def _median_pair(a, b, calls: int, repeats: int, grad: bool) -> tuple[float, float]:
+def _median_pair(a, b, calls: int, repeats: int, grad: bool) -> tuple[float, float, float]:
     with torch.set_grad_enabled(grad):  # once around the loop: its own cost is no part of either call
         return _median_pair_here(a, b, calls, repeats)
 
 
-def _median_pair_here(a, b, calls: int, repeats: int) -> tuple[float, float]:
+def _median_pair_here(a, b, calls: int, repeats: int) -> tuple[float, float, float]:
+    """Medians of a's and b's µs per call, and the median of the per-repeat ratios b / a (each repeat times the
+    two back to back, so a load that comes and goes shifts both of a pair; on a busy machine that median moves
+    less than the ratio of the two medians)."""
     for _ in range(max(50, calls // 10)):  # warm-up
         a(), b()
     ta: list[float] = []
@@ -79,10 +83,10 @@ def _median_pair_here(a, b, calls: int, repeats: int) -> tuple[float, float]:
             for _ in range(calls):
                 fn()
             out.append((time.perf_counter_ns() - t0) / calls / 1e3)
-    return statistics.median(ta), statistics.median(tb)
+    return statistics.median(ta), statistics.median(tb), statistics.median(y / x for x, y in zip(ta, tb))
 
 
-def measure(dtypes=("float32", "float64"), regimes=REGIMES, calls: int = 2000, repeats: int = 11, kinds=None):
+def measure(dtypes=("float32", "float64"), regimes=REGIMES, calls: int = 300, repeats: int = 31, kinds=None):
     """One row per (kind, shape, dtype, regime): µs per call of each side and the speed-up."""
     rows = []
     cases = [("functional", s) for s in FUNCTIONAL_SHAPES] + [("module", MODULE_SHAPE)]
@@ -93,9 +97,9 @@ def measure(dtypes=("float32", "float64"), regimes=REGIMES, calls: int = 2000, r
                 if kinds and kind not in kinds:
                     continue
                 ours, theirs = _pair(kind, shape, dtype, regime)
-                t_ours, t_torch = _median_pair(ours, theirs, calls, repeats, regime != "no-grad")
+                t_ours, t_torch, speedup = _median_pair(ours, theirs, calls, repeats, regime != "no-grad")
                 rows.append({"kind": kind, "shape": shape, "dtype": dtype_name, "regime": regime,
-                             "linneuron_us": t_ours, "torch_us": t_torch, "speedup": t_torch / t_ours})  # fmt: skip
+                             "linneuron_us": t_ours, "torch_us": t_torch, "speedup": speedup})  # fmt: skip
     return rows
 
 
@@ -105,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32,float64", help="comma-separated dtypes")
     parser.add_argument("--regime", default=",".join(REGIMES), help=f"comma-separated, of {REGIMES}")
     parser.add_argument("--kind", default="", help="functional or module (default both)")
-    parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--calls", type=int, default=300, help="calls per timed sample")
+    parser.add_argument("--repeats", type=int, default=31, help="samples per side")
     args = parser.parse_args(argv)
     from linneuron._info import set_num_threads
 
@@ -114,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     set_num_threads(args.threads)
     kinds = [args.kind] if args.kind else None
     rows = measure(args.dtype.split(","), args.regime.split(","), args.calls, args.repeats, kinds)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), median µs per call (ratio: torch / linneuron)")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), median µs per call, "
+          "speed-up = median of torch / linneuron over repeats")  # fmt: skip
     for r in rows:
         shape = "{}x{}->{}".format(*r["shape"])
         print(f"  {r['kind']:10s} {shape:9s} {r['dtype']:8s} {r['regime']:8s} "
