@@ -306,3 +306,16 @@ def test_sixteen_threads_recording_at_once(reader):
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_init_rejects_a_configuration_it_cannot_use_and_keeps_the_old_one():
+    descriptors, parameter_same = _fastpath._descriptors()
+    assert parameter_same  # nn.Parameter resolves torch.Tensor's C attributes (else Parameters would fall back)
+    bad = dict(descriptors, is_neg=lambda t: False)  # a Python function: not a C method
+    with pytest.raises(TypeError, match="is_neg"):
+        _core.fastpath_init({"tensor_type": torch.Tensor, "parameter_type": None, "descriptors": bad,
+                             **{k: None for k in ("dtypes", "grad_enabled", "dispatch_stack_len", "function_mode_on",
+                                                  "functorch_peek", "forward_ad", "compiler", "linear_apply",
+                                                  "step_apply", "autocast_enabled", "dlpack_api")}})  # fmt: skip
+    x, w, b = _operands()
+    assert torch.equal(_core.fast_linear(x, w, b, False), LF._linear_general(x, w, b))

@@ -11,6 +11,7 @@ dtype with a CPU kernel is one table entry (the compiled side falls back for cod
 from __future__ import annotations
 
 import functools
+import inspect
 
 import torch
 import torch.autograd.forward_ad as _forward_ad
@@ -46,6 +47,17 @@ def _autocast_probe():
     return functools.partial(torch.is_autocast_enabled, "cpu")
 
 
+# The C-level properties and methods of torch.Tensor the compiled readers call directly (see fastpath.cpp).
+_DESCRIPTOR_NAMES = ("is_cpu", "dtype", "requires_grad", "shape", "stride", "data_ptr", "is_neg")
+
+
+def _descriptors():
+    """name -> torch.Tensor's C property or method, and whether nn.Parameter resolves every name the same way."""
+    found = {name: inspect.getattr_static(torch.Tensor, name, None) for name in _DESCRIPTOR_NAMES}
+    same = all(inspect.getattr_static(torch.nn.Parameter, n, None) is d for n, d in found.items())
+    return found, same
+
+
 def _dlpack_api():
     """torch's DLPack C exchange table (a PyCapsule), or None where this torch has none."""
     capsule = getattr(torch.Tensor, "__dlpack_c_exchange_api__", None)
@@ -67,13 +79,19 @@ def init(linear_function, step_function, use_dlpack: bool = True) -> bool:
         # Under CPU autocast the dispatcher's AutocastCPU rule (ops.py) must cast first: such calls fall back.
         "autocast_enabled": _autocast_probe(),
     }
+    descriptors, parameter_same = _descriptors()
+    kinds = (type(torch.Tensor.stride), type(torch.Tensor.requires_grad))  # method_descriptor, getset_descriptor
+    if not all(type(d) in kinds for d in descriptors.values()):
+        probes["descriptors"] = None  # a torch whose Tensor attributes are not C-level: no fast path
     if any(v is None for v in probes.values()) or not hasattr(_core, "fastpath_init"):
         ENABLED = False  # a torch without these probes: every call takes the general path
         return ENABLED
     _core.fastpath_init(
         {
             "tensor_type": torch.Tensor,
-            "parameter_type": torch.nn.Parameter,
+            # Parameters are read like tensors where they resolve the same attributes (they do in torch 2.4-2.13).
+            "parameter_type": torch.nn.Parameter if parameter_same else None,
+            "descriptors": descriptors,
             # (dtype, kernel code, allocator): Tensor.new of an empty template is the cheapest allocation measured.
             "dtypes": [(dtype, code, torch.empty(0, dtype=dtype).new) for dtype, code in _kernels._CPU_CODES.items()],
             "dlpack_api": _dlpack_api() if use_dlpack else None,

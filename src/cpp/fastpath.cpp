@@ -44,7 +44,8 @@ constexpr int kCodes = 4;
 int item_size(int code) { return code == kCodeFloat32 ? 4 : code == kCodeFloat64 ? 8 : 2; }
 
 // The tensor type's attributes the readers use, resolved once on the type (what attribute lookup would find for
-// a plain tensor), so a read is one C call: a property's getter or a method called with the tensor as self.
+// a plain tensor; handed over by _fastpath.py), so a read is one C call: a property's getter or a method called
+// with the tensor as self. An instance attribute shadowing a method is ignored: these read the tensor itself.
 enum Descriptor { kIsCpu, kDtype, kRequiresGrad, kShape, kStride, kDataPtr, kIsNeg, kDescriptors };
 const char* const kDescriptorNames[kDescriptors] = {"is_cpu", "dtype", "requires_grad", "shape", "stride", "data_ptr",
                                                     "is_neg"};
@@ -622,16 +623,14 @@ PyObject* get_item(PyObject* dict, const char* key) {
   return v;
 }
 
-// The descriptor `name` as the type resolves it (type.__mro__ lookup), checked to be a C property or method.
-bool resolve_descriptor(PyTypeObject* type, int index, State* s) {
-  PyObject* name = PyUnicode_InternFromString(kDescriptorNames[index]);
-  if (!name) return false;
-  PyObject* desc = _PyType_Lookup(type, name);  // borrowed
-  Py_DECREF(name);
+// Takes descriptors[name] (the attribute as torch.Tensor resolves it, from inspect.getattr_static), checked to be a C
+// property or method.
+bool take_descriptor(PyObject* descriptors, int index, State* s) {
+  PyObject* desc = PyDict_GetItemString(descriptors, kDescriptorNames[index]);  // borrowed
   const bool method = desc && Py_IS_TYPE(desc, &PyMethodDescr_Type);
   const bool property = desc && Py_IS_TYPE(desc, &PyGetSetDescr_Type);
   if (!method && !property) {
-    PyErr_Format(PyExc_TypeError, "fastpath_init: %s.%s is not a C property or method", type->tp_name,
+    PyErr_Format(PyExc_TypeError, "fastpath_init: descriptors[%s] is not a C property or method",
                  kDescriptorNames[index]);
     return false;
   }
@@ -640,7 +639,9 @@ bool resolve_descriptor(PyTypeObject* type, int index, State* s) {
   return true;
 }
 
-// fastpath_init(config: dict) -> None. Keys: tensor_type, parameter_type (or None: Parameters fall back), dtypes (a
+// fastpath_init(config: dict) -> None. Keys: tensor_type, parameter_type (or None: Parameters fall back; the
+// parameter type must resolve every descriptor to the same object as tensor_type), descriptors (name -> the C
+// property or method of tensor_type: is_cpu, dtype, requires_grad, shape, stride, data_ptr, is_neg), dtypes (a
 // list of (dtype, kernel code, allocator) triples, the allocator called with the sizes), dlpack_api (torch's
 // __dlpack_c_exchange_api__ capsule, or None: tensors are read by their attributes), grad_enabled,
 // dispatch_stack_len, function_mode_on, functorch_peek (or None), forward_ad, compiler (or None), linear_apply,
@@ -654,7 +655,7 @@ PyObject* fastpath_init(PyObject*, PyObject* config) {
   const char* keys[] = {"tensor_type",        "parameter_type",   "dtypes",         "grad_enabled",
                         "dispatch_stack_len", "function_mode_on", "functorch_peek", "forward_ad",
                         "compiler",           "linear_apply",     "step_apply",     "autocast_enabled",
-                        "dlpack_api"};
+                        "dlpack_api",         "descriptors"};
   constexpr int kKeys = sizeof(keys) / sizeof(keys[0]);
   PyObject* v[kKeys];
   for (int i = 0; i < kKeys; ++i)
@@ -663,21 +664,14 @@ PyObject* fastpath_init(PyObject*, PyObject* config) {
     PyErr_SetString(PyExc_TypeError, "fastpath_init(): tensor_type and parameter_type must be types");
     return nullptr;
   }
-  s.tensor_type = reinterpret_cast<PyTypeObject*>(keep(v[0]));
-  for (int i = 0; i < kDescriptors; ++i)
-    if (!resolve_descriptor(s.tensor_type, i, &s)) return nullptr;
-  if (v[1] != Py_None) {
-    // Parameters share the descriptors only if their type resolves every name to the same object.
-    PyTypeObject* parameter = reinterpret_cast<PyTypeObject*>(v[1]);
-    bool same = true;
-    for (int i = 0; i < kDescriptors && same; ++i) {
-      PyObject* name = PyUnicode_InternFromString(kDescriptorNames[i]);
-      if (!name) return nullptr;
-      same = _PyType_Lookup(parameter, name) == s.descriptors[i];
-      Py_DECREF(name);
-    }
-    if (same) s.parameter_type = reinterpret_cast<PyTypeObject*>(keep(v[1]));
+  if (!PyDict_Check(v[13])) {
+    PyErr_SetString(PyExc_TypeError, "fastpath_init(): descriptors must be a dict");
+    return nullptr;
   }
+  s.tensor_type = reinterpret_cast<PyTypeObject*>(keep(v[0]));
+  s.parameter_type = reinterpret_cast<PyTypeObject*>(keep(v[1] == Py_None ? nullptr : v[1]));
+  for (int i = 0; i < kDescriptors; ++i)
+    if (!take_descriptor(v[13], i, &s)) return nullptr;
   PyObject* dtypes = PySequence_Fast(v[2], "fastpath_init(): dtypes must be a sequence");
   if (!dtypes) return nullptr;
   const Py_ssize_t count = PySequence_Fast_GET_SIZE(dtypes);
