@@ -319,3 +319,18 @@ def test_init_rejects_a_configuration_it_cannot_use_and_keeps_the_old_one():
                                                   "step_apply", "autocast_enabled", "dlpack_api")}})  # fmt: skip
     x, w, b = _operands()
     assert torch.equal(_core.fast_linear(x, w, b, False), LF._linear_general(x, w, b))
+
+
+def test_saved_tensor_hooks_see_what_the_general_path_saves():
+    x, w, b = (t.clone().requires_grad_() for t in _operands(torch.float64))
+    packed = {"fast": 0, "general": 0}
+    for name, fn in (("fast", LF.linear), ("general", LF._LinearFunction.apply)):
+
+        def pack(t, name=name):
+            packed[name] += 1
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = fn(x, w, b)
+        y.sum().backward()
+    assert packed["fast"] == packed["general"] == 2
