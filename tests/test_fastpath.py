@@ -334,3 +334,21 @@ def test_saved_tensor_hooks_see_what_the_general_path_saves():
             y = fn(x, w, b)
         y.sum().backward()
     assert packed["fast"] == packed["general"] == 2
+
+
+@pytest.mark.parametrize("surrogate", ["atan", "sigmoid", None])
+def test_neuron_training_on_the_fast_path_bitwise(surrogate, reader):
+    x, w, b = _operands(torch.float64)
+    ins = [t.clone().requires_grad_() for t in (x, w, b)]
+    ref = [t.clone().requires_grad_() for t in (x, w, b)]
+    code, alpha = LF._resolve(surrogate, None, "neuron")
+    y = LF.neuron(*ins, surrogate=surrogate)
+    y_ref = LF._neuron_general(*ref, code, alpha)
+    if surrogate is not None:
+        assert type(y.grad_fn).__name__ == "_FastStepBackward"
+    g = torch.randn_like(y)
+    y.backward(g)
+    y_ref.backward(g)
+    assert torch.equal(y, y_ref)
+    for a, r in zip(ins, ref):
+        assert torch.equal(a.grad, r.grad)

@@ -443,6 +443,12 @@ def neuron(
         out = _fast_linear(input, weight, bias, True)  # None in grad mode: z or the exact-zero formula is needed
         if out is not None:
             return out
+        if code != 0:
+            # Training with a surrogate: z = linear(...) recorded, then step(z), both on the fast path. (Where
+            # the fused call fell back for any other reason, this linear falls back too, and so does neuron.)
+            z = _fast_linear(input, weight, bias, False)
+            if z is not None:
+                return _step_code(z, code, alpha)
     return _neuron_general(input, weight, bias, code, alpha)
 
 

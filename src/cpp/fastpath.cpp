@@ -234,7 +234,8 @@ bool call_is_truthy(PyObject* fn, bool* value) {
   return true;
 }
 
-// True when nothing (mode, transform, forward AD, compile/export) needs the registered ops instead of the kernels.
+// True when nothing (mode, transform, autocast, forward AD, compile/export) needs the registered ops (or their
+// casts) instead of the kernels.
 bool plain_eager() {
   bool on = false;
   if (!call_is_truthy(g.dispatch_stack_len, &on) || on) return false;
