@@ -122,7 +122,9 @@ def _linear_backward_eager(needs, grad_output, input, weight, has_bias):
 # FunctionCtx.save_for_backward(*t) is `self.to_save = t` (torch 2.4 to 2.13 at least); assigning ctx.to_save
 # directly saves its Python call (~0.1 µs of a ~4 µs grad-mode call). apply() still saves them as SavedVariables, with
 # the version-counter check against in-place changes. A torch that does something else gets the method call.
-_SAVE_BY_TO_SAVE = torch.autograd.function.FunctionCtx.save_for_backward.__code__.co_names == ("to_save",)
+_SAVE_BY_TO_SAVE = getattr(
+    getattr(torch.autograd.function.FunctionCtx.save_for_backward, "__code__", None), "co_names", None
+) == ("to_save",)
 _fast_take = _core.fast_take
 
 

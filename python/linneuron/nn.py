@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from . import functional as F
-from .functional import _dynamo_compiling, _fast_linear
 from ._surrogate import DEFAULT_SURROGATE, SURROGATE_NAMES, resolve
+from .functional import _dynamo_compiling, _fast_linear
 
 __all__ = ["Linear", "Neuron", "Step", "swap_linear"]
 
