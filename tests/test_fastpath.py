@@ -100,6 +100,7 @@ def _fallback_cases():
         "meta device": (x.to("meta"), w.to("meta"), b.to("meta")),
         "mkldnn input": (x.to_mkldnn(), w, b),
         "0-d input": (torch.tensor(1.0), w[:, :1], b),
+        "17 dims": (x.reshape(*([1] * 15), 5, 7), w, b),  # more dims than the compiled side holds
     }
     return cases
 
