@@ -23,6 +23,17 @@ def test_summary_figures():
     assert [r["speedup"] for r in s["worst"]] == [0.5, 0.8]
 
 
+def test_per_group_lines_one_per_dtype_and_thread_count():
+    rows = [
+        {"dtype": d, "threads": t, "m": m, "k": 2, "n": 3, "speedup": sp}
+        for d, t, m, sp in [("float32", 1, 4, 0.5), ("float32", 1, 5, 2.0), ("float64", 2, 6, 1.0)]
+    ]
+    lines = S.per_group_lines(rows)
+    assert len(lines) == 2
+    assert "float32  1t: 2 shapes, min x0.50 (M=4 K=2 N=3), geomean x1.00, 1 under 0.9" in lines[0]
+    assert "float64  2t: 1 shapes, min x1.00" in lines[1]
+
+
 @pytest.mark.parametrize("mode", S.MODES)
 def test_both_modes_compute_what_torch_computes(mode):
     import torch

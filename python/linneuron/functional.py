@@ -119,41 +119,63 @@ def _linear_backward_eager(needs, grad_output, input, weight, has_bias):
     return grad_input, grad_weight, grad_bias
 
 
+# FunctionCtx.save_for_backward(*t) is `self.to_save = t` (torch 2.4 to 2.13 at least); assigning ctx.to_save
+# directly saves its Python call (~0.1 µs of a ~4 µs grad-mode call). apply() still saves them as SavedVariables, with
+# the version-counter check against in-place changes. A torch that does something else gets the method call.
+_SAVE_BY_TO_SAVE = getattr(
+    getattr(torch.autograd.function.FunctionCtx.save_for_backward, "__code__", None), "co_names", None
+) == ("to_save",)
+_fast_take = _core.fast_take
+
+
 class _FastLinear(torch.autograd.Function):
-    """Records a linear the compiled fast path already computed (``result``, boxed so autograd does not take it
-    for an input); saves only what backward reads, whose products go to the kernels in one C call."""
+    """Records a linear the compiled fast path already computed; backward's products go to the kernels in one C
+    call.
+
+    The C side hands forward the result and the tensors to save (X only if W requires grad, W only if X does) via
+    ``_core.fast_take()``, not as apply() arguments, which autograd would treat as inputs (and the result as one
+    of them). Old-style (forward takes ctx): one Python call per apply instead of forward + setup_context. The
+    operands are saved through ctx.to_save (save_for_backward), not as plain ctx attributes, so that autograd's
+    version counters still catch an in-place change of input or weight between forward and backward. Whether
+    there is a bias needs no attribute: needs_input_grad[2] is False for a bias of None.
+    """
 
     @staticmethod
-    def forward(ctx, input, weight, bias, result):
-        needs = ctx.needs_input_grad
-        ctx.save_for_backward(input if needs[1] else None, weight if needs[0] else None)
-        ctx.has_bias = bias is not None
-        return result[0]
+    def forward(ctx, input, weight, bias):
+        saved, result = _fast_take()
+        if _SAVE_BY_TO_SAVE:
+            ctx.to_save = saved
+        else:
+            ctx.save_for_backward(*saved)
+        return result
 
     @staticmethod
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        has_bias = ctx.has_bias
-        grads = _fast_linear_backward(grad_output, input, weight, needs[0], needs[1], has_bias and needs[2])
+        grads = _fast_linear_backward(grad_output, input, weight, needs[0], needs[1], needs[2])
         if grads is None:
-            grads = _linear_backward_eager(needs, grad_output, input, weight, has_bias)
-        return grads[0], grads[1], grads[2], None
+            grads = _linear_backward_eager(needs, grad_output, input, weight, needs[2])
+        return grads
 
 
 class _FastStep(torch.autograd.Function):
     """Records a step the compiled fast path already computed (see _FastLinear)."""
 
     @staticmethod
-    def forward(ctx, input, surrogate, alpha, result):
-        ctx.save_for_backward(input)
+    def forward(ctx, input, surrogate, alpha):
+        saved, result = _fast_take()
+        if _SAVE_BY_TO_SAVE:
+            ctx.to_save = saved
+        else:
+            ctx.save_for_backward(*saved)
         ctx.surrogate, ctx.alpha = surrogate, alpha
-        return result[0]
+        return result
 
     @staticmethod
     def backward(ctx, grad_output):
         (z,) = ctx.saved_tensors
-        return _step_backward(grad_output, z, ctx.surrogate, ctx.alpha), None, None, None
+        return _step_backward(grad_output, z, ctx.surrogate, ctx.alpha), None, None
 
 
 _fastpath.init(_FastLinear, _FastStep)
@@ -423,6 +445,12 @@ def neuron(
         out = _fast_linear(input, weight, bias, True)  # None in grad mode: z or the exact-zero formula is needed
         if out is not None:
             return out
+        if code != 0:
+            # Training with a surrogate: z = linear(...) recorded, then step(z), both on the fast path. (Where
+            # the fused call fell back for any other reason, this linear falls back too, and so does neuron.)
+            z = _fast_linear(input, weight, bias, False)
+            if z is not None:
+                return _step_code(z, code, alpha)
     return _neuron_general(input, weight, bias, code, alpha)
 
 

@@ -16,6 +16,7 @@
 #endif
 
 #include "gemm.h"
+#include "parallel_for.h"
 #include "runtime.h"
 #include "workspace.h"
 
@@ -37,12 +38,10 @@ void for_each_row_range(int64_t rows, int64_t cols, RowFn row_fn) {
   const int nthreads = threads_for(rows * cols);
   if (rows == 1) {
     const int64_t chunks = nthreads;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-    for (int64_t ch = 0; ch < chunks; ++ch) row_fn(0, cols * ch / chunks, cols * (ch + 1) / chunks);
+    parallel_for(nthreads, chunks, [&](int64_t ch) { row_fn(0, cols * ch / chunks, cols * (ch + 1) / chunks); });
     return;
   }
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-  for (int64_t r = 0; r < rows; ++r) row_fn(r, 0, cols);
+  parallel_for(nthreads, rows, [&](int64_t r) { row_fn(r, 0, cols); });
 }
 
 // The surrogate-gradient and column-sum loops are compiled three times (AVX-512, AVX2, baseline) and the loader
@@ -214,8 +213,7 @@ void bias_grad(int64_t m, int64_t n, const T* dy, int64_t dy_rs, int64_t dy_cs, 
     // Enough columns to share out: each thread owns a column range and walks every chunk of it.
     constexpr int64_t kCols = 64;
     const int64_t col_blocks = (n + kCols - 1) / kCols;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-    for (int64_t cb = 0; cb < col_blocks; ++cb) {
+    parallel_for(nthreads, col_blocks, [&](int64_t cb) {
       const int64_t j0 = cb * kCols, j1 = std::min(n, j0 + kCols);
       T total[kCols], part[kCols];
       for (int64_t j = 0; j < j1 - j0; ++j) total[j] = T(0);
@@ -224,15 +222,14 @@ void bias_grad(int64_t m, int64_t n, const T* dy, int64_t dy_rs, int64_t dy_cs, 
         for (int64_t j = 0; j < j1 - j0; ++j) total[j] += part[j];
       }
       for (int64_t j = j0; j < j1; ++j) finish(j, total[j - j0]);
-    }
+    });
     return;
   }
   // Few columns, many rows: threads share the chunks, then the partial sums are added in chunk order.
   // The partial sums live in the calling thread's reusable workspace: no allocation once it has grown.
   T* partial = static_cast<T*>(thread_workspace(sizeof(T) * static_cast<std::size_t>(n_chunks * n)));
   if (!partial) throw std::bad_alloc();
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-  for (int64_t chunk = 0; chunk < n_chunks; ++chunk) chunk_sum(chunk, 0, n, partial + chunk * n);
+  parallel_for(nthreads, n_chunks, [&](int64_t chunk) { chunk_sum(chunk, 0, n, partial + chunk * n); });
   for (int64_t j = 0; j < n; ++j) {
     T total = T(0);
     for (int64_t chunk = 0; chunk < n_chunks; ++chunk) total += partial[chunk * n + j];

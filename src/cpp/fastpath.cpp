@@ -1,26 +1,32 @@
 // The eager fast path of linneuron.functional: checks, tensor reads, output allocation and kernel call in one C call.
 //
-// No torch headers (one build serves every torch): tensors are read through the CPython API, by the C-level
-// properties and methods of torch.Tensor (is_cpu, dtype, requires_grad, shape, stride(), data_ptr(), is_neg()),
-// and outputs are allocated by a cached per-dtype allocator (the bound .new of an empty tensor of that dtype). Python hands over everything torch-specific once, in
-// fastpath_init (python/linneuron/_fastpath.py): the tensor types, the dtype table (dtype object ->
-// kernel code, so new dtypes are a table entry), the mode/transform probes and the autograd.Function appliers.
+// No torch headers (one build serves every torch). A tensor is read by torch's DLPack exchange table where torch
+// publishes one (torch.Tensor.__dlpack_c_exchange_api__: device, dtype, shape, strides and address in one C call
+// that makes no Python objects), else through the C-level properties and methods of torch.Tensor (is_cpu, dtype,
+// shape, stride(), data_ptr()), each called through its descriptor, resolved once on the type; is_neg() and
+// requires_grad, which DLPack does not carry, always so. Outputs are allocated by a cached per-dtype allocator
+// (the bound .new of an empty tensor of that dtype). Python hands over everything torch-specific once, in
+// fastpath_init (python/linneuron/_fastpath.py): the tensor types, the dtype table (dtype object -> kernel code,
+// so new dtypes are a table entry), the exchange table, the mode/transform probes and the autograd.Function
+// appliers.
 //
 // Every entry returns a result, or None when the call is anything but the plain case: a tensor subclass, an active
-// dispatch or function mode, a functorch transform, forward-mode AD, compile/export, a non-CPU device, a layout other
-// than strided, the negative bit, a dtype without a kernel code, mismatched dtypes or shapes, empty operands,
-// misaligned or null memory, rows that no single stride describes, or gradients where autograd is needed but no
-// applier fits. None sends the caller to the general path (python/linneuron/_kernels.py via functional.py), which
-// keeps every behaviour and error message; so nothing here raises for bad input. Python errors raised while reading
-// a tensor are cleared and also mean None. The GIL is released around every kernel.
+// dispatch or function mode, a functorch transform, forward-mode AD, compile/export, autocast, a non-CPU device, a
+// layout other than strided, the negative bit, a dtype without a kernel code, mismatched dtypes or shapes, empty
+// operands, misaligned or null memory, rows that no single stride describes, or gradients where autograd is needed
+// but no applier fits. None sends the caller to the general path (python/linneuron/_kernels.py via functional.py),
+// which keeps every behaviour and error message; so nothing here raises for bad input. Python errors raised while
+// reading a tensor are cleared and also mean None. The GIL is released around every kernel.
 #include <Python.h>
 
 #include <cstdint>
 #include <exception>
 #include <string>
 
+#include "dlpack_abi.h"
 #include "fastpath.h"
 #include "gemm.h"
+#include "lowp.h"
 
 namespace linneuron {
 namespace {
@@ -28,31 +34,43 @@ namespace {
 constexpr int kMaxDtypes = 8;
 constexpr int kMaxDims = 16;
 
-// Kernel codes, as in bindings.cpp (kFloat32 = 0, kFloat64 = 1). Table entries with other codes are accepted by
-// fastpath_init but fall back here until a kernel exists for them.
+// Kernel codes, as in bindings.cpp. Table entries with other codes are accepted by fastpath_init but fall back.
 constexpr int kCodeFloat32 = 0;
 constexpr int kCodeFloat64 = 1;
+constexpr int kCodeFloat16 = 2;
+constexpr int kCodeBFloat16 = 3;
+constexpr int kCodes = 4;
+
+int item_size(int code) { return code == kCodeFloat32 ? 4 : code == kCodeFloat64 ? 8 : 2; }
+
+// The tensor type's attributes the readers use, resolved once on the type (what attribute lookup would find for
+// a plain tensor; handed over by _fastpath.py), so a read is one C call: a property's getter or a method called
+// with the tensor as self. An instance attribute shadowing a method is ignored: these read the tensor itself.
+enum Descriptor { kIsCpu, kDtype, kRequiresGrad, kShape, kStride, kDataPtr, kIsNeg, kDescriptors };
+const char* const kDescriptorNames[kDescriptors] = {"is_cpu", "dtype", "requires_grad", "shape", "stride", "data_ptr",
+                                                    "is_neg"};
 
 struct State {
   bool ready = false;
   PyTypeObject* tensor_type = nullptr;
   PyTypeObject* parameter_type = nullptr;
   PyObject* dtypes[kMaxDtypes] = {};
-  PyObject* allocators[kMaxDtypes] = {};  // per dtype: the bound .new of an empty tensor (cheapest allocation)
   int codes[kMaxDtypes] = {};
   int n_dtypes = 0;
+  PyObject* allocators[kCodes] = {};  // per kernel code: the bound .new of an empty tensor (cheapest allocation)
+  PyObject* descriptors[kDescriptors] = {};
+  bool descriptor_is_method[kDescriptors] = {};
+  const dlpack::ExchangeApi* dlpack = nullptr;  // torch's DLPack exchange table, or null: read by attributes
   PyObject* grad_enabled = nullptr;       // torch.is_grad_enabled
   PyObject* dispatch_stack_len = nullptr;  // torch._C._len_torch_dispatch_stack
-  PyObject* autocast_cpu_enabled = nullptr;  // () -> bool: CPU autocast on (ops.py's AutocastCPU rule must cast)
+  PyObject* autocast_enabled = nullptr;  // () -> bool: autocast on (ops.py's AutocastCPU rule must cast first)
   PyObject* function_mode_on = nullptr;    // torch._C._is_torch_function_mode_enabled
   PyObject* functorch_peek = nullptr;      // torch._C._functorch.peek_interpreter_stack (may be None)
   PyObject* forward_ad = nullptr;          // module torch.autograd.forward_ad (reads _current_level)
   PyObject* compiler = nullptr;            // module torch.compiler (reads _is_compiling_flag if present)
   PyObject* linear_apply = nullptr;        // bound C apply of the grad-mode autograd.Functions
   PyObject* step_apply = nullptr;
-  // Interned attribute names.
-  PyObject *s_is_cpu, *s_dtype, *s_requires_grad, *s_shape, *s_stride, *s_data_ptr, *s_is_neg;
-  PyObject *s_current_level, *s_is_compiling_flag;
+  PyObject *s_current_level, *s_is_compiling_flag;  // interned attribute names
 };
 
 State g;
@@ -61,8 +79,6 @@ State g;
 
 struct TensorView {
   PyObject* obj = nullptr;
-  PyObject* dtype = nullptr;  // borrowed from the table
-  PyObject* allocate = nullptr;
   int code = -1;
   int ndim = 0;
   int64_t shape[kMaxDims];
@@ -71,6 +87,21 @@ struct TensorView {
   std::uintptr_t ptr = 0;
   bool requires_grad = false;
 };
+
+// A new reference to the tensor attribute d (see Descriptor), or nullptr with a Python error set.
+PyObject* read_attr(PyObject* obj, Descriptor d) {
+  PyObject* desc = g.descriptors[d];
+  if (g.descriptor_is_method[d]) return PyObject_Vectorcall(desc, &obj, 1, nullptr);
+  return Py_TYPE(desc)->tp_descr_get(desc, obj, reinterpret_cast<PyObject*>(Py_TYPE(obj)));
+}
+
+bool read_flag(PyObject* obj, Descriptor d, bool* value) {
+  PyObject* v = read_attr(obj, d);
+  if (!v) return false;
+  *value = v == Py_True;
+  Py_DECREF(v);
+  return true;
+}
 
 // Reads an int64 tuple (torch.Size or a tuple of ints) into out; false if it is not one or too long.
 bool read_int_tuple(PyObject* tuple, int64_t* out, int* n) {
@@ -86,57 +117,85 @@ bool read_int_tuple(PyObject* tuple, int64_t* out, int* n) {
   return true;
 }
 
-bool is_true_attr(PyObject* obj, PyObject* name, bool* value) {
-  PyObject* v = PyObject_GetAttr(obj, name);
-  if (!v) return false;
-  *value = v == Py_True;
-  Py_DECREF(v);
+bool read_int_tuple_attr(PyObject* obj, Descriptor d, int64_t* out, int* n) {
+  PyObject* tuple = read_attr(obj, d);
+  if (!tuple) return false;
+  const bool ok = read_int_tuple(tuple, out, n);
+  Py_DECREF(tuple);
+  return ok;
+}
+
+bool read_pointer(PyObject* obj, std::uintptr_t* ptr) {
+  PyObject* p = read_attr(obj, kDataPtr);
+  if (!p) return false;
+  *ptr = static_cast<std::uintptr_t>(PyLong_AsUnsignedLongLong(p));
+  Py_DECREF(p);
+  return !PyErr_Occurred();
+}
+
+// Device, dtype, shape, strides and address through the DLPack exchange table: one C call, no Python objects.
+// Layouts without strides or memory (sparse, mkldnn, nested) make it raise, which means fall back.
+bool read_by_dlpack(PyObject* obj, TensorView* view) {
+  dlpack::Tensor t;
+  if (g.dlpack->dltensor_from_py_object_no_sync(obj, &t) != 0) return false;
+  if (t.device.device_type != dlpack::kDeviceCpu || t.dtype.lanes != 1 || t.ndim > kMaxDims || t.ndim < 0)
+    return false;
+  const uint8_t code = t.dtype.code, bits = t.dtype.bits;
+  view->code = code == dlpack::kFloat && bits == 32   ? kCodeFloat32
+               : code == dlpack::kFloat && bits == 64 ? kCodeFloat64
+               : code == dlpack::kFloat && bits == 16 ? kCodeFloat16
+               : code == dlpack::kBfloat && bits == 16 ? kCodeBFloat16
+                                                       : -1;
+  if (view->code < 0 || !g.allocators[view->code]) return false;
+  view->ndim = t.ndim;
+  int64_t compact = 1;
+  for (int i = t.ndim - 1; i >= 0; --i) {
+    view->shape[i] = t.shape[i];
+    view->stride[i] = t.strides ? t.strides[i] : compact;
+    compact *= t.shape[i];
+  }
+  view->ptr = reinterpret_cast<std::uintptr_t>(t.data) + static_cast<std::uintptr_t>(t.byte_offset);
   return true;
 }
 
-// Fills view from a plain, CPU, strided tensor without the negative bit and with a known dtype; false otherwise
-// (a Python error may be pending; callers clear it).
-bool read_tensor(PyObject* obj, TensorView* view) {
-  PyTypeObject* type = Py_TYPE(obj);
-  if (type != g.tensor_type && type != g.parameter_type) return false;
-  view->obj = obj;
-  bool flag = false;
-  if (!is_true_attr(obj, g.s_is_cpu, &flag) || !flag) return false;
+// The same through the tensor's C-level properties and methods (torch versions without the exchange table).
+bool read_by_attributes(PyObject* obj, TensorView* view) {
+  bool is_cpu = false;
+  if (!read_flag(obj, kIsCpu, &is_cpu) || !is_cpu) return false;
   // Layouts other than strided (sparse, mkldnn) need no test of their own: their stride() raises, below.
-  PyObject* dtype = PyObject_GetAttr(obj, g.s_dtype);
+  PyObject* dtype = read_attr(obj, kDtype);
   if (!dtype) return false;
   Py_DECREF(dtype);  // dtype objects are singletons kept alive by the table
   view->code = -1;
   for (int i = 0; i < g.n_dtypes; ++i)
-    if (g.dtypes[i] == dtype) view->dtype = dtype, view->code = g.codes[i], view->allocate = g.allocators[i];
-  if (view->code != kCodeFloat32 && view->code != kCodeFloat64) return false;
-  PyObject* neg = PyObject_CallMethodNoArgs(obj, g.s_is_neg);
+    if (g.dtypes[i] == dtype) view->code = g.codes[i];
+  if (view->code < 0 || view->code >= kCodes || !g.allocators[view->code]) return false;
+  int ndim = 0, stride_ndim = 0;
+  if (!read_int_tuple_attr(obj, kShape, view->shape, &ndim)) return false;
+  if (!read_int_tuple_attr(obj, kStride, view->stride, &stride_ndim) || stride_ndim != ndim) return false;
+  view->ndim = ndim;
+  return read_pointer(obj, &view->ptr);
+}
+
+// Fills view from a plain, CPU, strided tensor without the negative bit and with a dtype that has a kernel;
+// false otherwise (a Python error may be pending; callers clear it). requires_grad is read only when
+// want_requires_grad (grad mode on): with grad mode off nothing is recorded whatever the flag says.
+bool read_tensor(PyObject* obj, TensorView* view, bool want_requires_grad) {
+  PyTypeObject* type = Py_TYPE(obj);
+  if (type != g.tensor_type && type != g.parameter_type) return false;
+  view->obj = obj;
+  if (!(g.dlpack ? read_by_dlpack(obj, view) : read_by_attributes(obj, view))) return false;
+  // The negative bit (a lazy negation, e.g. z.conj().imag) is invisible in the memory and to DLPack.
+  PyObject* neg = read_attr(obj, kIsNeg);
   if (!neg) return false;
   Py_DECREF(neg);
   if (neg != Py_False) return false;
-  if (!is_true_attr(obj, g.s_requires_grad, &view->requires_grad)) return false;
-  PyObject* shape = PyObject_GetAttr(obj, g.s_shape);
-  if (!shape) return false;
-  int ndim = 0;
-  const bool shape_ok = read_int_tuple(shape, view->shape, &ndim);
-  Py_DECREF(shape);
-  if (!shape_ok) return false;
-  PyObject* stride = PyObject_CallMethodNoArgs(obj, g.s_stride);
-  if (!stride) return false;
-  int stride_ndim = 0;
-  const bool stride_ok = read_int_tuple(stride, view->stride, &stride_ndim);
-  Py_DECREF(stride);
-  if (!stride_ok || stride_ndim != ndim) return false;
-  view->ndim = ndim;
+  view->requires_grad = false;
+  if (want_requires_grad && !read_flag(obj, kRequiresGrad, &view->requires_grad)) return false;
   view->numel = 1;
-  for (int i = 0; i < ndim; ++i) view->numel *= view->shape[i];
+  for (int i = 0; i < view->ndim; ++i) view->numel *= view->shape[i];
   if (view->numel == 0) return false;  // empty operands: the general path has the edge cases
-  PyObject* ptr = PyObject_CallMethodNoArgs(obj, g.s_data_ptr);
-  if (!ptr) return false;
-  view->ptr = static_cast<std::uintptr_t>(PyLong_AsUnsignedLongLong(ptr));
-  Py_DECREF(ptr);
-  if (PyErr_Occurred()) return false;
-  const std::uintptr_t item = view->code == kCodeFloat32 ? sizeof(float) : sizeof(double);
+  const std::uintptr_t item = static_cast<std::uintptr_t>(item_size(view->code));
   if (view->ptr == 0 || view->ptr % item != 0) return false;  // ZeroTensor (no memory) or misaligned memory
   return true;
 }
@@ -175,12 +234,13 @@ bool call_is_truthy(PyObject* fn, bool* value) {
   return true;
 }
 
-// True when nothing (mode, transform, forward AD, compile/export) needs the registered ops instead of the kernels.
+// True when nothing (mode, transform, autocast, forward AD, compile/export) needs the registered ops (or their
+// casts) instead of the kernels.
 bool plain_eager() {
   bool on = false;
   if (!call_is_truthy(g.dispatch_stack_len, &on) || on) return false;
   if (!call_is_truthy(g.function_mode_on, &on) || on) return false;
-  if (!call_is_truthy(g.autocast_cpu_enabled, &on) || on) return false;
+  if (!call_is_truthy(g.autocast_enabled, &on) || on) return false;
   if (g.functorch_peek != Py_None) {
     PyObject* level = PyObject_CallNoArgs(g.functorch_peek);
     if (!level) return false;
@@ -211,37 +271,24 @@ int grad_mode() {
   return on ? 1 : 0;
 }
 
-// A fresh contiguous CPU tensor of shape dims[0..ndim) from a dtype's allocator (template.new(*dims): measured
-// cheaper than torch.empty(*dims, dtype=...), whose keyword parsing costs about as much as a tiny GEMM).
-PyObject* empty_like_dtype(const int64_t* dims, int ndim, PyObject* allocate) {
+// A fresh contiguous CPU tensor of shape dims[0..ndim) and kernel code `code`, and its data pointer, or nullptr
+// with the Python error set. Made by the code's allocator (template.new(*dims): measured cheaper than
+// torch.empty(*dims, dtype=...), whose keyword parsing costs about as much as a tiny GEMM).
+PyObject* new_output(const int64_t* dims, int ndim, int code, std::uintptr_t* ptr) {
   if (ndim < 1) {  // .new() with no sizes is a (0,) tensor, not a 0-d one: 0-d results take the general path
     PyErr_SetString(PyExc_ValueError, "fast path: 0-d result");
     return nullptr;
   }
-  PyObject* args[kMaxDims + 1];
+  PyObject* args[kMaxDims];
   int made = 0;
   for (; made < ndim; ++made) {
     args[made] = PyLong_FromLongLong(dims[made]);
     if (!args[made]) break;
   }
   PyObject* out = nullptr;
-  if (made == ndim) out = PyObject_Vectorcall(allocate, args, static_cast<size_t>(ndim), nullptr);
+  if (made == ndim) out = PyObject_Vectorcall(g.allocators[code], args, static_cast<size_t>(ndim), nullptr);
   for (int i = 0; i < made; ++i) Py_DECREF(args[i]);
-  return out;
-}
-
-bool data_ptr_of(PyObject* tensor, std::uintptr_t* ptr) {
-  PyObject* p = PyObject_CallMethodNoArgs(tensor, g.s_data_ptr);
-  if (!p) return false;
-  *ptr = static_cast<std::uintptr_t>(PyLong_AsUnsignedLongLong(p));
-  Py_DECREF(p);
-  return !PyErr_Occurred();
-}
-
-// A fresh output tensor and its data pointer, or nullptr with the Python error set.
-PyObject* new_output(const int64_t* dims, int ndim, PyObject* allocate, std::uintptr_t* ptr) {
-  PyObject* out = empty_like_dtype(dims, ndim, allocate);
-  if (out && !data_ptr_of(out, ptr)) Py_CLEAR(out);
+  if (out && !read_pointer(out, ptr)) Py_CLEAR(out);
   return out;
 }
 
@@ -277,21 +324,81 @@ void gemm_typed(int64_t m, int64_t n, int64_t k, std::uintptr_t a, int64_t a_rs,
   gemm(args);
 }
 
-// C(m, n) contiguous = A B [+ bias] [then H], dispatched on the dtype code.
+LowpType lowp_type(int code) { return code == kCodeBFloat16 ? LowpType::BFloat16 : LowpType::Float16; }
+
+void gemm_lowp_call(int code, int64_t m, int64_t n, int64_t k, std::uintptr_t a, int64_t a_rs, int64_t a_cs,
+                    std::uintptr_t b, int64_t b_rs, int64_t b_cs, std::uintptr_t c, std::uintptr_t bias,
+                    int64_t bias_stride, bool step) {
+  LowpGemmArgs args;
+  args.type = lowp_type(code);
+  args.m = m, args.n = n, args.k = k;
+  args.a = reinterpret_cast<const uint16_t*>(a), args.a_rs = a_rs, args.a_cs = a_cs;
+  args.b = reinterpret_cast<const uint16_t*>(b), args.b_rs = b_rs, args.b_cs = b_cs;
+  args.c = reinterpret_cast<uint16_t*>(c), args.c_rs = n, args.c_cs = 1;
+  args.bias = bias ? reinterpret_cast<const uint16_t*>(bias) : nullptr, args.bias_stride = bias_stride;
+  args.step = step;
+  gemm_lowp(args);
+}
+
+// C(m, n) contiguous = A B [+ bias] [then H], dispatched on the kernel code.
 bool gemm_call(int code, int64_t m, int64_t n, int64_t k, std::uintptr_t a, int64_t a_rs, int64_t a_cs,
                std::uintptr_t b, int64_t b_rs, int64_t b_cs, std::uintptr_t c, std::uintptr_t bias,
                int64_t bias_stride, bool step) {
   return run_kernel("linneuron fast path (gemm)", [&] {
     if (code == kCodeFloat32)
       gemm_typed<float>(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, bias, bias_stride, step);
-    else
+    else if (code == kCodeFloat64)
       gemm_typed<double>(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, bias, bias_stride, step);
+    else
+      gemm_lowp_call(code, m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, bias, bias_stride, step);
   });
 }
 
 PyObject* fallback() {
   PyErr_Clear();
   Py_RETURN_NONE;
+}
+
+// ---- recording in grad mode ------------------------------------------------------------------------------------
+
+// (saved tensors, result) of the call being recorded on this thread, for the applier's forward to take
+// (fast_take): handing them over here rather than as arguments of apply keeps them out of autograd's inputs
+// (each input costs apply about 0.2 µs) and spares forward the needs_input_grad reads.
+thread_local PyObject* t_pending = nullptr;
+
+// applier(*call_args) with (saved, result) pending; steals saved and result. Returns the recorded result, or
+// nullptr with autograd's error set.
+PyObject* apply_recording(PyObject* applier, PyObject* const* call_args, Py_ssize_t n, PyObject* saved,
+                          PyObject* result) {
+  if (!saved) {
+    Py_DECREF(result);
+    return nullptr;
+  }
+  PyObject* pending = PyTuple_New(2);
+  if (!pending) {
+    Py_DECREF(saved);
+    Py_DECREF(result);
+    return nullptr;
+  }
+  PyTuple_SET_ITEM(pending, 0, saved);
+  PyTuple_SET_ITEM(pending, 1, result);
+  PyObject* outer = t_pending;  // a forward that itself records (none does today) must not lose ours
+  t_pending = pending;
+  PyObject* recorded = PyObject_Vectorcall(applier, call_args, static_cast<size_t>(n), nullptr);
+  Py_XDECREF(t_pending);  // still there if apply failed before forward took it
+  t_pending = outer;
+  return recorded;  // errors from autograd propagate
+}
+
+// fast_take() -> (saved, result): what the recording entry left for the applier's forward on this thread.
+PyObject* fast_take(PyObject*, PyObject*) {
+  PyObject* pending = t_pending;
+  if (!pending) {
+    PyErr_SetString(PyExc_RuntimeError, "linneuron fast path: nothing to record (apply() called directly?)");
+    return nullptr;
+  }
+  t_pending = nullptr;
+  return pending;
 }
 
 // ---- entries --------------------------------------------------------------------------------------------------
@@ -304,28 +411,26 @@ PyObject* fast_linear(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   if (!g.ready || nargs != 4) return fallback();
   PyObject* bias_obj = args[2];
   const bool step = args[3] == Py_True;
+  // Modes and transforms first: their tensors are not to be read here at all (a read could raise or warn).
+  const int grad_on = grad_mode();
+  if (grad_on < 0 || !plain_eager()) return fallback();
   TensorView x, w, b;
-  if (!read_tensor(args[0], &x) || !read_tensor(args[1], &w)) return fallback();
+  if (!read_tensor(args[0], &x, grad_on) || !read_tensor(args[1], &w, grad_on)) return fallback();
   const bool has_bias = bias_obj != Py_None;
-  if (has_bias && !read_tensor(bias_obj, &b)) return fallback();
-  if (w.ndim != 2 || x.ndim < 1 || w.dtype != x.dtype || (has_bias && b.dtype != x.dtype)) return fallback();
+  if (has_bias && !read_tensor(bias_obj, &b, grad_on)) return fallback();
+  if (w.ndim != 2 || x.ndim < 1 || w.code != x.code || (has_bias && b.code != x.code)) return fallback();
   const int64_t n = w.shape[0], k = w.shape[1];
   if (x.shape[x.ndim - 1] != k || (has_bias && (b.ndim != 1 || b.shape[0] != n))) return fallback();
   int64_t m = 0, x_rs = 0;
   if (!collapse(x, x.ndim - 1, &m, &x_rs)) return fallback();
-  bool record = false;  // grad mode on and an operand requiring grad: autograd records the call
-  if (x.requires_grad || w.requires_grad || (has_bias && b.requires_grad)) {
-    const int mode = grad_mode();
-    if (mode < 0) return fallback();
-    record = mode == 1;
-    if (record && (step || g.linear_apply == Py_None)) return fallback();
-  }
-  if (!plain_eager()) return fallback();
+  // grad mode on and an operand requiring grad: autograd records the call
+  const bool record = x.requires_grad || w.requires_grad || (has_bias && b.requires_grad);
+  if (record && (step || g.linear_apply == Py_None)) return fallback();
   int64_t dims[kMaxDims];
   for (int i = 0; i < x.ndim - 1; ++i) dims[i] = x.shape[i];
   dims[x.ndim - 1] = n;
   std::uintptr_t c = 0;
-  PyObject* out = new_output(dims, x.ndim, x.allocate, &c);
+  PyObject* out = new_output(dims, x.ndim, x.code, &c);
   if (!out) return fallback();
   // B(k, n) = W(n, k): b_rs = w_cs, b_cs = w_rs.
   if (!gemm_call(x.code, m, n, k, x.ptr, x_rs, x.stride[x.ndim - 1], w.ptr, w.stride[1], w.stride[0], c,
@@ -334,13 +439,10 @@ PyObject* fast_linear(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     return nullptr;
   }
   if (!record) return out;
-  PyObject* box = PyTuple_Pack(1, out);  // a tuple: autograd does not see the result as an input
-  Py_DECREF(out);
-  if (!box) return nullptr;
-  PyObject* call_args[4] = {args[0], args[1], bias_obj, box};
-  PyObject* result = PyObject_Vectorcall(g.linear_apply, call_args, 4, nullptr);
-  Py_DECREF(box);
-  return result;  // errors from autograd propagate
+  // Saved for backward: X for dW, W for dX (what needs_input_grad will say inside apply).
+  PyObject* saved = PyTuple_Pack(2, w.requires_grad ? args[0] : Py_None, x.requires_grad ? args[1] : Py_None);
+  PyObject* call_args[3] = {args[0], args[1], bias_obj};
+  return apply_recording(g.linear_apply, call_args, 3, saved, out);
 }
 
 // The whole of view as one strided run of numel elements (rows 1), or false when its dims do not collapse.
@@ -349,49 +451,56 @@ bool as_run(const TensorView& view, int64_t* stride) {
   return collapse(view, view.ndim, &count, stride);
 }
 
+// out[count] = H(z[count * z_stride]) on the kernel code's element type.
+void step_run(int code, int64_t count, std::uintptr_t z, int64_t z_stride, std::uintptr_t out) {
+  if (code == kCodeFloat32)
+    step_forward(1, count, reinterpret_cast<const float*>(z), 0, z_stride, reinterpret_cast<float*>(out), count, 1);
+  else if (code == kCodeFloat64)
+    step_forward(1, count, reinterpret_cast<const double*>(z), 0, z_stride, reinterpret_cast<double*>(out), count, 1);
+  else
+    step_forward_lowp(lowp_type(code), 1, count, reinterpret_cast<const uint16_t*>(z), 0, z_stride,
+                      reinterpret_cast<uint16_t*>(out), count, 1);
+}
+
 // fast_step(input, surrogate, alpha) -> Tensor | None: H(input); with a gradient to record, via the step applier.
 PyObject* fast_step(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   if (!g.ready || nargs != 3) return fallback();
+  const int grad_on = grad_mode();
+  if (grad_on < 0 || !plain_eager()) return fallback();
   TensorView z;
-  if (!read_tensor(args[0], &z)) return fallback();
+  if (!read_tensor(args[0], &z, grad_on)) return fallback();
   int64_t z_stride = 0;
   if (!as_run(z, &z_stride)) return fallback();
-  bool record = false;
-  if (z.requires_grad) {
-    const int mode = grad_mode();
-    if (mode < 0 || (mode == 1 && g.step_apply == Py_None)) return fallback();
-    record = mode == 1;
-  }
-  if (!plain_eager()) return fallback();
+  const bool record = z.requires_grad;
+  if (record && g.step_apply == Py_None) return fallback();
   std::uintptr_t c = 0;
-  PyObject* out = new_output(z.shape, z.ndim, z.allocate, &c);
+  PyObject* out = new_output(z.shape, z.ndim, z.code, &c);
   if (!out) return fallback();
   const int64_t count = z.numel;
-  const bool ok = run_kernel("linneuron fast path (step)", [&] {
-    if (z.code == kCodeFloat32)
-      step_forward(1, count, reinterpret_cast<const float*>(z.ptr), 0, z_stride, reinterpret_cast<float*>(c), count, 1);
-    else
-      step_forward(1, count, reinterpret_cast<const double*>(z.ptr), 0, z_stride, reinterpret_cast<double*>(c), count,
-                   1);
-  });
-  if (!ok) {
+  if (!run_kernel("linneuron fast path (step)", [&] { step_run(z.code, count, z.ptr, z_stride, c); })) {
     Py_DECREF(out);
     return nullptr;
   }
   if (!record) return out;
-  PyObject* box = PyTuple_Pack(1, out);
-  Py_DECREF(out);
-  if (!box) return nullptr;
-  PyObject* call_args[4] = {args[0], args[1], args[2], box};
-  PyObject* result = PyObject_Vectorcall(g.step_apply, call_args, 4, nullptr);
-  Py_DECREF(box);
-  return result;
+  return apply_recording(g.step_apply, args, 3, PyTuple_Pack(1, args[0]), out);
 }
 
 // Reads the optional tensor arg (None allowed when !needed); false means fall back.
 bool read_optional(PyObject* obj, bool needed, TensorView* view) {
   if (!needed) return true;
-  return obj != Py_None && read_tensor(obj, view);
+  return obj != Py_None && read_tensor(obj, view, false);
+}
+
+// db(n) = column sums of dY on the kernel code's element type.
+void bias_grad_run(int code, int64_t m, int64_t n, std::uintptr_t dy, int64_t dy_rs, int64_t dy_cs,
+                   std::uintptr_t db) {
+  if (code == kCodeFloat32)
+    bias_grad(m, n, reinterpret_cast<const float*>(dy), dy_rs, dy_cs, reinterpret_cast<float*>(db), 1, false);
+  else if (code == kCodeFloat64)
+    bias_grad(m, n, reinterpret_cast<const double*>(dy), dy_rs, dy_cs, reinterpret_cast<double*>(db), 1, false);
+  else
+    bias_grad_lowp(lowp_type(code), m, n, reinterpret_cast<const uint16_t*>(dy), dy_rs, dy_cs,
+                   reinterpret_cast<uint16_t*>(db), 1, false);
 }
 
 // fast_linear_backward(grad_output, input, weight, need_input, need_weight, need_bias) -> (dX, dW, db) | None.
@@ -400,24 +509,24 @@ bool read_optional(PyObject* obj, bool needed, TensorView* view) {
 PyObject* fast_linear_backward(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   if (!g.ready || nargs != 6) return fallback();
   const bool need_x = args[3] == Py_True, need_w = args[4] == Py_True, need_b = args[5] == Py_True;
+  if (grad_mode() != 0 || !plain_eager()) return fallback();
   TensorView dy, x, w;
-  if (!read_tensor(args[0], &dy) || !read_optional(args[1], need_w, &x) || !read_optional(args[2], need_x, &w))
+  if (!read_tensor(args[0], &dy, false) || !read_optional(args[1], need_w, &x) ||
+      !read_optional(args[2], need_x, &w))
     return fallback();
-  if (grad_mode() != 0) return fallback();
   if (dy.ndim < 1) return fallback();
   int64_t m = 0, dy_rs = 0;
   if (!collapse(dy, dy.ndim - 1, &m, &dy_rs)) return fallback();
   const int64_t n = dy.shape[dy.ndim - 1], dy_cs = dy.stride[dy.ndim - 1];
   int64_t x_rs = 0, k = 0;
-  if (need_x && (w.ndim != 2 || w.dtype != dy.dtype || w.shape[0] != n)) return fallback();
+  if (need_x && (w.ndim != 2 || w.code != dy.code || w.shape[0] != n)) return fallback();
   if (need_w) {
     int64_t x_rows = 0;
-    if (x.ndim < 1 || x.dtype != dy.dtype || !collapse(x, x.ndim - 1, &x_rows, &x_rs) || x_rows != m)
+    if (x.ndim < 1 || x.code != dy.code || !collapse(x, x.ndim - 1, &x_rows, &x_rs) || x_rows != m)
       return fallback();
     k = x.shape[x.ndim - 1];
     if (need_x && w.shape[1] != k) return fallback();
   }
-  if (!plain_eager()) return fallback();
   PyObject* result = PyTuple_New(3);
   if (!result) return nullptr;
   for (int i = 0; i < 3; ++i) {
@@ -429,11 +538,11 @@ PyObject* fast_linear_backward(PyObject*, PyObject* const* args, Py_ssize_t narg
     return PyErr_Occurred() ? nullptr : fallback();  // a failed allocation or kernel raises
   };
   auto set_out = [&](int slot, const int64_t* dims, int ndim, std::uintptr_t* c) {
-    PyObject* out = empty_like_dtype(dims, ndim, dy.allocate);
+    PyObject* out = new_output(dims, ndim, dy.code, c);
     if (!out) return false;
     Py_DECREF(PyTuple_GET_ITEM(result, slot));
     PyTuple_SET_ITEM(result, slot, out);
-    return data_ptr_of(out, c);
+    return true;
   };
   if (need_x) {  // dX (*, K) = dY (rows, N) W (N, K): B(k=N, n=K) = W
     const int64_t kin = w.shape[1];
@@ -456,24 +565,34 @@ PyObject* fast_linear_backward(PyObject*, PyObject* const* args, Py_ssize_t narg
     const int64_t dims[1] = {n};
     std::uintptr_t c = 0;
     if (!set_out(2, dims, 1, &c)) return fail();
-    const bool ok = run_kernel("linneuron fast path (bias_grad)", [&] {
-      if (dy.code == kCodeFloat32)
-        bias_grad(m, n, reinterpret_cast<const float*>(dy.ptr), dy_rs, dy_cs, reinterpret_cast<float*>(c), 1, false);
-      else
-        bias_grad(m, n, reinterpret_cast<const double*>(dy.ptr), dy_rs, dy_cs, reinterpret_cast<double*>(c), 1,
-                  false);
-    });
-    if (!ok) return fail();
+    if (!run_kernel("linneuron fast path (bias_grad)", [&] { bias_grad_run(dy.code, m, n, dy.ptr, dy_rs, dy_cs, c); }))
+      return fail();
   }
   return result;
+}
+
+// grad_z[count] = grad_y * s'(z) on the kernel code's element type.
+void step_backward_run(int code, int64_t count, std::uintptr_t z, int64_t z_stride, std::uintptr_t gy,
+                       int64_t gy_stride, std::uintptr_t out, Surrogate kind, double alpha) {
+  if (code == kCodeFloat32)
+    step_backward(1, count, reinterpret_cast<const float*>(z), 0, z_stride, reinterpret_cast<const float*>(gy), 0,
+                  gy_stride, reinterpret_cast<float*>(out), count, 1, kind, static_cast<float>(alpha));
+  else if (code == kCodeFloat64)
+    step_backward(1, count, reinterpret_cast<const double*>(z), 0, z_stride, reinterpret_cast<const double*>(gy), 0,
+                  gy_stride, reinterpret_cast<double*>(out), count, 1, kind, alpha);
+  else
+    step_backward_lowp(lowp_type(code), 1, count, reinterpret_cast<const uint16_t*>(z), 0, z_stride,
+                       reinterpret_cast<const uint16_t*>(gy), 0, gy_stride, reinterpret_cast<uint16_t*>(out), count, 1,
+                       kind, static_cast<float>(alpha));
 }
 
 // fast_step_backward(grad_output, input, surrogate, alpha) -> Tensor | None: grad_output * s'(input), grad mode off.
 PyObject* fast_step_backward(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   if (!g.ready || nargs != 4) return fallback();
+  if (grad_mode() != 0 || !plain_eager()) return fallback();
   TensorView gy, z;
-  if (!read_tensor(args[0], &gy) || !read_tensor(args[1], &z)) return fallback();
-  if (gy.dtype != z.dtype || gy.ndim != z.ndim) return fallback();
+  if (!read_tensor(args[0], &gy, false) || !read_tensor(args[1], &z, false)) return fallback();
+  if (gy.code != z.code || gy.ndim != z.ndim) return fallback();
   for (int i = 0; i < z.ndim; ++i)
     if (gy.shape[i] != z.shape[i]) return fallback();
   const long surrogate = PyLong_AsLong(args[2]);
@@ -481,23 +600,13 @@ PyObject* fast_step_backward(PyObject*, PyObject* const* args, Py_ssize_t nargs)
   if (PyErr_Occurred() || surrogate < 0 || surrogate > 3) return fallback();
   int64_t z_stride = 0, gy_stride = 0;
   if (!as_run(z, &z_stride) || !as_run(gy, &gy_stride)) return fallback();
-  if (grad_mode() != 0 || !plain_eager()) return fallback();
   std::uintptr_t c = 0;
-  PyObject* out = new_output(z.shape, z.ndim, z.allocate, &c);
+  PyObject* out = new_output(z.shape, z.ndim, z.code, &c);
   if (!out) return fallback();
   const int64_t count = z.numel;
   const auto kind = static_cast<Surrogate>(surrogate);
-  const bool ok = run_kernel("linneuron fast path (step_backward)", [&] {
-    if (z.code == kCodeFloat32)
-      step_backward(1, count, reinterpret_cast<const float*>(z.ptr), 0, z_stride,
-                    reinterpret_cast<const float*>(gy.ptr), 0, gy_stride, reinterpret_cast<float*>(c), count, 1, kind,
-                    static_cast<float>(alpha));
-    else
-      step_backward(1, count, reinterpret_cast<const double*>(z.ptr), 0, z_stride,
-                    reinterpret_cast<const double*>(gy.ptr), 0, gy_stride, reinterpret_cast<double*>(c), count, 1,
-                    kind, alpha);
-  });
-  if (!ok) {
+  if (!run_kernel("linneuron fast path (step_backward)",
+                  [&] { step_backward_run(z.code, count, z.ptr, z_stride, gy.ptr, gy_stride, c, kind, alpha); })) {
     Py_DECREF(out);
     return nullptr;
   }
@@ -515,27 +624,55 @@ PyObject* get_item(PyObject* dict, const char* key) {
   return v;
 }
 
-// fastpath_init(config: dict) -> None. Keys: tensor_type, parameter_type, dtypes (a list of (dtype, kernel code,
-// allocator) triples, the allocator called with the sizes), grad_enabled, dispatch_stack_len, function_mode_on, functorch_peek (or None), forward_ad,
-// compiler (or None), linear_apply, step_apply (either may be None: then grad mode falls back),
-// autocast_cpu_enabled.
+// Takes descriptors[name] (the attribute as torch.Tensor resolves it, from inspect.getattr_static), checked to be a C
+// property or method.
+bool take_descriptor(PyObject* descriptors, int index, State* s) {
+  PyObject* desc = PyDict_GetItemString(descriptors, kDescriptorNames[index]);  // borrowed
+  const bool method = desc && Py_IS_TYPE(desc, &PyMethodDescr_Type);
+  const bool property = desc && Py_IS_TYPE(desc, &PyGetSetDescr_Type);
+  if (!method && !property) {
+    PyErr_Format(PyExc_TypeError, "fastpath_init: descriptors[%s] is not a C property or method",
+                 kDescriptorNames[index]);
+    return false;
+  }
+  s->descriptors[index] = keep(desc);
+  s->descriptor_is_method[index] = method;
+  return true;
+}
+
+// fastpath_init(config: dict) -> None. Keys: tensor_type, parameter_type (or None: Parameters fall back; the
+// parameter type must resolve every descriptor to the same object as tensor_type), descriptors (name -> the C
+// property or method of tensor_type: is_cpu, dtype, requires_grad, shape, stride, data_ptr, is_neg), dtypes (a
+// list of (dtype, kernel code, allocator) triples, the allocator called with the sizes), dlpack_api (torch's
+// __dlpack_c_exchange_api__ capsule, or None: tensors are read by their attributes), grad_enabled,
+// dispatch_stack_len, function_mode_on, functorch_peek (or None), forward_ad, compiler (or None), linear_apply,
+// step_apply (either may be None: then grad mode falls back), autocast_enabled.
 PyObject* fastpath_init(PyObject*, PyObject* config) {
   if (!PyDict_Check(config)) {
     PyErr_SetString(PyExc_TypeError, "fastpath_init(): expected a dict");
     return nullptr;
   }
   State s;
-  const char* keys[] = {"tensor_type",      "parameter_type", "dtypes",     "grad_enabled",
+  const char* keys[] = {"tensor_type",        "parameter_type",   "dtypes",         "grad_enabled",
                         "dispatch_stack_len", "function_mode_on", "functorch_peek", "forward_ad",
-                        "compiler",         "linear_apply",   "step_apply", "autocast_cpu_enabled"};
+                        "compiler",           "linear_apply",     "step_apply",     "autocast_enabled",
+                        "dlpack_api",         "descriptors"};
   constexpr int kKeys = sizeof(keys) / sizeof(keys[0]);
   PyObject* v[kKeys];
   for (int i = 0; i < kKeys; ++i)
     if (!(v[i] = get_item(config, keys[i]))) return nullptr;
-  if (!PyType_Check(v[0]) || !PyType_Check(v[1])) {
+  if (!PyType_Check(v[0]) || (v[1] != Py_None && !PyType_Check(v[1]))) {
     PyErr_SetString(PyExc_TypeError, "fastpath_init(): tensor_type and parameter_type must be types");
     return nullptr;
   }
+  if (!PyDict_Check(v[13])) {
+    PyErr_SetString(PyExc_TypeError, "fastpath_init(): descriptors must be a dict");
+    return nullptr;
+  }
+  s.tensor_type = reinterpret_cast<PyTypeObject*>(keep(v[0]));
+  s.parameter_type = reinterpret_cast<PyTypeObject*>(keep(v[1] == Py_None ? nullptr : v[1]));
+  for (int i = 0; i < kDescriptors; ++i)
+    if (!take_descriptor(v[13], i, &s)) return nullptr;
   PyObject* dtypes = PySequence_Fast(v[2], "fastpath_init(): dtypes must be a sequence");
   if (!dtypes) return nullptr;
   const Py_ssize_t count = PySequence_Fast_GET_SIZE(dtypes);
@@ -545,21 +682,29 @@ PyObject* fastpath_init(PyObject*, PyObject* config) {
     return nullptr;
   }
   for (Py_ssize_t i = 0; i < count; ++i) {
-    PyObject* pair = PySequence_Fast_GET_ITEM(dtypes, i);
+    PyObject* triple = PySequence_Fast_GET_ITEM(dtypes, i);
     PyObject *dtype = nullptr, *code = nullptr, *allocate = nullptr;
-    if (!PyArg_ParseTuple(pair, "OOO", &dtype, &code, &allocate)) {
+    if (!PyArg_ParseTuple(triple, "OOO", &dtype, &code, &allocate)) {
+      Py_DECREF(dtypes);
+      return nullptr;
+    }
+    const long c = PyLong_AsLong(code);
+    if (c == -1 && PyErr_Occurred()) {
       Py_DECREF(dtypes);
       return nullptr;
     }
     s.dtypes[i] = keep(dtype);
-    s.allocators[i] = keep(allocate);
-    s.codes[i] = static_cast<int>(PyLong_AsLong(code));
+    s.codes[i] = static_cast<int>(c);
+    if (c >= 0 && c < kCodes) s.allocators[c] = keep(allocate);  // codes without a kernel here fall back
   }
   Py_DECREF(dtypes);
-  if (PyErr_Occurred()) return nullptr;
   s.n_dtypes = static_cast<int>(count);
-  s.tensor_type = reinterpret_cast<PyTypeObject*>(keep(v[0]));
-  s.parameter_type = reinterpret_cast<PyTypeObject*>(keep(v[1]));
+  if (v[12] != Py_None) {
+    auto* api = static_cast<const dlpack::ExchangeApi*>(PyCapsule_GetPointer(v[12], "dlpack_exchange_api"));
+    if (!api) return nullptr;
+    // Another major version may lay the table out differently: then read by attributes.
+    if (api->header.version.major == dlpack::kMajorVersion && api->dltensor_from_py_object_no_sync) s.dlpack = api;
+  }
   s.grad_enabled = keep(v[3]);
   s.dispatch_stack_len = keep(v[4]);
   s.function_mode_on = keep(v[5]);
@@ -568,14 +713,7 @@ PyObject* fastpath_init(PyObject*, PyObject* config) {
   s.compiler = keep(v[8]);
   s.linear_apply = keep(v[9]);
   s.step_apply = keep(v[10]);
-  s.autocast_cpu_enabled = keep(v[11]);
-  s.s_is_cpu = PyUnicode_InternFromString("is_cpu");
-  s.s_dtype = PyUnicode_InternFromString("dtype");
-  s.s_requires_grad = PyUnicode_InternFromString("requires_grad");
-  s.s_shape = PyUnicode_InternFromString("shape");
-  s.s_stride = PyUnicode_InternFromString("stride");
-  s.s_data_ptr = PyUnicode_InternFromString("data_ptr");
-  s.s_is_neg = PyUnicode_InternFromString("is_neg");
+  s.autocast_enabled = keep(v[11]);
   s.s_current_level = PyUnicode_InternFromString("_current_level");
   s.s_is_compiling_flag = PyUnicode_InternFromString("_is_compiling_flag");
   if (PyErr_Occurred()) return nullptr;
@@ -584,9 +722,19 @@ PyObject* fastpath_init(PyObject*, PyObject* config) {
   Py_RETURN_NONE;
 }
 
+// fastpath_reader() -> "dlpack" | "attributes" | None: how tensors are read (None before fastpath_init).
+PyObject* fastpath_reader(PyObject*, PyObject*) {
+  if (!g.ready) Py_RETURN_NONE;
+  return PyUnicode_FromString(g.dlpack ? "dlpack" : "attributes");
+}
+
 PyMethodDef kMethods[] = {
     {"fastpath_init", reinterpret_cast<PyCFunction>(fastpath_init), METH_O,
      "Hand the fast path torch's types, dtypes and probes (python/linneuron/_fastpath.py calls this once)."},
+    {"fastpath_reader", fastpath_reader, METH_NOARGS,
+     "How the fast path reads tensors: 'dlpack' (torch's C exchange table), 'attributes', or None before init."},
+    {"fast_take", fast_take, METH_NOARGS,
+     "fast_take() -> (saved, result): for the grad-mode appliers' forward (functional._FastLinear, _FastStep)."},
     {"fast_linear", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_linear)), METH_FASTCALL,
      "fast_linear(input, weight, bias, step) -> Tensor or None (None: use the general path)."},
     {"fast_step", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_step)), METH_FASTCALL,

@@ -128,6 +128,21 @@ def summarize(rows: list[dict[str, Any]], worst: int = 5) -> dict[str, Any]:
     }
 
 
+def per_group_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One summary line per (dtype, thread count) of a sweep, in the order the sweep ran them."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["dtype"], r["threads"]), []).append(r)
+    lines = []
+    for (dtype, threads), group in groups.items():
+        s = summarize(group, worst=1)
+        w = s["worst"][0]
+        lines.append(f"  {dtype:<8} {threads}t: {s['count']} shapes, min x{s['min']:.2f} "
+                     f"(M={w['m']} K={w['k']} N={w['n']}), geomean x{s['geomean']:.2f}, "
+                     f"{s['under_0_9']} under 0.9")  # fmt: skip
+    return lines
+
+
 def plot_heatmap(rows: list[dict[str, Any]], path: str, title: str = "") -> None:
     """A heat map of the geometric-mean speed-up over log2 M (x) and log2 K·N (y) cells."""
     import matplotlib
@@ -184,6 +199,8 @@ def run(args, threads: list[int], dtypes: list[str]) -> int:
               f"{s['under_0_9']} under 0.9")  # fmt: skip
         for r in s["worst"]:
             print(_format_row(r))
+        for line in per_group_lines(rows):
+            print(line)
         if args.plot:
             path = args.plot if len(modes) == 1 else args.plot.replace(".png", f"-{mode}.png")
             try:
