@@ -52,7 +52,9 @@ void tile_kernel(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs,
   // Row-major A: row pointers stay in registers; each row is read sequentially, one element per k step.
   // Packed (or column-major) A: both operands stream linearly, A from L2 and B, on the first A sliver of each
   // B sliver, from L3. Software prefetches a few steps ahead cover the latency the hardware prefetcher leaves
-  // at the start of each stream; the load ports have room for them next to the 2 + MR operand loads.
+  // at the start of each stream; the load ports have room for them next to the 2 + MR operand loads. A column of
+  // a packed A sliver wider than a cache line (float64: 96 bytes) gets a second prefetch for its last element, or
+  // every third line of the stream would be left to the hardware prefetcher.
   constexpr int64_t kAheadA = 16, kAheadB = 8;  // k steps; measured on Zen 3 (AVX2) with 6 x 16 tiles
   const T* rows[MR];
 #pragma GCC unroll 32
@@ -66,6 +68,7 @@ void tile_kernel(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs,
                            1, 2);
       if (!kRowMajorA) {
         __builtin_prefetch(a + kAheadA * a_cs, 0, 3);
+        if (MR * sizeof(T) > 64) __builtin_prefetch(a + kAheadA * a_cs + (MR - 1), 0, 3);
         __builtin_prefetch(b + kAheadB * b_rs, 0, 3);
       }
       R bv[NV];
