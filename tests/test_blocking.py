@@ -59,17 +59,22 @@ def test_blocking_fits_the_caches(dtype):
     assert blk["kc"] * blk["nr"] * item <= caches["l1d"]
     assert blk["mc"] * blk["kc"] * item <= caches["l2"]
     assert blk["mc"] % blk["mr"] == 0 and blk["nc"] % blk["nr"] == 0
+    # The panel order: the mr x kc A sliver in half of L1, the kc x nc B block in half of L2.
+    assert blk["panel_kc"] * blk["mr"] * item <= caches["l1d"] // 2
+    assert blk["panel_kc"] * blk["panel_nc"] * item <= caches["l2"] // 2
+    assert blk["panel_mc"] % blk["mr"] == 0 and blk["panel_nc"] % blk["nr"] == 0
     assert linneuron.info()["gemm_blocking"][dtype] == blk
 
 
 _CHILD = r"""
-import json, sys
+import json, os, sys
 import numpy as np
 from linneuron import _core
+_core.set_num_threads(int(os.environ.get("LINNEURON_NUM_THREADS_FOR_TEST", "1")))
 print(json.dumps({"caches": dict(_core.cpu_caches()), "blocking": _core.gemm_blocking()["float32"]}))
 rng = np.random.default_rng(1)
 for dtype in (np.float32, np.float64):
-    for m, k, n in ((97, 301, 83), (200, 64, 130), (13, 700, 41)):
+    for m, k, n in ((97, 301, 83), (200, 64, 130), (13, 700, 41), (301, 97, 260)):
         x = rng.standard_normal((m, k)).astype(dtype)
         w = rng.standard_normal((n, k)).astype(dtype)
         out = np.empty((m, n), dtype)
@@ -82,9 +87,17 @@ for dtype in (np.float32, np.float64):
 """
 
 
-@pytest.mark.parametrize("env", [{"LINNEURON_BLOCKING": "12,24,32"}, {"LINNEURON_CACHES": "16384,131072,0"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"LINNEURON_BLOCKING": "12,24,32"},
+        {"LINNEURON_PANEL_BLOCKING": "24,16,64"},
+        {"LINNEURON_PANEL_BLOCKING": "36,40,32", "LINNEURON_NUM_THREADS_FOR_TEST": "2"},
+        {"LINNEURON_CACHES": "16384,131072,0"},
+    ],
+)
 def test_overridden_blocking_still_computes_the_product(tmp_path, env):
-    """Tiny blocks force many k, row and column blocks (and edges) through the driver; results stay right."""
+    """Tiny blocks force many k, row and column blocks (and edges) through both drivers; results stay right."""
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, str(tmp_path)],
         env={**os.environ, **env},
@@ -96,11 +109,15 @@ def test_overridden_blocking_still_computes_the_product(tmp_path, env):
     report = json.loads(proc.stdout.splitlines()[0])
     if "LINNEURON_BLOCKING" in env:
         assert (report["blocking"]["mc"], report["blocking"]["kc"], report["blocking"]["nc"]) == (12, 24, 32)
+    elif "LINNEURON_PANEL_BLOCKING" in env:
+        blk = report["blocking"]
+        wanted = tuple(int(v) for v in env["LINNEURON_PANEL_BLOCKING"].split(","))
+        assert (blk["panel_mc"], blk["panel_kc"]) == wanted[:2] and blk["panel_nc"] % blk["nr"] == 0
     else:
         assert report["caches"]["source"] == "LINNEURON_CACHES" and report["caches"]["l1d"] == 16384
         assert report["blocking"]["kc"] * report["blocking"]["nr"] * 4 <= 16384
     for dtype in ("float32", "float64"):
-        for m, k, n in ((97, 301, 83), (200, 64, 130), (13, 700, 41)):
+        for m, k, n in ((97, 301, 83), (200, 64, 130), (13, 700, 41), (301, 97, 260)):
             out = np.load(tmp_path / f"{dtype}_{m}_{k}_{n}.npy")[0].astype(dtype)
             x = np.load(tmp_path / f"in_{dtype}_{m}_{k}_{n}.npy").astype(dtype)
             w = np.load(tmp_path / f"w_{dtype}_{m}_{k}_{n}.npy").astype(dtype)
