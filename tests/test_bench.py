@@ -64,3 +64,18 @@ def test_cuda_device_without_gpu_module_exits_cleanly(capsys):
         pytest.skip("a usable GPU is present; the GPU benchmark itself is tested with the CUDA module")
     assert cli.main(["bench", "--device", "cuda"]) == 2
     assert "linneuron bench --device cuda" in capsys.readouterr().err
+
+
+def test_large_rows_are_timed_against_numpy_at_the_same_thread_count():
+    """A case with a numpy twin: the twin agrees with torch, and the row carries numpy's time (or says why not)."""
+    from linneuron.bench import run_cases
+    from linneuron.bench.cases import check_numpy
+
+    peaks = {1: {"float32_gflops": 100.0, "float64_gflops": 50.0, "bandwidth_gbs": 10.0}}
+    for op in ("linear", "linear+bwd"):
+        case = Case(op, (33, 17, 9), torch.float32, 1.0, numpy_peer=True)
+        built = case.build()
+        assert built.numpy is not None and check_numpy(case, built) is None
+        (row,) = run_cases([case], [1], 0.05, peaks, progress=lambda line: None)
+        pytest.importorskip("threadpoolctl")
+        assert row["numpy_s"] > 0 and row["vs_numpy"] == pytest.approx(row["numpy_s"] / row["linneuron_s_vs_numpy"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import linneuron
 import numpy as np
 import pytest
-from _reference import assert_linear_close
+from _reference import assert_linear_close, linear_tolerance, reference_linear
 from linneuron import _core
 
 
@@ -59,17 +59,22 @@ def test_blocking_fits_the_caches(dtype):
     assert blk["kc"] * blk["nr"] * item <= caches["l1d"]
     assert blk["mc"] * blk["kc"] * item <= caches["l2"]
     assert blk["mc"] % blk["mr"] == 0 and blk["nc"] % blk["nr"] == 0
+    # The panel order: the mr x kc A sliver in half of L1, the kc x nc B block in half of L2.
+    assert blk["panel_kc"] * blk["mr"] * item <= caches["l1d"] // 2
+    assert blk["panel_kc"] * blk["panel_nc"] * item <= caches["l2"] // 2
+    assert blk["panel_mc"] % blk["mr"] == 0 and blk["panel_nc"] % blk["nr"] == 0
     assert linneuron.info()["gemm_blocking"][dtype] == blk
 
 
 _CHILD = r"""
-import json, sys
+import json, os, sys
 import numpy as np
 from linneuron import _core
+_core.set_num_threads(int(os.environ.get("LINNEURON_NUM_THREADS_FOR_TEST", "1")))
 print(json.dumps({"caches": dict(_core.cpu_caches()), "blocking": _core.gemm_blocking()["float32"]}))
 rng = np.random.default_rng(1)
 for dtype in (np.float32, np.float64):
-    for m, k, n in ((97, 301, 83), (200, 64, 130), (13, 700, 41)):
+    for m, k, n in ((97, 301, 83), (200, 64, 130), (13, 700, 41), (301, 97, 260)):
         x = rng.standard_normal((m, k)).astype(dtype)
         w = rng.standard_normal((n, k)).astype(dtype)
         out = np.empty((m, n), dtype)
@@ -82,9 +87,17 @@ for dtype in (np.float32, np.float64):
 """
 
 
-@pytest.mark.parametrize("env", [{"LINNEURON_BLOCKING": "12,24,32"}, {"LINNEURON_CACHES": "16384,131072,0"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"LINNEURON_BLOCKING": "12,24,32"},
+        {"LINNEURON_PANEL_BLOCKING": "24,16,64"},
+        {"LINNEURON_PANEL_BLOCKING": "36,40,32", "LINNEURON_NUM_THREADS_FOR_TEST": "2"},
+        {"LINNEURON_CACHES": "16384,131072,0"},
+    ],
+)
 def test_overridden_blocking_still_computes_the_product(tmp_path, env):
-    """Tiny blocks force many k, row and column blocks (and edges) through the driver; results stay right."""
+    """Tiny blocks force many k, row and column blocks (and edges) through both drivers; results stay right."""
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, str(tmp_path)],
         env={**os.environ, **env},
@@ -96,11 +109,15 @@ def test_overridden_blocking_still_computes_the_product(tmp_path, env):
     report = json.loads(proc.stdout.splitlines()[0])
     if "LINNEURON_BLOCKING" in env:
         assert (report["blocking"]["mc"], report["blocking"]["kc"], report["blocking"]["nc"]) == (12, 24, 32)
+    elif "LINNEURON_PANEL_BLOCKING" in env:
+        blk = report["blocking"]
+        wanted = tuple(int(v) for v in env["LINNEURON_PANEL_BLOCKING"].split(","))
+        assert (blk["panel_mc"], blk["panel_kc"]) == wanted[:2] and blk["panel_nc"] % blk["nr"] == 0
     else:
         assert report["caches"]["source"] == "LINNEURON_CACHES" and report["caches"]["l1d"] == 16384
         assert report["blocking"]["kc"] * report["blocking"]["nr"] * 4 <= 16384
     for dtype in ("float32", "float64"):
-        for m, k, n in ((97, 301, 83), (200, 64, 130), (13, 700, 41)):
+        for m, k, n in ((97, 301, 83), (200, 64, 130), (13, 700, 41), (301, 97, 260)):
             out = np.load(tmp_path / f"{dtype}_{m}_{k}_{n}.npy")[0].astype(dtype)
             x = np.load(tmp_path / f"in_{dtype}_{m}_{k}_{n}.npy").astype(dtype)
             w = np.load(tmp_path / f"w_{dtype}_{m}_{k}_{n}.npy").astype(dtype)
@@ -136,3 +153,76 @@ def test_plan_paths_match_reference(shape, dtype):
         dt, m, n, k, x.ctypes.data, k, 1, w.ctypes.data, 1, k, out.ctypes.data, n, 1, b.ctypes.data, 1, False, False
     )
     assert_linear_close(out, x, w, b)
+
+
+def _strided(rng, shape, dtype, layout):
+    """A (rows, cols) operand laid out as asked: row-major, column-major (a transposed view), or every other
+    element of a wider array (neither stride 1)."""
+    rows, cols = shape
+    if layout == "row":
+        return rng.standard_normal((rows, cols)).astype(dtype)
+    if layout == "col":
+        return rng.standard_normal((cols, rows)).astype(dtype).T
+    return rng.standard_normal((rows, 2 * cols + 1)).astype(dtype)[:, : 2 * cols : 2]
+
+
+def _gemm_any(a, b, c, bias=None, accumulate=False, step=False):
+    s = a.itemsize
+    dt = _core.FLOAT32 if a.dtype == np.float32 else _core.FLOAT64
+    m, k = a.shape
+    n = b.shape[1]
+    _core.gemm(dt, m, n, k, a.ctypes.data, a.strides[0] // s, a.strides[1] // s, b.ctypes.data, b.strides[0] // s,
+               b.strides[1] // s, c.ctypes.data, c.strides[0] // s, c.strides[1] // s,
+               0 if bias is None else bias.ctypes.data, 1, accumulate, step)  # fmt: skip
+
+
+# Short-k and few-column products take the row-strip order (the whole B panel fits in half of L2); row strides of
+# C that are multiples of 4 KiB, tails in m and n below one register tile and one vector, and k = 1 outer products.
+@pytest.mark.parametrize(
+    "shape", [(64, 1, 1024), (97, 1, 1030), (4096, 1, 256), (130, 3, 1024), (13, 20, 20), (700, 7, 45), (64, 64, 1024)]
+)
+@pytest.mark.parametrize("a_layout,b_layout", [("row", "col"), ("row", "row"), ("col", "row"), ("gap", "gap")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_strip_order_and_tails_match_reference(shape, a_layout, b_layout, dtype):
+    m, k, n = shape
+    rng = np.random.default_rng(m + 31 * k + 7 * n)
+    a = _strided(rng, (m, k), dtype, a_layout)
+    b = _strided(rng, (k, n), dtype, b_layout)
+    bias = rng.standard_normal(n).astype(dtype)
+    c = np.full((m, n), np.nan, dtype)
+    _gemm_any(a, b, c, bias)
+    assert_linear_close(c, a, b.T, bias)
+    start = rng.standard_normal((m, n)).astype(dtype)
+    c[...] = start
+    _gemm_any(a, b, c, accumulate=True)  # C += A B: loads every valid element of C, partial vectors included
+    expected = start.astype(np.float64) + reference_linear(a, b.T)
+    tol = linear_tolerance(a, b.T, None, dtype) + 2 * np.finfo(dtype).eps * np.abs(expected)
+    assert np.all(np.abs(c - expected) <= tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_partial_vectors_write_nothing_outside_the_output(dtype):
+    """C is a window of a larger array: the masked stores of the last columns must leave its neighbours alone."""
+    rng = np.random.default_rng(5)
+    m, k, n = 37, 5, 21
+    big = np.full((m + 2, n + 40), 7.0, dtype)
+    c = big[1 : m + 1, 3 : n + 3]
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    _gemm_any(a, b, c)
+    assert_linear_close(c, a, b.T)
+    outside = np.ones(big.shape, bool)
+    outside[1 : m + 1, 3 : n + 3] = False
+    assert np.all(big[outside] == 7.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_strided_output_columns_match_reference(dtype):
+    """C with a column stride (a transposed view): the epilogue's buffered path, next to the masked one."""
+    rng = np.random.default_rng(6)
+    m, k, n = 50, 9, 70
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    c = np.full((n, m), np.nan, dtype).T
+    _gemm_any(a, b, c, step=False)
+    assert_linear_close(c, a, b.T)

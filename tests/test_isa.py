@@ -392,3 +392,17 @@ def test_concurrent_python_threads_get_correct_results(rng):
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+# Short-k products whose whole B panel fits in half of L2 run in row strips (m, n, k): K = 1 outer products, row
+# strides of C at multiples of 4 KiB, n tails below one vector, on one and two threads.
+@pytest.mark.parametrize(
+    "shape", [(64, 1024, 1), (97, 1030, 1), (130, 1024, 3), (700, 45, 7), (64, 1024, 64), (2000, 20, 20)], ids=_shape_id
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_row_strip_order_matches_reference(rng, isa, shape, threads):
+    linneuron.set_num_threads(threads)  # restored by conftest
+    for dtype in DTYPES:
+        for a_layout, b_layout in [("row", "col"), ("row", "row"), ("col", "row"), ("strided", "padded")]:
+            _check(rng, *shape, dtype, a_layout, b_layout)
+            _check(rng, *shape, dtype, a_layout, b_layout, bias="strided", accumulate=True, step=True)

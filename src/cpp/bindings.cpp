@@ -252,12 +252,14 @@ PYBIND11_MODULE(_core, m) {
           const linneuron::Blocking& b = linneuron::kernel_blocking(uk);
           py::dict e;
           e["mr"] = uk.mr, e["nr"] = uk.nr, e["mc"] = b.mc, e["kc"] = b.kc, e["nc"] = b.nc;
+          e["panel_mc"] = b.panel_mc, e["panel_kc"] = b.panel_kc, e["panel_nc"] = b.panel_nc;
           return e;
         };
         d["float32"] = entry(linneuron::active_micro_kernel<float>());
         d["float64"] = entry(linneuron::active_micro_kernel<double>());
         return d;
       },
-      "The active family's register tile (mr, nr) and cache blocking (mc, kc, nc) per dtype");
+      "The active family's register tile (mr, nr) and cache blockings (mc, kc, nc; panel_mc, panel_kc, panel_nc) "
+      "per dtype");
   // ---- end of probe block ------------------------------------------------------------------------------------
 }

@@ -19,6 +19,7 @@ struct F32x16 {
   static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
   static R add(R a, R b) { return _mm512_add_ps(a, b); }
   static R load_partial(const T* p, int count) { return _mm512_maskz_loadu_ps(__mmask16((1u << count) - 1), p); }
+  static void store_partial(T* p, R x, int count) { _mm512_mask_storeu_ps(p, __mmask16((1u << count) - 1), x); }
   static T reduce(R x) { return _mm512_reduce_add_ps(x); }
   static __m512i lane_times(int32_t stride) {
     return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -48,6 +49,7 @@ struct F64x8 {
   static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
   static R add(R a, R b) { return _mm512_add_pd(a, b); }
   static R load_partial(const T* p, int count) { return _mm512_maskz_loadu_pd(__mmask8((1u << count) - 1), p); }
+  static void store_partial(T* p, R x, int count) { _mm512_mask_storeu_pd(p, __mmask8((1u << count) - 1), x); }
   static T reduce(R x) { return _mm512_reduce_add_pd(x); }
   static __m256i lane_times(int32_t stride) {
     return _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));

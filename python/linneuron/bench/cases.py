@@ -1,8 +1,9 @@
 """The comparisons of ``linneuron bench`` (and benchmarks/): each case builds a linneuron callable and its torch twin.
 
 A case names an op, a shape and a dtype; ``Case.build()`` allocates the operands once and returns two zero-argument
-callables that do the same work (same data, same dtype), the amount of work (flops or bytes), and its unit.
-Both sides are checked to agree before anything is timed (``Case.check``).
+callables that do the same work (same data, same dtype), the amount of work (flops or bytes), and its unit; the
+large rows also get a numpy twin (numpy's BLAS, OpenBLAS in numpy's wheels). Every side is checked to agree before
+anything is timed (``check``, ``check_numpy``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 
 # Goals from the issue, as the minimum speed-up (torch time / linneuron time) per kind of case.
@@ -27,6 +29,7 @@ GOAL_BF16_SMALL = 1.3
 GOAL_FP16 = 3.0
 
 LARGE = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 1024, 1024)]  # (batch, in_features, out_features)
+LARGE_ODD = (3000, 500, 700)  # a large product whose sizes are no multiple of any tile or block
 SMALL = [(1, 512, 512), (16, 256, 256), (64, 64, 64), (64, 512, 512), (65536, 2, 1), (8192, 784, 10), (8192, 64, 64)]
 TUTORIAL = (3, 3, 1)
 STEP_ELEMENTS = 16 * 1024 * 1024
@@ -39,6 +42,9 @@ class Built:
     work: float  # flops or bytes per call
     unit: str  # "GFLOP/s" or "GB/s"
     outputs: Callable[[], tuple[object, object]] = field(default=lambda: (None, None))
+    # The same work done by numpy's BLAS (OpenBLAS in numpy's wheels) on the same data, for the large rows; its
+    # result is compared with torch's before it is timed. None where the case has no numpy twin.
+    numpy: Callable[[], object] | None = None
 
 
 @dataclass
@@ -47,6 +53,7 @@ class Case:
     shape: tuple[int, ...]  # (batch, in, out) or (elements,)
     dtype: torch.dtype
     goal: float | None = None
+    numpy_peer: bool = False  # also time numpy's BLAS on the same work (linear and linear+bwd, float32/float64)
 
     @property
     def shape_text(self) -> str:
@@ -114,7 +121,18 @@ def _forward(case: Case, gen: torch.Generator, fused_step: bool) -> Built:
         def ref():
             return F.linear(x, w, b)
 
-    return Built(ln, ref, 2.0 * batch * k * n, "GFLOP/s", lambda: (ln(), ref()))
+    built = Built(ln, ref, 2.0 * batch * k * n, "GFLOP/s", lambda: (ln(), ref()))
+    if case.numpy_peer and not fused_step:
+        x_np, w_np, b_np = x.numpy(), w.numpy(), b.numpy()
+        y_np = torch.empty(batch, n, dtype=case.dtype).numpy()
+
+        def with_numpy():
+            np.matmul(x_np, w_np.T, out=y_np)
+            np.add(y_np, b_np, out=y_np)
+            return torch.from_numpy(y_np)
+
+        built.numpy = with_numpy
+    return built
 
 
 def _forward_bytes(case: Case, gen: torch.Generator) -> Built:
@@ -161,7 +179,26 @@ def _training(case: Case, gen: torch.Generator, fused_step: bool) -> Built:
         def ref():
             return run(lambda: F.linear(x, w, b))
 
-    return Built(ln, ref, 6.0 * batch * k * n, "GFLOP/s", lambda: (ln(), ref()))
+    built = Built(ln, ref, 6.0 * batch * k * n, "GFLOP/s", lambda: (ln(), ref()))
+    if case.numpy_peer and not fused_step:
+        x_np, w_np, b_np = x.detach().numpy(), w.detach().numpy(), b.detach().numpy()
+        g_np = grad_out.numpy()
+        y_np = torch.empty(batch, n, dtype=case.dtype).numpy()
+        dx_np = torch.empty(batch, k, dtype=case.dtype).numpy()
+        dw_np = torch.empty(n, k, dtype=case.dtype).numpy()
+
+        def with_numpy():
+            # The forward product (its output is what a network would keep), then both backward products and
+            # the bias gradient: the same work as F.linear forward + backward.
+            np.matmul(x_np, w_np.T, out=y_np)
+            np.add(y_np, b_np, out=y_np)
+            np.matmul(g_np, w_np, out=dx_np)
+            np.matmul(g_np.T, x_np, out=dw_np)
+            db = g_np.sum(axis=0)
+            return tuple(torch.from_numpy(a) for a in (dx_np, dw_np, db))
+
+        built.numpy = with_numpy
+    return built
 
 
 def _module(case: Case, gen: torch.Generator, train: bool) -> Built:
@@ -281,6 +318,14 @@ def _close(a, b, dtype: torch.dtype, k: int) -> bool:
     return bool(torch.allclose(a, b, rtol=0, atol=64 * eps * math.sqrt(max(k, 1)) * scale))
 
 
+def check_numpy(case: Case, built: Built) -> str | None:
+    """None if the numpy twin agrees with torch on this case's data (or there is none), else what differs."""
+    if built.numpy is None:
+        return None
+    k = case.shape[1] if len(case.shape) == 3 else 1
+    return None if _close(built.numpy(), built.torch(), case.dtype, k) else "numpy and torch outputs differ"
+
+
 def check(case: Case, built: Built) -> str | None:
     """None if both sides agree on this case's data, else a description of the disagreement.
 
@@ -313,8 +358,8 @@ def default_cases(quick: bool = False) -> list[Case]:
             Case("step", (1 << 20,), f32, GOAL_STEP),
             Case("linear", (256, 256, 256), f64, GOAL_F64),
         ]
-    cases = [Case("linear", s, f32, GOAL_LARGE) for s in LARGE]
-    cases += [Case("linear+bwd", s, f32, GOAL_LARGE) for s in LARGE]
+    cases = [Case("linear", s, f32, GOAL_LARGE, numpy_peer=True) for s in LARGE + [LARGE_ODD]]
+    cases += [Case("linear+bwd", s, f32, GOAL_LARGE, numpy_peer=True) for s in LARGE]
     cases += [Case("linear", s, f32, GOAL_SMALL) for s in SMALL]
     cases += [
         Case("module", TUTORIAL, f32, GOAL_TUTORIAL_NO_GRAD),
@@ -326,7 +371,8 @@ def default_cases(quick: bool = False) -> list[Case]:
     for s in [(64, 64, 64), (8192, 64, 64), (65536, 2, 1), (8192, 784, 10), (1024, 1024, 1024)]:
         cases.append(Case("neuron", s, f32, GOAL_NEURON_SMALL_K if s[1] <= 64 else GOAL_NEURON))
     cases += [Case("neuron+bwd", (8192, 64, 64), f32, None), Case("linear+bwd", (8192, 64, 64), f32, None)]
-    cases += [Case("linear", s, f64, GOAL_F64) for s in LARGE]
+    cases += [Case("linear", s, f64, GOAL_F64, numpy_peer=True) for s in LARGE + [LARGE_ODD]]
+    cases += [Case("linear+bwd", LARGE[0], f64, GOAL_F64, numpy_peer=True)]
     cases += low_precision_cases()
     return cases
 

@@ -5,7 +5,9 @@ torch.heaviside, torch.heaviside and nn.Linear: forward and forward+backward, fl
 threads (torch.set_num_threads and linneuron.set_num_threads set to the same count). Each case is checked for
 agreement first, warmed up, then timed in interleaved repeats (linneuron, torch, torch, linneuron, ...); the
 table shows medians, the speed-up (torch time / linneuron time), the rate, and the rate as a share of this
-machine's measured FMA peak or memory bandwidth (small probes run at start-up).
+machine's measured FMA peak or memory bandwidth (small probes run at start-up). The large rows are also timed
+against numpy's BLAS (OpenBLAS in numpy's wheels) at the same thread count, set with threadpoolctl
+(``pip install threadpoolctl``; without it those columns are left out).
 
     linneuron bench                 # about a minute, with progress
     linneuron bench --quick         # a few seconds' smoke run
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -76,6 +79,31 @@ def _busy_warning(load: float | None, cpus: int | None) -> str | None:
             "inflated and noisy, most of all at more than one thread")  # fmt: skip
 
 
+def _blas_thread_limit(n: int):
+    """A context manager that runs numpy's BLAS on n threads (threadpoolctl), or None without threadpoolctl.
+
+    OPENBLAS_NUM_THREADS would only act before numpy is first imported, which has happened by now."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(limits=n, user_api="blas")
+
+
+def _numpy_blas() -> str | None:
+    """numpy's BLAS as threadpoolctl names it, e.g. 'openblas 0.3.31 (Haswell kernels)'; None if unknown."""
+    try:
+        import numpy  # noqa: F401  (loads the BLAS so that threadpoolctl can see it)
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    for lib in threadpool_info():
+        if lib.get("user_api") == "blas" and "numpy" in lib.get("filepath", ""):
+            arch = f" ({lib['architecture']} kernels)" if lib.get("architecture") else ""
+            return f"{lib.get('internal_api')} {lib.get('version')}{arch}"
+    return None
+
+
 def machine_info(threads: list[int]) -> dict[str, Any]:
     """This machine and build, with the measured FMA peaks and memory bandwidth used for the % column."""
     import torch
@@ -103,6 +131,7 @@ def machine_info(threads: list[int]) -> dict[str, Any]:
             "bandwidth_gbs": max(mine["bandwidth_gbs"], one["bandwidth_gbs"]),
         }
     return {
+        "numpy_blas": _numpy_blas(),
         "load_average_at_start": _load_average(),
         "cpu": _cpu_name(),
         "logical_cpus": os.cpu_count(),
@@ -183,10 +212,18 @@ def format_row(row: dict[str, Any]) -> str:
     verdict = "" if goal is None else f">={goal:g} {'yes' if row['speedup'] >= goal else 'NO'}"
     rate = f"{row['rate']:8.1f} {row['unit']:<6}"
     pct = f"{row['percent_of_peak']:5.0f}%" if row["percent_of_peak"] is not None else "     -"
-    return (
+    text = (
         f"{row['shape']:<18} {row['op']:<11} {row['dtype']:<8} {row['threads']:>3} {_fmt_time(row['linneuron_s'])} "
         f"{_fmt_time(row['torch_s'])} {row['speedup']:8.2f} {rate:>15} {pct:>6}  {verdict}"
     )
+    if row.get("numpy_s"):
+        numpy_pct = row.get("numpy_percent_of_peak")
+        numpy_pct_text = f" ({numpy_pct:.0f}% peak)" if numpy_pct is not None else ""
+        text += (f"  | numpy {_fmt_time(row['numpy_s']).strip()}{numpy_pct_text}, "
+                 f"linneuron {row['vs_numpy']:.2f}x")  # fmt: skip
+    elif row.get("numpy_note"):
+        text += f"  | numpy: {row['numpy_note']}"
+    return text
 
 
 def run_cases(cases, threads: list[int], seconds: float, peaks: dict, progress=print) -> list[dict[str, Any]]:
@@ -194,7 +231,7 @@ def run_cases(cases, threads: list[int], seconds: float, peaks: dict, progress=p
     import torch
 
     import linneuron
-    from linneuron.bench.cases import check
+    from linneuron.bench.cases import check, check_numpy
 
     rows: list[dict[str, Any]] = []
     budget = seconds / max(1, len(cases) * len(threads))
@@ -205,6 +242,7 @@ def run_cases(cases, threads: list[int], seconds: float, peaks: dict, progress=p
         for case in cases:
             built = case.build()
             problem = check(case, built)
+            numpy_problem = check_numpy(case, built) if not problem else None
             for n in threads:
                 done += 1
                 torch.set_num_threads(n)
@@ -227,6 +265,8 @@ def run_cases(cases, threads: list[int], seconds: float, peaks: dict, progress=p
                         linneuron_s=t_ln, torch_s=t_torch, speedup=t_torch / t_ln, rate=rate, unit=built.unit,
                         percent_of_peak=100.0 * rate / peak if peak > 0 else None, reps=reps,
                     )  # fmt: skip
+                    if built.numpy is not None:
+                        row.update(_time_numpy(built, n, budget, peak, numpy_problem))
                 rows.append(row)
                 progress(f"[{done:>3}/{total}] {format_row(row)}")
             del built
@@ -234,6 +274,20 @@ def run_cases(cases, threads: list[int], seconds: float, peaks: dict, progress=p
         torch.set_num_threads(saved[0])
         linneuron.set_num_threads(saved[1])
     return rows
+
+
+def _time_numpy(built, n: int, budget: float, peak: float, problem: str | None) -> dict[str, Any]:
+    """linneuron against numpy's BLAS on n threads (interleaved medians, like torch), or why it was not timed."""
+    if problem:
+        return {"numpy_note": f"not timed ({problem})"}
+    limit = _blas_thread_limit(n)
+    if limit is None:
+        return {"numpy_note": "not timed (needs threadpoolctl to run numpy's BLAS on the same thread count)"}
+    with limit:
+        t_ln, t_np, _ = time_pair(built.linneuron, built.numpy, budget)
+    numpy_rate = built.work / t_np / 1e9
+    return {"numpy_s": t_np, "vs_numpy": t_np / t_ln, "linneuron_s_vs_numpy": t_ln,
+            "numpy_percent_of_peak": 100.0 * numpy_rate / peak if peak > 0 else None}  # fmt: skip
 
 
 def _scaling_note(rows: list[dict[str, Any]]) -> str | None:
@@ -334,7 +388,8 @@ def run(args: argparse.Namespace) -> int:
     print("measuring this machine's FMA peak and memory bandwidth ...", file=sys.stderr, flush=True)
     machine = machine_info(threads)
     print(f"machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs; linneuron {machine['linneuron']} "
-          f"({machine['isa']} kernels); torch {machine['torch']} ({machine['torch_blas']})")  # fmt: skip
+          f"({machine['isa']} kernels); torch {machine['torch']} ({machine['torch_blas']}); "
+          f"numpy's BLAS {machine['numpy_blas'] or 'unknown (pip install threadpoolctl)'}")  # fmt: skip
     for n, p in machine["peaks"].items():
         print(f"  {n} thread{'s' * (n > 1)}: FMA peak {p['float32_gflops']:.0f} GFLOP/s float32, "
               f"{p['float64_gflops']:.0f} float64; memory {p['bandwidth_gbs']:.1f} GB/s (read + write)")  # fmt: skip
@@ -365,6 +420,11 @@ def run(args: argparse.Namespace) -> int:
     note = _scaling_note(rows)
     if note:
         print("\n" + note)
+    against_numpy = [r["vs_numpy"] for r in rows if r.get("vs_numpy")]
+    if against_numpy:
+        geomean = math.exp(sum(math.log(v) for v in against_numpy) / len(against_numpy))
+        print(f"against numpy's BLAS ({machine['numpy_blas']}), same thread counts: {len(against_numpy)} rows, "
+              f"min {min(against_numpy):.2f}x, geomean {geomean:.2f}x (goal >= 1.0)")  # fmt: skip
     missed = [r for r in rows if not r.get("error") and r["goal"] is not None and r["speedup"] < r["goal"]]
     machine["load_average_at_end"] = _load_average()
     busy = _busy_warning(machine["load_average_at_end"], machine["logical_cpus"])
