@@ -34,4 +34,6 @@ def _floating_point_mode_unchanged(request):
     before = flushes_subnormals()
     yield
     after = flushes_subnormals()
-    assert after == before, f"{request.node.nodeid} changed (flush-to-zero, denormals-are-zero) from {before} to {after}"
+    assert after == before, (
+        f"{request.node.nodeid} changed (flush-to-zero, denormals-are-zero) from {before} to {after}"
+    )

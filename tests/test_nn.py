@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-
 # torch 2.4's export warns at pre-dispatch tracing about every op outside aten/prim, torch.library.custom_op ones
 # included. Later torch (2.9, 2.13 checked) warns only for ops with a CompositeImplicitAutograd kernel, which
 # linneuron's have not, in other words ("we assume"): this filter matches 2.4's blanket notice only.
