@@ -120,6 +120,16 @@ def test_vmap_over_the_raw_ops_uses_their_rules():
         torch.stack([ops.step_backward(g, z, 2, 4.0) for z in xs]),
     )
     torch.testing.assert_close(vmap(ops.bias_grad, in_dims=1)(xs), xs.sum(0))  # per sample (4, 3) -> (3,)
+    # Eager autograd through the batched ops (the rules call the ops one level down, which record the graph).
+    ws.requires_grad_()
+    b.requires_grad_()
+    grads = []
+    for fn in (ops.linear, TF.linear):
+        vmap(fn, in_dims=(0, 0, None))(xs, ws, b).square().sum().backward()
+        grads.append((ws.grad, b.grad))
+        ws.grad = b.grad = None
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want)
 
 
 def test_dispatch_mode_routes_through_registered_ops_with_same_results():
