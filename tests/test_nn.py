@@ -11,6 +11,11 @@ import pytest
 import torch
 from torch import nn
 
+# torch 2.4's export warns at pre-dispatch tracing about every op outside aten/prim, torch.library.custom_op ones
+# included. Later torch (2.9, 2.13 checked) warns only for ops with a CompositeImplicitAutograd kernel, which
+# linneuron's have not, in other words ("we assume"): this filter matches 2.4's blanket notice only.
+_TORCH24_EXPORT_NOTICE = "ignore:At pre-dispatch tracing, we will assume:UserWarning"
+
 
 def _roundtrip(state):
     buffer = io.BytesIO()
@@ -187,13 +192,21 @@ def test_compiled_model_matches_eager(backend):
     model.zero_grad()
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True, backend=backend)
-    out = compiled(x)
-    out.square().sum().backward()
+    try:
+        out = compiled(x)
+        out.square().sum().backward()
+    finally:
+        # torch 2.4's inductor compiles its C++ with -ffast-math; linked by GCC < 13, that brings crtfastmath.o,
+        # whose constructor turns on flush-to-zero and denormals-are-zero in this thread when the compiled kernel is
+        # loaded (pytorch/pytorch#126848, #135758; later torch passes -ffast-math's parts instead, 2.9 and 2.13
+        # checked). It is not linneuron's doing and would flush every later computation here, NumPy's too: undo it.
+        torch.set_flush_denormal(False)
     torch.testing.assert_close(out, ref)
     for p, g in zip(model.parameters(), ref_grads):
         torch.testing.assert_close(p.grad, g)
 
 
+@pytest.mark.filterwarnings(_TORCH24_EXPORT_NOTICE)
 def test_export_model_with_dynamic_batch():
     model = _small_model()
     batch = torch.export.Dim("batch")

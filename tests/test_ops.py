@@ -13,6 +13,11 @@ from linneuron import _kernels, ops
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+# torch 2.4's export warns at pre-dispatch tracing about every op outside aten/prim, torch.library.custom_op ones
+# included. Later torch (2.9, 2.13 checked) warns only for ops with a CompositeImplicitAutograd kernel, which
+# linneuron's have not, in other words ("we assume"): this filter matches 2.4's blanket notice only.
+_TORCH24_EXPORT_NOTICE = "ignore:At pre-dispatch tracing, we will assume:UserWarning"
+
 
 def _t(*shape, dtype=torch.float64, grad=True):
     return torch.randn(*shape, dtype=dtype, requires_grad=grad)
@@ -88,6 +93,45 @@ class _CountingMode(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def test_vmap_over_the_raw_ops_uses_their_rules():
+    """torch.func.vmap straight over torch.ops.linneuron: batched inputs, per-sample weights and biases, an omitted
+    bias, nested vmap, against F.linear and the step's definition. Every torch has a rule for each op (on 2.4 through
+    _compat.register_vmap); torch's per-sample fallback would warn, an error in this suite."""
+    from torch.func import vmap
+
+    torch.manual_seed(0)
+    f64 = dict(dtype=torch.float64)
+    x, w, b = torch.randn(5, 3, **f64), torch.randn(2, 3, **f64), torch.randn(2, **f64)
+    xs, ws, bs = torch.randn(4, 5, 3, **f64), torch.randn(4, 2, 3, **f64), torch.randn(4, 2, **f64)
+    torch.testing.assert_close(vmap(ops.linear, in_dims=(0, None, None))(xs, w, b), TF.linear(xs, w, b))
+    torch.testing.assert_close(vmap(lambda x: ops.linear(x, w), in_dims=1)(xs), TF.linear(xs.movedim(1, 0), w))
+    per_sample = vmap(ops.linear)(xs, ws, bs)
+    torch.testing.assert_close(per_sample, torch.stack([TF.linear(*a) for a in zip(xs, ws, bs)]))
+    shared_input = (None, 0, None)
+    torch.testing.assert_close(vmap(ops.linear, shared_input)(x, ws, b), vmap(TF.linear, shared_input)(x, ws, b))
+    fired = vmap(ops.neuron, in_dims=(0, 0, None))(xs, ws, b)
+    assert torch.equal(fired, (vmap(TF.linear, (0, 0, None))(xs, ws, b) >= 0).double())
+    nested = vmap(vmap(ops.linear, in_dims=(0, None, None)), in_dims=(0, None, None))(xs.view(2, 2, 5, 3), w, b)
+    torch.testing.assert_close(nested, TF.linear(xs.view(2, 2, 5, 3), w, b))
+    assert torch.equal(vmap(ops.step, in_dims=2)(xs), (xs >= 0).double().permute(2, 0, 1))
+    g = torch.randn(5, 3, **f64)
+    torch.testing.assert_close(
+        vmap(ops.step_backward, in_dims=(None, 0, None, None))(g, xs, 2, 4.0),
+        torch.stack([ops.step_backward(g, z, 2, 4.0) for z in xs]),
+    )
+    torch.testing.assert_close(vmap(ops.bias_grad, in_dims=1)(xs), xs.sum(0))  # per sample (4, 3) -> (3,)
+    # Eager autograd through the batched ops (the rules call the ops one level down, which record the graph).
+    ws.requires_grad_()
+    b.requires_grad_()
+    grads = []
+    for fn in (ops.linear, TF.linear):
+        vmap(fn, in_dims=(0, 0, None))(xs, ws, b).square().sum().backward()
+        grads.append((ws.grad, b.grad))
+        ws.grad = b.grad = None
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want)
+
+
 def test_dispatch_mode_routes_through_registered_ops_with_same_results():
     torch.manual_seed(0)
     x, w, b = _t(5, 3), _t(2, 3), _t(2)
@@ -143,6 +187,7 @@ def test_compile_fullgraph_matches_eager():
         torch.testing.assert_close(compiled(x, w1, b1, w2), want.detach())
 
 
+@pytest.mark.filterwarnings(_TORCH24_EXPORT_NOTICE)
 def test_export_contains_linneuron_ops():
     class Model(torch.nn.Module):
         def __init__(self):

@@ -45,7 +45,8 @@ step "pytest"
 log="$venv/pytest.log"
 set +e
 # Run from outside the source tree so the tests import the installed package, as a user's would.
-(cd tests && "$venv/bin/python" -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml "$@" .) 2>&1 | tee "$log"
+# With no path among the arguments pytest collects the current directory, tests/.
+(cd tests && "$venv/bin/python" -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml "$@") 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 test_s=$((SECONDS - t0))

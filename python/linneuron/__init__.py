@@ -13,9 +13,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import numpy
-from ._build_config import VERSION as __version__
-from ._info import get_num_threads, info, set_num_threads
+from . import _openmp
+
+_openmp.load_torch_runtime()  # before anything loads _core: torch and linneuron then share one OpenMP runtime
+
+from . import numpy  # noqa: E402
+from ._build_config import VERSION as __version__  # noqa: E402
+from ._info import get_num_threads, info, set_num_threads  # noqa: E402
 
 __all__ = ["__version__", "get_num_threads", "info", "numpy", "set_num_threads"]
 

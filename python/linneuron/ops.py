@@ -317,9 +317,8 @@ def _bias_grad_vmap(info, in_dims, grad_output):
     return torch.stack([bias_grad(grad_output.select(batch_dim, i)) for i in range(info.batch_size)]), 0
 
 
-if _compat.HAS_REGISTER_VMAP:  # torch >= 2.5; on 2.4 only functional's autograd.Functions carry vmap rules
-    torch.library.register_vmap("linneuron::linear", _gemm_vmap(linear), lib=_lib)
-    torch.library.register_vmap("linneuron::neuron", _gemm_vmap(neuron), lib=_lib)
-    torch.library.register_vmap("linneuron::step", _step_vmap, lib=_lib)
-    torch.library.register_vmap("linneuron::step_backward", _step_backward_vmap, lib=_lib)
-    torch.library.register_vmap("linneuron::bias_grad", _bias_grad_vmap, lib=_lib)
+_compat.register_vmap("linneuron::linear", _gemm_vmap(linear), _lib)  # torch 2.4 included (see _compat)
+_compat.register_vmap("linneuron::neuron", _gemm_vmap(neuron), _lib)
+_compat.register_vmap("linneuron::step", _step_vmap, _lib)
+_compat.register_vmap("linneuron::step_backward", _step_backward_vmap, _lib)
+_compat.register_vmap("linneuron::bias_grad", _bias_grad_vmap, _lib)
