@@ -23,6 +23,7 @@
 
 #include "cpu_caches.h"
 #include "microkernel.h"
+#include "parallel_for.h"
 #include "runtime.h"
 #include "workspace.h"
 
@@ -37,6 +38,25 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 constexpr int64_t kMaxPackRows = 32;
+
+// This thread's workspace for one product: `elems` elements after a contiguous copy of a strided bias (the
+// micro-kernels read the bias contiguously; gathering n elements is cheap). Every part starts on 64 bytes.
+// Points `bias` at the copy when one was made and returns the start of the `elems` part.
+template <typename T>
+T* gemm_workspace(const GemmArgs<T>& g, int64_t elems, const T*& bias) {
+  constexpr int64_t kAlign = 64 / sizeof(T);
+  const bool gather_bias = g.bias && g.bias_stride != 1;
+  const int64_t bias_elems = gather_bias ? round_up(g.n, kAlign) : 0;
+  const int64_t total = std::max<int64_t>(bias_elems + elems, 1);
+  T* workspace = static_cast<T*>(thread_workspace(sizeof(T) * static_cast<std::size_t>(total)));
+  if (!workspace) throw std::bad_alloc();
+  bias = g.bias;
+  if (gather_bias) {
+    for (int64_t j = 0; j < g.n; ++j) workspace[j] = g.bias[j * g.bias_stride];
+    bias = workspace;
+  }
+  return workspace + bias_elems;
+}
 
 // Packs A(rows 0..mc, cols 0..kc) into mr-slivers: out[s*mr*kc + p*mr + i] = A(s*mr + i, p), zero-padded.
 template <typename T>
@@ -171,18 +191,8 @@ void unpacked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, bool skinny, 
     else
       uk.dot(i1 - i0, j1 - j0, g.k, a, g.a_rs, b, g.b_cs, c, g.c_rs, g.c_cs, g.accumulate, bias, g.bias_stride, g.step);
   };
-  if (nthreads <= 1) {
-    run(0, g.m, 0, g.n);
-    return;
-  }
   const bool split_rows = g.m >= g.n;
-#pragma omp parallel num_threads(nthreads)
-  {
-#if defined(_OPENMP)
-    const int64_t t = omp_get_thread_num(), team = omp_get_num_threads();
-#else
-    const int64_t t = 0, team = 1;
-#endif
+  run_team(nthreads, [&](int64_t t, int64_t team) {
     // Range boundaries on multiples of 16 keep the kernels' full tiles and vectors aligned with the split.
     const int64_t extent = split_rows ? g.m : g.n, units = ceil_div(extent, 16);
     const int64_t lo = std::min(extent, units * t / team * 16), hi = std::min(extent, units * (t + 1) / team * 16);
@@ -190,7 +200,7 @@ void unpacked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, bool skinny, 
       run(lo, hi, 0, g.n);
     else
       run(0, g.m, lo, hi);
-  }
+  });
 }
 
 template <typename T>
@@ -205,24 +215,13 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
   // Workspace (elements, each part a multiple of 64 bytes): [bias copy][B panel][per thread: A block, A edge
   // tile, B edge sliver].
   constexpr int64_t kAlign = 64 / sizeof(T);
-  const bool gather_bias = g.bias && g.bias_stride != 1;
-  const int64_t bias_elems = gather_bias ? round_up(g.n, kAlign) : 0;
   const int64_t b_elems = plan.pack_b ? round_up(kc_max * nc_max, kAlign) : 0;
   const int64_t a_elems = plan.pack_a ? round_up(kc_max * mc_max, kAlign) : 0;
   const int64_t a_edge_elems = plan.pack_a ? 0 : round_up(kc_max * mr, kAlign);
   const int64_t b_edge_elems = plan.pack_b ? 0 : round_up(kc_max * nr, kAlign);
   const int64_t per_thread = a_elems + a_edge_elems + b_edge_elems;
-  const int64_t total = bias_elems + b_elems + nthreads * per_thread;
-  T* workspace = static_cast<T*>(thread_workspace(sizeof(T) * static_cast<std::size_t>(std::max<int64_t>(total, 1))));
-  if (!workspace) throw std::bad_alloc();
-
-  // The micro-kernel reads the bias contiguously; gather a strided one first (n elements, cheap).
-  const T* bias = g.bias;
-  if (gather_bias) {
-    for (int64_t j = 0; j < g.n; ++j) workspace[j] = g.bias[j * g.bias_stride];
-    bias = workspace;
-  }
-  T* b_packed = workspace + bias_elems;
+  const T* bias = nullptr;
+  T* const b_packed = gemm_workspace(g, b_elems + nthreads * per_thread, bias);
 
   // Unpacked A is read in place by the kernel matching its layout; packed slivers are column-major.
   const bool a_row_major = !plan.pack_a && g.a_cs == 1;
@@ -251,7 +250,7 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
     const int64_t row_end = std::min(g.m, m_slivers * (ti + 1) / tm * mr);
     const bool active = tid < tm * tn;
 
-    T* mine = workspace + bias_elems + b_elems + tid * per_thread;
+    T* mine = b_packed + b_elems + tid * per_thread;
     T* a_packed = mine;
     T* a_edge = mine + a_elems;
     T* b_edge = a_edge + a_edge_elems;
@@ -339,18 +338,7 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
       }
     }
   };
-  if (nthreads <= 1) {
-    thread_body(0, 1);
-    return;
-  }
-#pragma omp parallel num_threads(nthreads)
-  {
-#if defined(_OPENMP)
-    thread_body(omp_get_thread_num(), omp_get_num_threads());
-#else
-    thread_body(0, 1);
-#endif
-  }
+  run_team(nthreads, thread_body);
 }
 
 // The panel driver, for products with both operands packed: BLIS's loop order, seen from C's rows.
@@ -377,17 +365,9 @@ void panel_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads) {
   const int64_t nc_max = std::min(blk.panel_nc * grow, round_up(g.n, nr));
 
   constexpr int64_t kAlign = 64 / sizeof(T);
-  const bool gather_bias = g.bias && g.bias_stride != 1;
-  const int64_t bias_elems = gather_bias ? round_up(g.n, kAlign) : 0;
   const int64_t per_thread = round_up(kc_max * mc_max, kAlign) + round_up(kc_max * nc_max, kAlign);
-  const int64_t total = bias_elems + nthreads * per_thread;
-  T* workspace = static_cast<T*>(thread_workspace(sizeof(T) * static_cast<std::size_t>(std::max<int64_t>(total, 1))));
-  if (!workspace) throw std::bad_alloc();
-  const T* bias = g.bias;
-  if (gather_bias) {
-    for (int64_t j = 0; j < g.n; ++j) workspace[j] = g.bias[j * g.bias_stride];
-    bias = workspace;
-  }
+  const T* bias = nullptr;
+  T* const workspace = gemm_workspace(g, nthreads * per_thread, bias);
   const int64_t m_slivers = ceil_div(g.m, mr), n_slivers_all = ceil_div(g.n, nr);
 
   auto thread_body = [&](int tid, int team) {
@@ -401,7 +381,7 @@ void panel_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads) {
     const int64_t col_begin = std::min(g.n, n_slivers_all * tj / tn * nr);
     const int64_t col_end = std::min(g.n, n_slivers_all * (tj + 1) / tn * nr);
     if (tid >= tm * tn) return;
-    T* a_packed = workspace + bias_elems + tid * per_thread;
+    T* a_packed = workspace + tid * per_thread;
     T* b_packed = a_packed + round_up(kc_max * mc_max, kAlign);
 
     for (int64_t ic = row_begin; ic < row_end; ic += mc_max) {
@@ -437,18 +417,7 @@ void panel_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads) {
       }
     }
   };
-  if (nthreads <= 1) {
-    thread_body(0, 1);
-    return;
-  }
-#pragma omp parallel num_threads(nthreads)
-  {
-#if defined(_OPENMP)
-    thread_body(omp_get_thread_num(), omp_get_num_threads());
-#else
-    thread_body(0, 1);
-#endif
-  }
+  run_team(nthreads, thread_body);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 
 #include "convert.h"
 #include "gemm.h"
+#include "parallel_for.h"
 #include "runtime.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -71,18 +72,6 @@ struct Scratch {
     }
   }
 };
-
-// fn(i) for 0 <= i < count, split statically across nthreads; a single thread enters no OpenMP region at all
-// (even an if(false) parallel region costs about a microsecond, the whole time of a tiny product).
-template <typename Fn>
-void parallel_for(int nthreads, int64_t count, Fn fn) {
-  if (nthreads <= 1) {
-    for (int64_t i = 0; i < count; ++i) fn(i);
-    return;
-  }
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t i = 0; i < count; ++i) fn(i);
-}
 
 // fn(i0, i1) over [0, total) in chunks of 16 Ki elements, split across threads.
 template <typename Fn>
