@@ -79,3 +79,17 @@ def test_large_rows_are_timed_against_numpy_at_the_same_thread_count():
         (row,) = run_cases([case], [1], 0.05, peaks, progress=lambda line: None)
         pytest.importorskip("threadpoolctl")
         assert row["numpy_s"] > 0 and row["vs_numpy"] == pytest.approx(row["numpy_s"] / row["linneuron_s_vs_numpy"])
+
+
+def test_bandwidth_rows_are_rated_against_the_probe_of_their_traffic():
+    """A matrix-vector row (reads W, writes a few outputs) is a % of the read probe; a step row of the copy probe."""
+    from linneuron.bench import run_cases
+
+    peaks = {1: {"float32_gflops": 100.0, "float64_gflops": 50.0, "bandwidth_gbs": 10.0, "read_bandwidth_gbs": 40.0}}
+    matvec = Case("linear-bw", (1, 64, 32), torch.float32)
+    step = Case("step", (4096,), torch.float32)
+    assert matvec.build().bandwidth == "read" and step.build().bandwidth == "copy"
+    rows = run_cases([matvec, step], [1], 0.05, peaks, progress=lambda line: None)
+    for row, peak in zip(rows, (40.0, 10.0)):
+        assert row["unit"] == "GB/s"
+        assert row["percent_of_peak"] == pytest.approx(100.0 * row["rate"] / peak)

@@ -305,8 +305,11 @@ def test_machine_probes_report_positive_rates():
     for code in (_core.FLOAT32, _core.FLOAT64):
         gflops = _core.fma_peak_gflops(code, 1, 0.01)
         assert np.isfinite(gflops) and gflops > 0.1
-    gbs = _core.memory_bandwidth_gbs(1, 1 << 20, 1)
-    assert np.isfinite(gbs) and gbs > 0.01
+    for probe in (_core.memory_bandwidth_gbs, _core.memory_read_bandwidth_gbs):
+        gbs = probe(1, 1 << 20, 1)
+        assert np.isfinite(gbs) and gbs > 0.01
+        with pytest.raises(ValueError, match="arguments"):
+            probe(1, 0, 1)
     with pytest.raises(ValueError, match="threads"):
         _core.fma_peak_gflops(_core.FLOAT32, 0, 0.01)
 

@@ -234,6 +234,16 @@ PYBIND11_MODULE(_core, m) {
       "GB/s (read + written) of a streaming float32 copy-scale over two `bytes`-sized buffers, best of `repeats`",
       py::arg("threads"), py::arg("bytes"), py::arg("repeats"));
   m.def(
+      "memory_read_bandwidth_gbs",
+      [](int threads, int64_t bytes, int repeats) {
+        require(threads >= 1 && bytes > 0 && repeats >= 1,
+                "_core.memory_read_bandwidth_gbs: arguments must be >= 1");
+        py::gil_scoped_release release;
+        return linneuron::memory_read_bandwidth_gbs(threads, bytes, repeats);
+      },
+      "GB/s read by a streaming float32 sum over one `bytes`-sized buffer, best of `repeats`",
+      py::arg("threads"), py::arg("bytes"), py::arg("repeats"));
+  m.def(
       "cpu_caches",
       [] {
         const linneuron::CacheSizes& c = linneuron::cpu_caches();

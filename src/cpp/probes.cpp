@@ -78,6 +78,33 @@ double memory_bandwidth_gbs(int threads, int64_t bytes, int repeats) {
   return best;
 }
 
+double memory_read_bandwidth_gbs(int threads, int64_t bytes, int repeats) {
+  threads = std::max(1, threads);
+  constexpr int kLanes = 32;  // independent partial sums, so the adds are not one serial chain
+  const int64_t n = std::max<int64_t>(1024, bytes / int64_t(sizeof(float))) / kLanes * kLanes;
+  std::unique_ptr<float[]> src(new (std::nothrow) float[n]);
+  if (!src) throw std::bad_alloc();
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t i = 0; i < n; ++i) src[i] = float(i & 1023);
+  double best = 0.0, total = 0.0;
+  for (int r = 0; r < std::max(1, repeats); ++r) {
+    const double t0 = now_seconds();
+    double sum = 0.0;
+#pragma omp parallel num_threads(threads) reduction(+ : sum) if (threads > 1)
+    {
+      float partial[kLanes] = {};
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < n; i += kLanes)
+        for (int l = 0; l < kLanes; ++l) partial[l] += src[i + l];
+      for (int l = 0; l < kLanes; ++l) sum += partial[l];
+    }
+    const double dt = now_seconds() - t0;
+    total += sum;
+    best = std::max(best, double(n) * sizeof(float) / dt / 1e9);
+  }
+  return total < 0.0 ? -best : best;  // the sums are never negative; using them keeps the loads observable
+}
+
 template double fma_peak_gflops<float>(int, double);
 template double fma_peak_gflops<double>(int, double);
 

@@ -45,6 +45,9 @@ class Built:
     # The same work done by numpy's BLAS (OpenBLAS in numpy's wheels) on the same data, for the large rows; its
     # result is compared with torch's before it is timed. None where the case has no numpy twin.
     numpy: Callable[[], object] | None = None
+    # For GB/s rows, the probe their % column is of: "copy" (read + write streams, as the step) or "read" (one
+    # large operand read, next to nothing written, as a matrix-vector product).
+    bandwidth: str = "copy"
 
 
 @dataclass
@@ -137,11 +140,12 @@ def _forward(case: Case, gen: torch.Generator, fused_step: bool) -> Built:
 
 def _forward_bytes(case: Case, gen: torch.Generator) -> Built:
     """The forward product rated by the bytes it must move (x, W, b read, y written): for matrix-vector products,
-    which are bound by memory, so the % column is of the measured bandwidth."""
+    which are bound by memory, so the % column is of the measured read bandwidth."""
     built = _forward(case, gen, fused_step=False)
     batch, k, n = case.shape
     size = torch.empty((), dtype=case.dtype).element_size()
     built.work, built.unit = float(size * (batch * k + n * k + n + batch * n)), "GB/s"
+    built.bandwidth = "read"
     return built
 
 

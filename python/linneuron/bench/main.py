@@ -118,6 +118,7 @@ def machine_info(threads: list[int]) -> dict[str, Any]:
             "float32_gflops": _core.fma_peak_gflops(_core.FLOAT32, n, _RATE_PROBE_SECONDS),
             "float64_gflops": _core.fma_peak_gflops(_core.FLOAT64, n, _RATE_PROBE_SECONDS),
             "bandwidth_gbs": _core.memory_bandwidth_gbs(n, _BANDWIDTH_BYTES, 10),
+            "read_bandwidth_gbs": _core.memory_read_bandwidth_gbs(n, _BANDWIDTH_BYTES, 10),
         }
     # A multi-thread probe on a busy machine rarely gets all its cores at once, so the peaks used for the
     # "% peak" column are at least n times the 1-thread FMA rate (cores share no FMA units) and at least the
@@ -129,6 +130,7 @@ def machine_info(threads: list[int]) -> dict[str, Any]:
             "float32_gflops": max(mine["float32_gflops"], n * one["float32_gflops"]),
             "float64_gflops": max(mine["float64_gflops"], n * one["float64_gflops"]),
             "bandwidth_gbs": max(mine["bandwidth_gbs"], one["bandwidth_gbs"]),
+            "read_bandwidth_gbs": max(mine["read_bandwidth_gbs"], one["read_bandwidth_gbs"]),
         }
     return {
         "numpy_blas": _numpy_blas(),
@@ -257,7 +259,7 @@ def run_cases(cases, threads: list[int], seconds: float, peaks: dict, progress=p
                     t_ln, t_torch, reps = time_pair(built.linneuron, built.torch, budget)
                     rate = built.work / t_ln / 1e9
                     if built.unit == "GB/s":
-                        peak = peaks[n]["bandwidth_gbs"]
+                        peak = peaks[n]["read_bandwidth_gbs" if built.bandwidth == "read" else "bandwidth_gbs"]
                     else:
                         # bfloat16/float16 products run on the float32 FMAs: their % is of the float32 peak.
                         peak = peaks[n].get(f"{case.dtype_text}_gflops", peaks[n]["float32_gflops"])
@@ -392,7 +394,8 @@ def run(args: argparse.Namespace) -> int:
           f"numpy's BLAS {machine['numpy_blas'] or 'unknown (pip install threadpoolctl)'}")  # fmt: skip
     for n, p in machine["peaks"].items():
         print(f"  {n} thread{'s' * (n > 1)}: FMA peak {p['float32_gflops']:.0f} GFLOP/s float32, "
-              f"{p['float64_gflops']:.0f} float64; memory {p['bandwidth_gbs']:.1f} GB/s (read + write)")  # fmt: skip
+              f"{p['float64_gflops']:.0f} float64; memory {p['bandwidth_gbs']:.1f} GB/s copy (read + write), "
+              f"{p['read_bandwidth_gbs']:.1f} GB/s read")  # fmt: skip
     busy = _busy_warning(machine["load_average_at_start"], machine["logical_cpus"])
     if busy:
         print(busy)
