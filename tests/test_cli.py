@@ -35,7 +35,9 @@ def test_python_dash_m_demo(tmp_path):
     pytest.importorskip("torch")
     completed = _run([sys.executable, "-m", "linneuron", "demo", "--no-plot", "--section", "2"], cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
-    assert "== 2. The tensor form" in completed.stdout and "checks against torch or closed form passed" in completed.stdout
+    assert (
+        "== 2. The tensor form" in completed.stdout and "checks against torch or closed form passed" in completed.stdout
+    )
     assert list(tmp_path.iterdir()) == []  # --no-plot writes nothing
 
 
