@@ -165,6 +165,24 @@ def test_epilogues(rng, isa, shape, dtype, epilogue):
         _check(rng, *shape, dtype, a_layout, b_layout, **epilogue)
 
 
+# Tall products with few outputs (n <= 16) and a row-major A: the tall kernel (transposed rows of A), with tails in
+# m below one vector of rows, k not a multiple of the vector width or below it, 1 to 16 columns (one or two passes,
+# element-wise and transposing epilogues), both B layouts it takes (Wᵀ and W) and one it does not (strided).
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize(
+    "shape",
+    [(64, 1, 16), (77, 2, 16), (200, 3, 1), (1000, 4, 5), (131, 9, 17), (260, 16, 40), (70, 13, 300), (4099, 16, 3)],
+    ids=_shape_id,
+)
+def test_tall_products_match_reference(rng, isa, shape, dtype):
+    for b_layout in ["col", "row", "strided"]:
+        for c_layout, epilogue in [("row", {}), ("padded", dict(bias="strided", accumulate=True)),
+                                   ("col", dict(step=True)), ("reversed", dict(bias="plain", accumulate=True))]:  # fmt: skip
+            _check(rng, *shape, dtype, "row", b_layout, c_layout=c_layout, **epilogue)
+    linneuron.set_num_threads(2)  # restored by conftest: row ranges split between two threads
+    _check(rng, *shape, dtype, "padded", "col", bias="plain")
+
+
 @pytest.mark.parametrize("c_layout", ["col", "strided", "padded", "reversed"])
 @pytest.mark.parametrize("shape", [(13, 33, 17), (1, 40, 20), (130, 150, 300), (40, 3, 70)], ids=_shape_id)
 def test_output_layouts(rng, isa, shape, c_layout):
@@ -346,7 +364,8 @@ def ptr(a):
 
 _core.set_active_isa(sys.argv[1])
 for dtype, code in [(np.float32, _core.FLOAT32), (np.float64, _core.FLOAT64)]:
-    for m, n, k in [(1, 37, 5), (13, 33, 17), (7, 70, 300), (100, 5, 2), (250, 40, 3), (130, 150, 300), (3, 1, 1)]:
+    for m, n, k in [(1, 37, 5), (13, 33, 17), (7, 70, 300), (100, 5, 2), (250, 40, 3), (130, 150, 300), (3, 1, 1),
+                    (77, 9, 20), (70, 16, 33)]:
         for at_end in (True, False):
             x = guarded(m, k, dtype, at_end, 1)
             w = guarded(n, k, dtype, at_end, 2)

@@ -11,7 +11,9 @@
 //   direct  the register-tile kernel reads a row- or column-major A where it lies, and so a B whose rows are
 //           contiguous; only partial edge slivers are copied into small padded buffers;
 //   dot     both operands contiguous along k (the forward X Wᵀ) with a short batch or few outputs: dot products;
-//   skinny  tall products with tiny k and n (65536 x 2 -> 1): vectors run along the batch.
+//   skinny  tall products with tiny k and n (65536 x 2 -> 1): vectors run along the batch;
+//   tall    tall products with few outputs (n <= 16) and any k from a row-major A (52708 x 16 -> 2): vectors run
+//           along the batch too, made by transposing rows of A in registers, so A streams through once.
 //
 // Threads form a tm x tn grid: each owns a contiguous, mr-aligned range of rows and a range of B slivers, so the
 // split is balanced to within one sliver. A shared B panel is packed by the whole team between two barriers.
@@ -134,24 +136,62 @@ void epilogue_only(const GemmArgs<T>& g) {
 struct Plan {
   bool skinny;  // k and n tiny, m large: vectors along m (gathered columns of A), no packing
   bool dot;     // both operands contiguous along k and the product small or skinny: dot-product kernel, no packing
+  bool tall;    // few outputs, row-major A, m large: vectors along m from transposed rows of A, no packing
   bool pack_a, pack_b;
   int nthreads;
 };
 
-// Relative cost, in FMA lanes of the register-tile kernel, of the dot-product path against the register-tile
-// path. The tile kernel pays for padding m and n to the tile, for packing B (about 8 lanes an element: one
-// strided load and store per element against 16 lanes of FMA per cycle) and a small epilogue per output; the
-// dot kernel runs its FMAs a third slower (it is load-bound: two streams for 8 accumulators) and pays a horizontal
-// reduction per output (about 8 cycles: two vector widths of lanes each). Checked on a sweep of random shapes
-// on Zen 3; the constants are cycle counts of that family's instructions, not thresholds tuned per shape.
+// Costs of the three unpacked-A paths, in FMA lanes of the register-tile kernel (lanes = its vector width, two FMAs
+// a cycle: one cycle is 2 x lanes units).
+//   tile  pays for padding m and n to the tile, for packing B (about 8 lanes an element: one strided load and store
+//         per element against 16 lanes of FMA per cycle) and a small epilogue per output;
+//   dot   runs its FMAs a third slower (it is load-bound: two streams for 8 accumulators) and pays a horizontal
+//         reduction per output (about 8 cycles: two vector widths of lanes each);
+//   tall  pays for the transposes, log2(lanes) shuffle rounds over each k block of lanes rows, per pass of
+//         tall_cols columns, at about one shuffle every other cycle: 4 log2(lanes) units an element of A and pass;
+//         its FMAs do no padding in n, and a k block is padded to lanes.
+// The constants are cycle counts of x86 cores' instructions (Zen 3 to Zen 5), checked against sweeps of random
+// shapes, not thresholds tuned per shape.
 template <typename T>
-bool dot_is_cheaper(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
-  const double lanes = double(std::max<int64_t>(1, uk.nr / 2));  // vector width: tiles are two vectors wide
+double tile_cost(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   const double m = double(g.m), n = double(g.n), k = double(g.k);
   const double pack_b = g.b_cs == 1 ? 0.0 : 8.0 * n * k;
-  const double tile = double(round_up(g.m, uk.mr)) * double(round_up(g.n, uk.nr)) * k + pack_b + 2.0 * m * n;
-  const double dot = 1.33 * m * n * k + 16.0 * lanes * m * n;
-  return dot < tile;
+  return double(round_up(g.m, uk.mr)) * double(round_up(g.n, uk.nr)) * k + pack_b + 2.0 * m * n;
+}
+
+template <typename T>
+double dot_cost(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
+  const double lanes = double(std::max<int64_t>(1, uk.nr / 2));  // vector width: tiles are two vectors wide
+  const double m = double(g.m), n = double(g.n), k = double(g.k);
+  return 1.33 * m * n * k + 16.0 * lanes * m * n;
+}
+
+template <typename T>
+double tall_cost(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
+  const int64_t lanes = std::max<int64_t>(1, uk.nr / 2);
+  int log2_lanes = 0;
+  while ((int64_t(1) << (log2_lanes + 1)) <= lanes) ++log2_lanes;
+  const double passes = double(ceil_div(g.n, std::max<int64_t>(1, uk.tall_cols)));
+  const double m = double(round_up(g.m, lanes)), n = double(g.n), k = double(g.k);
+  return m * (double(round_up(g.k, lanes)) * 4.0 * log2_lanes * passes + k * n) + 4.0 * m * n;
+}
+
+// Waking a second thread and meeting it at a barrier costs a few microseconds on an idle machine (and a whole
+// scheduler slice on a busy one). Each thread gets at least that much work, counted two ways: arithmetic (2 MFLOP,
+// ~1 MFLOP being the cost of the wake-up) and memory traffic (kBytesPerThread of operands and result, about 5 us of a
+// core's stream). Short-k products are nothing but their traffic: 856 x 2 -> 84 in float64 is 0.3 MFLOP but writes
+// 575 KB, and the second core halves that time (Zen 5: 14 -> 8 us); a matrix-vector product likewise reads W at
+// nearly twice the rate on two cores.
+constexpr double kFlopsPerThread = 2e6;
+constexpr double kBytesPerThread = 128.0 * 1024;
+
+template <typename T>
+int threads_for(const GemmArgs<T>& g) {
+  const double m = double(g.m), n = double(g.n), k = double(g.k);
+  const double flops = 2.0 * m * n * k;
+  const double bytes = double(sizeof(T)) * (m * k + k * n + (g.accumulate ? 2.0 : 1.0) * m * n);
+  const double units = std::max(flops / kFlopsPerThread, bytes / kBytesPerThread);
+  return static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), units)));
 }
 
 template <typename T>
@@ -161,38 +201,48 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   constexpr int64_t kMaxGatherStride = int64_t(1) << 26;
   const bool gather_ok = -kMaxGatherStride < g.a_rs && g.a_rs < kMaxGatherStride;
   plan.skinny = g.k <= 8 && g.n <= 8 && g.m >= 64 && gather_ok;
-  plan.dot = !plan.skinny && g.a_cs == 1 && g.b_rs == 1 && dot_is_cheaper(g, uk);
+  // With a row-major A the unpacked paths compete on cost. Few outputs of a tall product (2 <= n <= 16) may take
+  // the tall kernel, which reads A once with no padding of n to the tile; one output is a dot product per row,
+  // which needs no transposes.
+  const int64_t lanes = std::max<int64_t>(1, uk.nr / 2);
+  const bool tall_ok = !plan.skinny && uk.tall && g.a_cs == 1 && (g.b_rs == 1 || g.b_cs == 1) && 2 <= g.n &&
+                       g.n <= kTallMaxCols && g.m >= 4 * lanes;
+  const bool dot_ok = !plan.skinny && g.a_cs == 1 && g.b_rs == 1;
+  const double tile = tile_cost(g, uk);
+  const double dot = dot_ok ? dot_cost(g, uk) : tile;
+  const double tall = tall_ok ? tall_cost(g, uk) : tile;
+  plan.tall = tall_ok && tall < tile && tall < dot;
+  plan.dot = dot_ok && !plan.tall && dot < tile;
   const bool a_direct = g.a_cs == 1 || g.a_rs == 1;
   const bool b_direct = g.b_cs == 1;
   // A is reused once per B sliver: pack it only when there are enough slivers to amortise the copy.
   plan.pack_a = !a_direct || (g.n > 4 * uk.nr && g.m > uk.mr && g.k > 16);
   // B is reused once per A sliver.
   plan.pack_b = !b_direct || g.m > 8 * uk.mr;
-  // Waking a second thread and meeting it at a barrier costs a few microseconds on an idle machine (and a whole
-  // scheduler slice on a busy one), the time of ~1 MFLOP here: each thread gets at least 2 MFLOP of work.
-  const double flops = 2.0 * double(g.m) * double(g.n) * double(g.k);
-  plan.nthreads = static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), flops / 2e6)));
+  plan.nthreads = threads_for(g);
   return plan;
 }
 
-// The unpacked block kernels (dot, skinny): threads split the rows (or, for a short batch, the columns) into
+// The unpacked block kernels (dot, skinny, tall): threads split the rows (or, for a short batch, the columns) into
 // contiguous ranges.
 template <typename T>
-void unpacked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, bool skinny, int nthreads) {
+void unpacked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& plan) {
+  // skinny and tall share one contract (SkinnyKernelFn); tall needs a_cs == 1, which make_plan checked.
+  const SkinnyKernelFn<T> vector_m = plan.tall ? uk.tall : uk.skinny;
   auto run = [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
     if (i0 >= i1 || j0 >= j1) return;
     const T* a = g.a + i0 * g.a_rs;
     const T* b = g.b + j0 * g.b_cs;
     T* c = g.c + i0 * g.c_rs + j0 * g.c_cs;
     const T* bias = g.bias ? g.bias + j0 * g.bias_stride : nullptr;
-    if (skinny)
-      uk.skinny(i1 - i0, j1 - j0, g.k, a, g.a_rs, g.a_cs, b, g.b_rs, g.b_cs, c, g.c_rs, g.c_cs, g.accumulate, bias,
+    if (plan.skinny || plan.tall)
+      vector_m(i1 - i0, j1 - j0, g.k, a, g.a_rs, g.a_cs, b, g.b_rs, g.b_cs, c, g.c_rs, g.c_cs, g.accumulate, bias,
                 g.bias_stride, g.step);
     else
       uk.dot(i1 - i0, j1 - j0, g.k, a, g.a_rs, b, g.b_cs, c, g.c_rs, g.c_cs, g.accumulate, bias, g.bias_stride, g.step);
   };
   const bool split_rows = g.m >= g.n;
-  run_team(nthreads, [&](int64_t t, int64_t team) {
+  run_team(plan.nthreads, [&](int64_t t, int64_t team) {
     // Range boundaries on multiples of 16 keep the kernels' full tiles and vectors aligned with the split.
     const int64_t extent = split_rows ? g.m : g.n, units = ceil_div(extent, 16);
     const int64_t lo = std::min(extent, units * t / team * 16), hi = std::min(extent, units * (t + 1) / team * 16);
@@ -431,8 +481,8 @@ void gemm(const GemmArgs<T>& g) {
   }
   const MicroKernel<T>& uk = active_micro_kernel<T>();
   const Plan plan = make_plan(g, uk);
-  if (plan.skinny || plan.dot)
-    unpacked_gemm(g, uk, plan.skinny, plan.nthreads);
+  if (plan.skinny || plan.tall || plan.dot)
+    unpacked_gemm(g, uk, plan);
   else if (plan.pack_a && plan.pack_b)
     panel_gemm(g, uk, plan.nthreads);
   else

@@ -39,6 +39,9 @@ using SkinnyKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int
                                 int64_t b_rs, int64_t b_cs, T* c, int64_t c_rs, int64_t c_cs, bool load_c,
                                 const T* bias, int64_t bias_stride, bool step);
 
+// The most columns of C the `tall` kernels below are chosen for.
+constexpr int64_t kTallMaxCols = 16;
+
 template <typename T>
 struct MicroKernel {
   const char* isa;           // family name, as reported by linneuron.info()
@@ -49,6 +52,11 @@ struct MicroKernel {
   MicroKernelFn<T> row_a;    // A with a_cs == 1 (row-major operands); a_cs is ignored
   DotKernelFn<T> dot;        // both operands contiguous along k; see above
   SkinnyKernelFn<T> skinny;  // k and n tiny, m large; see above
+  // Optional (may be null): tall products with few outputs (n <= kTallMaxCols), a row-major A (a_cs == 1, any k)
+  // and b_rs == 1 or b_cs == 1, with the SkinnyKernelFn contract above; vectors along m from in-register
+  // transposes of A's rows.
+  SkinnyKernelFn<T> tall;
+  int64_t tall_cols;  // columns of C per pass of `tall` over A (its accumulators)
   // Peak-rate probe: `iterations` rounds of independent FMAs on registers of this family's width; returns the
   // floating-point operations done (2 per lane per FMA) and stores a result in *sink so none is optimised away.
   int64_t (*fma_probe)(int64_t iterations, T* sink);

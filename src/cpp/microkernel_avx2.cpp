@@ -80,6 +80,7 @@ struct F64x4 {
 constexpr int kMR = 6;
 constexpr int kNV = 2;
 constexpr int kDotR = 2, kDotS = 4;  // dot tiles: 8 accumulators, 2 + 4 operand vectors
+constexpr int kTallCols = 4;  // tall kernel: 4 accumulators next to the 8 (f32) or 4 (f64) column registers
 
 // In-register transposes for MicroKernel::pack_b_transposed: r[i] holds row i of a W x W block on entry and
 // column i on exit (unpacks within 128-bit lanes, then lane swaps).
@@ -137,6 +138,8 @@ constexpr MicroKernel<T> kKernel{"avx2",
                                  &simd::tile_kernel<typename Family<T>::V, kMR, kNV, true>,
                                  &simd::dot_block<typename Family<T>::V, kDotR, kDotS>,
                                  &simd::skinny_block<typename Family<T>::V>,
+                                 &simd::tall_block<typename Family<T>::V, &transpose_block, kTallCols>,
+                                 kTallCols,
                                  &simd::fma_probe<typename Family<T>::V>,
                                  &simd::pack_b_transposed<typename Family<T>::V, &transpose_block>};
 

@@ -71,6 +71,7 @@ struct F64x8 {
 constexpr int kMR = 12;
 constexpr int kNV = 2;
 constexpr int kDotR = 4, kDotS = 4;  // dot tiles: 16 accumulators, 4 + 4 operand vectors
+constexpr int kTallCols = 8;  // tall kernel: 8 accumulators next to the 16 (f32) or 8 (f64) column registers
 
 // MicroKernel::skinny for a dense row-major A (a_rs == k, a_cs == 1, k <= 8): W rows of A are k whole vectors,
 // and column p of those rows is picked out of them with two-source permutes (element l*k + p of the block goes to
@@ -243,6 +244,8 @@ constexpr MicroKernel<T> kKernel{"avx512",
                                  &simd::tile_kernel<typename Family<T>::V, kMR, kNV, true>,
                                  &simd::dot_block<typename Family<T>::V, kDotR, kDotS>,
                                  &skinny_dense<typename Family<T>::V>,
+                                 &simd::tall_block<typename Family<T>::V, &transpose_block, kTallCols>,
+                                 kTallCols,
                                  &simd::fma_probe<typename Family<T>::V>,
                                  &simd::pack_b_transposed<typename Family<T>::V, &transpose_block>};
 

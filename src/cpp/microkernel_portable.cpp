@@ -96,6 +96,8 @@ const MicroKernel<T>& portable_micro_kernel() {
                                      &portable_kernel<T, true>,
                                      &portable_dot<T>,
                                      &portable_skinny<T>,
+                                     nullptr,
+                                     0,
                                      &portable_fma_probe<T>,
                                      nullptr};
   return kernel;

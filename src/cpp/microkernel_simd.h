@@ -13,6 +13,9 @@
 
 #include <cstdint>
 #include <type_traits>
+#include <utility>
+
+#include "microkernel.h"
 
 namespace linneuron {
 namespace simd {
@@ -317,6 +320,135 @@ void skinny_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64
       if (step) v = v >= T(0) ? T(1) : (v != v ? v : T(0));
       dst = v;
     }
+}
+
+// MicroKernel::tall: a tall product with few outputs and a row-major A (a_cs == 1; n <= 16, any k), such as the
+// forward 52708 x 16 -> 2. Vectors run along m: W rows of A are loaded k-block by k-block as W vectors, transposed
+// in registers (the family's Transpose, as in pack_b_transposed below) into W columns, and each column is
+// multiplied by broadcast elements of B into one accumulator per output column. So A is read once, in whole vectors
+// along its rows, with no gathers, no padding of n to a register tile and no horizontal sums; B is small and read
+// from L1. B must have unit stride along k (b_rs == 1: the forward's Wᵀ) or along n (b_cs == 1: the backward's W).
+// Up to kCols columns of C per pass; with more columns the W rows are read again, from L1, for the next pass.
+
+constexpr int kTallAhead = 8;  // k blocks
+
+// One pass: the sums of NC columns of C for W rows (the first `rows` of them valid; the others read as zeros) into
+// out[jj][i] = sum_p A(i, p) B(p, jj).
+template <class V, void (*Transpose)(typename V::R*), int NC, bool kFullRows, bool kBUnitRows>
+void tall_pass(int rows, int64_t k, const typename V::T* a, int64_t a_rs, const typename V::T* b, int64_t b_rs,
+               int64_t b_cs, typename V::T out[][V::kWidth]) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr int W = V::kWidth;
+  R acc[NC];
+  const T* b_col[NC];  // kBUnitRows: column jj of B, contiguous along k
+#pragma GCC unroll 16
+  for (int jj = 0; jj < NC; ++jj) {
+    acc[jj] = V::zero();
+    b_col[jj] = b + jj * b_cs;
+  }
+  auto block = [&](int64_t p0, int count) {
+    R col[W];
+#pragma GCC unroll 16
+    for (int i = 0; i < W; ++i) {
+      // W rows are W concurrent streams, more than the hardware prefetchers follow: each is prefetched a few
+      // blocks ahead (past a row's end this reaches the next row, which is read next anyway).
+      if (kFullRows) __builtin_prefetch(a + i * a_rs + p0 + kTallAhead * W, 0, 3);
+      if (!kFullRows && i >= rows)
+        col[i] = V::zero();
+      else
+        col[i] = count == W ? V::load(a + i * a_rs + p0) : V::load_partial(a + i * a_rs + p0, count);
+    }
+    Transpose(col);  // col[q], lane i: A(i, p0 + q)
+#pragma GCC unroll 16
+    for (int q = 0; q < W; ++q) {
+      if (q >= count) break;
+      const T* b_row = b + (p0 + q) * b_rs;  // !kBUnitRows: row p0 + q of B, contiguous along n
+#pragma GCC unroll 16
+      for (int jj = 0; jj < NC; ++jj)
+        acc[jj] = V::fma(col[q], V::broadcast(kBUnitRows ? b_col[jj] + p0 + q : b_row + jj), acc[jj]);
+    }
+  };
+  const int64_t k_full = k - k % W;
+  for (int64_t p0 = 0; p0 < k_full; p0 += W) block(p0, W);
+  if (k_full < k) block(k_full, static_cast<int>(k - k_full));
+#pragma GCC unroll 16
+  for (int jj = 0; jj < NC; ++jj) V::store(out[jj], acc[jj]);
+}
+
+// tall_pass with NC = cols, chosen from a table of the instantiations NC = 1 .. sizeof...(I).
+template <class V, void (*Transpose)(typename V::R*), bool kFullRows, bool kBUnitRows, int... I>
+void tall_pass_of(std::integer_sequence<int, I...>, int cols, int rows, int64_t k, const typename V::T* a,
+                  int64_t a_rs, const typename V::T* b, int64_t b_rs, int64_t b_cs, typename V::T out[][V::kWidth]) {
+  using Pass = void (*)(int, int64_t, const typename V::T*, int64_t, const typename V::T*, int64_t, int64_t,
+                        typename V::T[][V::kWidth]);
+  static constexpr Pass kPasses[] = {&tall_pass<V, Transpose, I + 1, kFullRows, kBUnitRows>...};
+  kPasses[cols - 1](rows, k, a, a_rs, b, b_rs, b_cs, out);
+}
+
+template <class V, void (*Transpose)(typename V::R*), int kCols>
+void tall_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t a_rs, int64_t /*a_cs == 1*/,
+                const typename V::T* b, int64_t b_rs, int64_t b_cs, typename V::T* c, int64_t c_rs, int64_t c_cs,
+                bool load_c, const typename V::T* bias, int64_t bias_stride, bool step) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr int W = V::kWidth;
+  static_assert(1 <= kCols && kCols <= 8, "passes of 1 to 8 columns");
+  // The pass for `cols` columns; rows < W only in the last row block.
+  auto pass = [&](int rows, int cols, const T* a_rows, const T* b_cols, T out[][W]) {
+    constexpr auto kSeq = std::make_integer_sequence<int, kCols>{};
+    if (rows == W && b_rs == 1)
+      tall_pass_of<V, Transpose, true, true>(kSeq, cols, rows, k, a_rows, a_rs, b_cols, b_rs, b_cs, out);
+    else if (rows == W)
+      tall_pass_of<V, Transpose, true, false>(kSeq, cols, rows, k, a_rows, a_rs, b_cols, b_rs, b_cs, out);
+    else if (b_rs == 1)
+      tall_pass_of<V, Transpose, false, true>(kSeq, cols, rows, k, a_rows, a_rs, b_cols, b_rs, b_cs, out);
+    else
+      tall_pass_of<V, Transpose, false, false>(kSeq, cols, rows, k, a_rows, a_rs, b_cols, b_rs, b_cs, out);
+  };
+  // A contiguous copy of the bias (n <= kTallMaxCols elements), read as vectors in the epilogue.
+  alignas(64) T bias_row[kTallMaxCols + W] = {};
+  if (bias)
+    for (int64_t j = 0; j < n; ++j) bias_row[j] = bias[j * bias_stride];
+  for (int64_t i0 = 0; i0 < m; i0 += W) {
+    const int rows = static_cast<int>(m - i0 < W ? m - i0 : W);
+    alignas(64) T sums[kTallMaxCols][W];  // sums[j][i] = C(i0 + i, j) before the epilogue
+    for (int64_t j0 = 0; j0 < n; j0 += kCols)
+      pass(rows, static_cast<int>(n - j0 < kCols ? n - j0 : kCols), a + i0 * a_rs, b + j0 * b_cs, sums + j0);
+    T* c_block = c + i0 * c_rs;
+    // A strided C, or fewer than 4 columns (a transpose costs more than their few stores): element by element.
+    if (c_cs != 1 || n < 4) {
+      for (int i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+          T v = sums[j][i];
+          T& dst = c_block[i * c_rs + j * c_cs];
+          if (load_c) v += dst;
+          if (bias) v += bias_row[j];
+          if (step) v = v >= T(0) ? T(1) : (v != v ? v : T(0));
+          dst = v;
+        }
+      continue;
+    }
+    // Back to rows, W columns at a time: transposed in registers, [+ C] [+ bias] [then H], one masked store a row.
+    for (int64_t g0 = 0; g0 < n; g0 += W) {
+      const int cols = static_cast<int>(n - g0 < W ? n - g0 : W);
+      R r[W];
+#pragma GCC unroll 16
+      for (int jj = 0; jj < W; ++jj) r[jj] = jj < cols ? V::load(sums[g0 + jj]) : V::zero();
+      Transpose(r);  // r[i], lane jj: C(i0 + i, g0 + jj)
+      const R bias_vec = bias ? V::load(bias_row + g0) : V::zero();
+#pragma GCC unroll 16
+      for (int i = 0; i < W; ++i) {
+        if (i >= rows) break;
+        T* dst = c_block + i * c_rs + g0;
+        R x = r[i];
+        if (load_c) x = V::add(x, V::load_partial(dst, cols));
+        if (bias) x = V::add(x, bias_vec);
+        if (step) x = V::step(x);
+        V::store_partial(dst, x, cols);
+      }
+    }
+  }
 }
 
 // MicroKernel::pack_b_transposed: out[p*nr + j] = w[j*ld + p] for j < cols, zero for cols <= j < nr. Full
