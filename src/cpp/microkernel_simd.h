@@ -451,28 +451,32 @@ void tall_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t
   }
 }
 
-// MicroKernel::pack_b_transposed: out[p*nr + j] = w[j*ld + p] for j < cols, zero for cols <= j < nr. Full
-// W x W blocks go through registers with the family's in-register transpose (passed in, so that it is compiled
-// with the caller's target flags like everything here); the edges are copied element by element.
+// MicroKernel::pack_b_transposed: out[p*nr + j] = w[j*ld + p] for j < cols, zero for cols <= j < nr. W x W blocks
+// go through registers with the family's in-register transpose (passed in, so that it is compiled with the
+// caller's target flags like everything here); blocks cut by the edges read their valid part with masked loads
+// (rows past cols read as zeros, which are the padding), so short k (a 15-long sliver) is as fast as long k.
 template <class V, void (*Transpose)(typename V::R*)>
 void pack_b_transposed(int64_t kc, int64_t cols, const typename V::T* w, int64_t ld, int64_t nr, typename V::T* out) {
   using T = typename V::T;
   constexpr int W = V::kWidth;
-  const int64_t cols_full = cols - cols % W, kc_full = kc - kc % W;
-  for (int64_t j0 = 0; j0 < cols_full; j0 += W) {
-    for (int64_t p0 = 0; p0 < kc_full; p0 += W) {
+  for (int64_t j0 = 0; j0 < cols; j0 += W) {
+    const int64_t rows = cols - j0 < W ? cols - j0 : W;  // rows of W: columns of this block of the sliver
+    for (int64_t p0 = 0; p0 < kc; p0 += W) {
+      const int count = static_cast<int>(kc - p0 < W ? kc - p0 : W);
       typename V::R r[W];
-      for (int i = 0; i < W; ++i) r[i] = V::load(w + (j0 + i) * ld + p0);
+#pragma GCC unroll 16
+      for (int i = 0; i < W; ++i) {
+        const T* src = w + (j0 + i) * ld + p0;
+        r[i] = i >= rows ? V::zero() : count == W ? V::load(src) : V::load_partial(src, count);
+      }
       Transpose(r);
-      for (int q = 0; q < W; ++q) V::store(out + (p0 + q) * nr + j0, r[q]);
+      for (int q = 0; q < count; ++q) V::store(out + (p0 + q) * nr + j0, r[q]);
     }
-    for (int64_t j = j0; j < j0 + W; ++j)
-      for (int64_t p = kc_full; p < kc; ++p) out[p * nr + j] = w[j * ld + p];
   }
-  for (int64_t j = cols_full; j < cols; ++j)
-    for (int64_t p = 0; p < kc; ++p) out[p * nr + j] = w[j * ld + p];
-  for (int64_t p = 0; p < kc; ++p)
-    for (int64_t j = cols; j < nr; ++j) out[p * nr + j] = T(0);
+  const int64_t padded = (cols + W - 1) / W * W;  // columns written above, zeros included
+  if (padded < nr)
+    for (int64_t p = 0; p < kc; ++p)
+      for (int64_t j = padded; j < nr; ++j) out[p * nr + j] = T(0);
 }
 
 }  // namespace simd
