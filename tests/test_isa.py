@@ -183,6 +183,31 @@ def test_tall_products_match_reference(rng, isa, shape, dtype):
     _check(rng, *shape, dtype, "padded", "col", bias="plain")
 
 
+# A small C over a long k (the weight gradient dW = dYᵀ X of a small layer): the long-k kernel, with k across its
+# chunk boundaries, 1 to 16 rows (one or two row groups), columns within one vector, two, and partial ones.
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 512), (2, 16, 513), (16, 16, 1500), (5, 21, 2048), (13, 9, 1025), (16, 32, 700)], ids=_shape_id
+)
+def test_long_k_products_match_reference(rng, isa, shape, dtype):
+    for c_layout, epilogue in [("row", {}), ("col", dict(bias="strided", accumulate=True)),
+                               ("padded", dict(bias="plain", step=True))]:  # fmt: skip
+        _check(rng, *shape, dtype, "col", "row", c_layout=c_layout, **epilogue)
+
+
+def test_long_k_results_do_not_depend_on_the_thread_count(rng, isa):
+    m, n, k = 16, 16, 5000
+    a = _matrix(rng, m, k, np.float32, "col")
+    b = _matrix(rng, k, n, np.float32, "row")
+    outs = []
+    for threads in (1, 2):
+        linneuron.set_num_threads(threads)  # restored by conftest
+        c = np.full((m, n), np.nan, np.float32)
+        _gemm(a, b, c)
+        outs.append(c)
+    assert np.array_equal(outs[0], outs[1])
+
+
 @pytest.mark.parametrize("c_layout", ["col", "strided", "padded", "reversed"])
 @pytest.mark.parametrize("shape", [(13, 33, 17), (1, 40, 20), (130, 150, 300), (40, 3, 70)], ids=_shape_id)
 def test_output_layouts(rng, isa, shape, c_layout):
@@ -365,7 +390,7 @@ def ptr(a):
 _core.set_active_isa(sys.argv[1])
 for dtype, code in [(np.float32, _core.FLOAT32), (np.float64, _core.FLOAT64)]:
     for m, n, k in [(1, 37, 5), (13, 33, 17), (7, 70, 300), (100, 5, 2), (250, 40, 3), (130, 150, 300), (3, 1, 1),
-                    (77, 9, 20), (70, 16, 33)]:
+                    (77, 9, 20), (70, 16, 33), (5, 21, 1100), (16, 16, 600)]:
         for at_end in (True, False):
             x = guarded(m, k, dtype, at_end, 1)
             w = guarded(n, k, dtype, at_end, 2)

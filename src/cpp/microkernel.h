@@ -42,6 +42,14 @@ using SkinnyKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int
 // The most columns of C the `tall` kernels below are chosen for.
 constexpr int64_t kTallMaxCols = 16;
 
+// Long-k kernel for a small C (m <= kLongKMaxRows, n <= 2 vectors), A(i, p) = a[i + p*a_cs] (unit row stride) and
+// B(p, j) = b[p*b_rs + j] (contiguous rows): writes the plain sums out[i*n + j] = sum_{p < k} A(i, p) B(p, j), for
+// the driver to add up over k chunks and finish with the epilogue.
+template <typename T>
+using LongKKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_cs, const T* b, int64_t b_rs,
+                               T* out);
+constexpr int64_t kLongKMaxRows = 16;
+
 template <typename T>
 struct MicroKernel {
   const char* isa;           // family name, as reported by linneuron.info()
@@ -57,6 +65,7 @@ struct MicroKernel {
   // transposes of A's rows.
   SkinnyKernelFn<T> tall;
   int64_t tall_cols;  // columns of C per pass of `tall` over A (its accumulators)
+  LongKKernelFn<T> long_k;  // optional (may be null); see above
   // Peak-rate probe: `iterations` rounds of independent FMAs on registers of this family's width; returns the
   // floating-point operations done (2 per lane per FMA) and stores a result in *sink so none is optimised away.
   int64_t (*fma_probe)(int64_t iterations, T* sink);

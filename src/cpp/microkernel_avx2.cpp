@@ -80,6 +80,7 @@ struct F64x4 {
 constexpr int kMR = 6;
 constexpr int kNV = 2;
 constexpr int kDotR = 2, kDotS = 4;  // dot tiles: 8 accumulators, 2 + 4 operand vectors
+constexpr int kLongKRows1 = 12, kLongKRows2 = 6;  // long-k kernel: C rows in registers for n <= W, n <= 2W
 constexpr int kTallCols = 4;  // tall kernel: 4 accumulators next to the 8 (f32) or 4 (f64) column registers
 
 // In-register transposes for MicroKernel::pack_b_transposed: r[i] holds row i of a W x W block on entry and
@@ -140,6 +141,7 @@ constexpr MicroKernel<T> kKernel{"avx2",
                                  &simd::skinny_block<typename Family<T>::V>,
                                  &simd::tall_block<typename Family<T>::V, &transpose_block, kTallCols>,
                                  kTallCols,
+                                 &simd::long_k_block<typename Family<T>::V, kLongKRows1, kLongKRows2>,
                                  &simd::fma_probe<typename Family<T>::V>,
                                  &simd::pack_b_transposed<typename Family<T>::V, &transpose_block>};
 

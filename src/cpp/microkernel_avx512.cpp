@@ -71,6 +71,7 @@ struct F64x8 {
 constexpr int kMR = 12;
 constexpr int kNV = 2;
 constexpr int kDotR = 4, kDotS = 4;  // dot tiles: 16 accumulators, 4 + 4 operand vectors
+constexpr int kLongKRows1 = 16, kLongKRows2 = 8;  // long-k kernel: C rows in registers for n <= W, n <= 2W
 constexpr int kTallCols = 8;  // tall kernel: 8 accumulators next to the 16 (f32) or 8 (f64) column registers
 
 // MicroKernel::skinny for a dense row-major A (a_rs == k, a_cs == 1, k <= 8): W rows of A are k whole vectors,
@@ -246,6 +247,7 @@ constexpr MicroKernel<T> kKernel{"avx512",
                                  &skinny_dense<typename Family<T>::V>,
                                  &simd::tall_block<typename Family<T>::V, &transpose_block, kTallCols>,
                                  kTallCols,
+                                 &simd::long_k_block<typename Family<T>::V, kLongKRows1, kLongKRows2>,
                                  &simd::fma_probe<typename Family<T>::V>,
                                  &simd::pack_b_transposed<typename Family<T>::V, &transpose_block>};
 

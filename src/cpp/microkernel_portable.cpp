@@ -98,6 +98,7 @@ const MicroKernel<T>& portable_micro_kernel() {
                                      &portable_skinny<T>,
                                      nullptr,
                                      0,
+                                     nullptr,
                                      &portable_fma_probe<T>,
                                      nullptr};
   return kernel;

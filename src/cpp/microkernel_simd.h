@@ -451,6 +451,74 @@ void tall_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t
   }
 }
 
+// MicroKernel::long_k: the sums of a small C over a long k, such as the weight gradient dW = dYᵀ X of a layer with
+// few inputs and outputs over a large batch (16 x 65536 x 16):
+//   out[i*n + j] = sum_{p < k} a[i + p*a_cs] * b[p*b_rs + j]   for i < m <= 16, j < n <= 2W
+// (A column-major with unit row stride: dYᵀ; B with contiguous rows: X). The whole of C stays in registers over
+// the k range: per k step one load of each of B's vectors (the last one masked, so nothing past column n is read)
+// and one broadcast of each A element into the FMAs, with no packing, no padding of m and at most one vector's
+// padding of n. Rows go in groups of up to kRows1 (n <= W) or kRows2 (n <= 2W) accumulator rows.
+template <class V, int MR, int NV>
+void long_k_rows(int64_t k, const typename V::T* a, int64_t a_cs, const typename V::T* b, int64_t b_rs, int n,
+                 typename V::T* out, int64_t out_rs) {
+  using R = typename V::R;
+  constexpr int W = V::kWidth;
+  const int last = n - (NV - 1) * W;  // valid lanes of the last vector, 1..W
+  R acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
+  for (int64_t p = 0; p < k; ++p) {
+    const typename V::T* b_row = b + p * b_rs;
+    const typename V::T* a_col = a + p * a_cs;
+    R bv[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) bv[v] = v + 1 < NV || last == W ? V::load(b_row + v * W) : V::load_partial(b_row + v * W, last);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const R ai = V::broadcast(a_col + i);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(ai, bv[v], acc[i][v]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      if (v + 1 < NV || last == W)
+        V::store(out + i * out_rs + v * W, acc[i][v]);
+      else
+        V::store_partial(out + i * out_rs + v * W, acc[i][v], last);
+    }
+}
+
+// long_k_rows with MR = rows, chosen from a table of the instantiations MR = 1 .. sizeof...(I).
+template <class V, int NV, int... I>
+void long_k_rows_of(std::integer_sequence<int, I...>, int rows, int64_t k, const typename V::T* a, int64_t a_cs,
+                    const typename V::T* b, int64_t b_rs, int n, typename V::T* out, int64_t out_rs) {
+  using Rows = void (*)(int64_t, const typename V::T*, int64_t, const typename V::T*, int64_t, int, typename V::T*,
+                        int64_t);
+  static constexpr Rows kRows[] = {&long_k_rows<V, I + 1, NV>...};
+  kRows[rows - 1](k, a, a_cs, b, b_rs, n, out, out_rs);
+}
+
+template <class V, int kRows1, int kRows2>
+void long_k_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t a_cs, const typename V::T* b,
+                  int64_t b_rs, typename V::T* out) {
+  constexpr int W = V::kWidth;
+  const int group = n <= W ? kRows1 : kRows2;
+  for (int64_t i0 = 0; i0 < m; i0 += group) {
+    const int rows = static_cast<int>(m - i0 < group ? m - i0 : group);
+    if (n <= W)
+      long_k_rows_of<V, 1>(std::make_integer_sequence<int, kRows1>{}, rows, k, a + i0, a_cs, b, b_rs, int(n),
+                           out + i0 * n, n);
+    else
+      long_k_rows_of<V, 2>(std::make_integer_sequence<int, kRows2>{}, rows, k, a + i0, a_cs, b, b_rs, int(n),
+                           out + i0 * n, n);
+  }
+}
+
 // MicroKernel::pack_b_transposed: out[p*nr + j] = w[j*ld + p] for j < cols, zero for cols <= j < nr. W x W blocks
 // go through registers with the family's in-register transpose (passed in, so that it is compiled with the
 // caller's target flags like everything here); blocks cut by the edges read their valid part with masked loads
