@@ -34,13 +34,16 @@ def test_per_group_lines_one_per_dtype_and_thread_count():
     assert "float64  2t: 1 shapes, min x1.00" in lines[1]
 
 
-@pytest.mark.parametrize("mode", S.MODES)
-def test_both_modes_compute_what_torch_computes(mode):
+@pytest.mark.parametrize("mode", S.ALL_MODES)
+def test_every_mode_computes_what_torch_computes(mode):
     import torch
 
     ours, theirs = S.pair(mode, 5, 7, 3, "float64")
     if mode == "end-to-end":
         torch.testing.assert_close(ours(), theirs())
+    if mode == S.TRAINING:  # the gradients of input, weight and bias
+        for got, want in zip(ours(), theirs(), strict=True):
+            torch.testing.assert_close(got, want)
     rows = S.sweep([(5, 7, 3), (2, 1, 9)], dtypes=("float32",), threads=(1,), mode=mode, budget=0.001)
     assert len(rows) == 2 and all(r["speedup"] > 0 and r["mode"] == mode for r in rows)
     with pytest.raises(ValueError, match="mode"):

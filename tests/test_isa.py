@@ -183,16 +183,25 @@ def test_tall_products_match_reference(rng, isa, shape, dtype):
     _check(rng, *shape, dtype, "padded", "col", bias="plain")
 
 
-# A small C over a long k (the weight gradient dW = dYᵀ X of a small layer): the long-k kernel, with k across its
-# chunk boundaries, 1 to 16 rows (one or two row groups), columns within one vector, two, and partial ones.
+# A C of few rows over a longer k (the weight gradient dW = dYᵀ X of a layer with few outputs, a row vector times a
+# matrix): the long-k kernel, with k across its chunk boundaries, 1 to 16 rows (one or two row groups), columns
+# within one vector, two, partial ones and several column groups.
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize(
-    "shape", [(1, 1, 512), (2, 16, 513), (16, 16, 1500), (5, 21, 2048), (13, 9, 1025), (16, 32, 700)], ids=_shape_id
-)
+    "shape",
+    [(1, 1, 512), (2, 16, 513), (16, 16, 1500), (5, 21, 2048), (13, 9, 1025), (16, 32, 700), (8, 349, 600),
+     (1, 349, 4087), (3, 70, 20)],
+    ids=_shape_id,
+)  # fmt: skip
 def test_long_k_products_match_reference(rng, isa, shape, dtype):
     for c_layout, epilogue in [("row", {}), ("col", dict(bias="strided", accumulate=True)),
                                ("padded", dict(bias="plain", step=True))]:  # fmt: skip
         _check(rng, *shape, dtype, "col", "row", c_layout=c_layout, **epilogue)
+    if shape[0] == 1:  # a row vector: its row stride does not matter
+        _check(rng, *shape, dtype, "row", "row")
+    m, n, k = shape  # a C of few columns: the same kernel on the transposed product
+    _check(rng, n, m, k, dtype, "col", "row", bias="strided", accumulate=True)
+    _check(rng, n, m, k, dtype, "col", "col", c_layout="col", step=True)
 
 
 def test_long_k_results_do_not_depend_on_the_thread_count(rng, isa):

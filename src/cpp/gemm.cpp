@@ -12,8 +12,8 @@
 //           contiguous; only partial edge slivers are copied into small padded buffers;
 //   dot     both operands contiguous along k (the forward X Wᵀ) with a short batch or few outputs: dot products;
 //   skinny  tall products with tiny k and n (65536 x 2 -> 1): vectors run along the batch;
-//   long_k  a small C (m <= 16, n <= 2 vectors) over a long k, the weight gradient of a small layer: C stays in
-//           registers, k is split into chunks whose sums are added in a fixed order;
+//   long_k  a C of few rows (m <= 16) over a longer k, the weight gradient of a layer with few outputs or a row
+//           vector times a matrix: C stays in registers, k is split into chunks whose sums are added in a fixed order;
 //   tall    tall products with few outputs (n <= 16) and any k from a row-major A (52708 x 16 -> 2): vectors run
 //           along the batch too, made by transposing rows of A in registers, so A streams through once.
 //
@@ -43,8 +43,10 @@ int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 constexpr int64_t kMaxPackRows = 32;
 // k steps per chunk of the long-k path: long enough that a chunk's kernel call and partial sums are noise next to
-// its FMAs, short enough that a batch of a few thousand rows still splits between threads.
+// its FMAs, short enough that a batch of a few thousand rows still splits between threads; and at most
+// kLongKMaxPartial elements of partial sums in all (longer chunks for a wide C).
 constexpr int64_t kLongKChunk = 512;
+constexpr int64_t kLongKMaxPartial = 64 * 1024;
 
 // This thread's workspace for one product: `elems` elements after a contiguous copy of a strided bias (the
 // micro-kernels read the bias contiguously; gathering n elements is cheap). Every part starts on 64 bytes.
@@ -143,6 +145,7 @@ struct Plan {
   bool dot;     // both operands contiguous along k and the product small or skinny: dot-product kernel, no packing
   bool tall;    // few outputs, row-major A, m large: vectors along m from transposed rows of A, no packing
   bool long_k;  // small C over a long k (dW of a small layer): C in registers, k split into fixed chunks
+  bool long_k_transposed;  // the same for Cᵀ = Bᵀ Aᵀ (a C of few columns)
   bool pack_a, pack_b;
   int nthreads;
 };
@@ -221,10 +224,16 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   plan.dot = dot_ok && !plan.tall && dot < tile;
   // A small C over a long k, e.g. dW = dYᵀ X of a 16 -> 16 layer over a batch of 65536: register tiles would pad
   // 16 x 16 to 24 x 32 and copy edge slivers of both operands every k block; the long-k kernel keeps C in registers.
-  plan.long_k = !plan.skinny && !plan.tall && !plan.dot && uk.long_k && g.a_rs == 1 && g.b_cs == 1 &&
-                g.m <= kLongKMaxRows && g.n <= 2 * lanes && g.k >= kLongKChunk &&
+  // A row vector of A needs no row stride.
+  plan.long_k = !plan.skinny && !plan.tall && !plan.dot && uk.long_k && (g.a_rs == 1 || g.m == 1) && g.b_cs == 1 &&
+                g.m <= kLongKMaxRows && g.k >= 16 &&
                 double(round_up(g.m, uk.mr)) * double(round_up(g.n, uk.nr)) >
                     1.25 * double(g.m) * double(round_up(g.n, lanes));
+  // Few columns instead (dW of a layer with few inputs and many outputs): the same kernel on Cᵀ = Bᵀ Aᵀ.
+  plan.long_k_transposed = !plan.skinny && !plan.tall && !plan.dot && !plan.long_k && uk.long_k &&
+                           (g.b_cs == 1 || g.n == 1) && g.a_rs == 1 && g.n <= kLongKMaxRows && g.k >= 16 &&
+                           double(round_up(g.m, uk.mr)) * double(round_up(g.n, uk.nr)) >
+                               1.25 * double(g.n) * double(round_up(g.m, lanes));
   const bool a_direct = g.a_cs == 1 || g.a_rs == 1;
   const bool b_direct = g.b_cs == 1;
   // A is reused once per B sliver: pack it only when there are enough slivers to amortise the copy.
@@ -235,22 +244,34 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   return plan;
 }
 
-// The long-k path: k is cut into chunks of kLongKChunk whatever the thread count (so results do not depend on it),
+// The long-k path: k is cut into chunks fixed by the shape alone (so results do not depend on the thread count),
 // threads take chunks, each chunk's sums go to its own slot of the workspace, and the slots are added in chunk order
 // before the epilogue ([+ C] [+ bias] [then H]) writes C.
+// With `transposed` the kernel computes Cᵀ = Bᵀ Aᵀ (A'(j, p) = B(p, j), B'(p, i) = A(i, p)) and the epilogue
+// writes it back transposed.
 template <typename T>
-void long_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads) {
-  const int64_t chunks = ceil_div(g.k, kLongKChunk), cell = g.m * g.n;
+void long_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads, bool transposed) {
+  const int64_t cell = g.m * g.n;
+  const int64_t chunks = std::clamp<int64_t>(ceil_div(g.k, kLongKChunk), 1, std::max<int64_t>(1, kLongKMaxPartial / cell));
+  const int64_t chunk = round_up(ceil_div(g.k, chunks), 8);
   const T* bias = nullptr;
   T* const partial = gemm_workspace(g, chunks * cell, bias);
   parallel_for(nthreads, chunks, [&](int64_t ch) {
-    const int64_t p0 = ch * kLongKChunk, kk = std::min(kLongKChunk, g.k - p0);
-    uk.long_k(g.m, g.n, kk, g.a + p0 * g.a_cs, g.a_cs, g.b + p0 * g.b_rs, g.b_rs, partial + ch * cell);
+    const int64_t p0 = ch * chunk, kk = std::min(chunk, g.k - p0);
+    if (kk <= 0) {  // rounding the chunk up can leave the last ones empty
+      std::fill(partial + ch * cell, partial + (ch + 1) * cell, T(0));
+      return;
+    }
+    if (transposed)
+      uk.long_k(g.n, g.m, kk, g.b + p0 * g.b_rs, g.b_rs, g.a + p0 * g.a_cs, g.a_cs, partial + ch * cell);
+    else
+      uk.long_k(g.m, g.n, kk, g.a + p0 * g.a_cs, g.a_cs, g.b + p0 * g.b_rs, g.b_rs, partial + ch * cell);
   });
   for (int64_t i = 0; i < g.m; ++i)
     for (int64_t j = 0; j < g.n; ++j) {
-      T v = partial[i * g.n + j];
-      for (int64_t ch = 1; ch < chunks; ++ch) v += partial[ch * cell + i * g.n + j];
+      const int64_t at = transposed ? j * g.m + i : i * g.n + j;
+      T v = partial[at];
+      for (int64_t ch = 1; ch < chunks; ++ch) v += partial[ch * cell + at];
       T& c = g.c[i * g.c_rs + j * g.c_cs];
       if (g.accumulate) v += c;
       if (bias) v += bias[j];
@@ -516,8 +537,8 @@ void gemm(const GemmArgs<T>& g) {
   }
   const MicroKernel<T>& uk = active_micro_kernel<T>();
   const Plan plan = make_plan(g, uk);
-  if (plan.long_k)
-    long_k_gemm(g, uk, plan.nthreads);
+  if (plan.long_k || plan.long_k_transposed)
+    long_k_gemm(g, uk, plan.nthreads, plan.long_k_transposed);
   else if (plan.skinny || plan.tall || plan.dot)
     unpacked_gemm(g, uk, plan);
   else if (plan.pack_a && plan.pack_b)

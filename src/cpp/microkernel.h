@@ -42,7 +42,7 @@ using SkinnyKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int
 // The most columns of C the `tall` kernels below are chosen for.
 constexpr int64_t kTallMaxCols = 16;
 
-// Long-k kernel for a small C (m <= kLongKMaxRows, n <= 2 vectors), A(i, p) = a[i + p*a_cs] (unit row stride) and
+// Long-k kernel for a C of few rows (m <= kLongKMaxRows, any n), A(i, p) = a[i + p*a_cs] (unit row stride) and
 // B(p, j) = b[p*b_rs + j] (contiguous rows): writes the plain sums out[i*n + j] = sum_{p < k} A(i, p) B(p, j), for
 // the driver to add up over k chunks and finish with the epilogue.
 template <typename T>

@@ -453,11 +453,11 @@ void tall_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t
 
 // MicroKernel::long_k: the sums of a small C over a long k, such as the weight gradient dW = dYᵀ X of a layer with
 // few inputs and outputs over a large batch (16 x 65536 x 16):
-//   out[i*n + j] = sum_{p < k} a[i + p*a_cs] * b[p*b_rs + j]   for i < m <= 16, j < n <= 2W
+//   out[i*n + j] = sum_{p < k} a[i + p*a_cs] * b[p*b_rs + j]   for i < m <= 16, j < n
 // (A column-major with unit row stride: dYᵀ; B with contiguous rows: X). The whole of C stays in registers over
 // the k range: per k step one load of each of B's vectors (the last one masked, so nothing past column n is read)
 // and one broadcast of each A element into the FMAs, with no packing, no padding of m and at most one vector's
-// padding of n. Rows go in groups of up to kRows1 (n <= W) or kRows2 (n <= 2W) accumulator rows.
+// padding of n. Columns go in groups of two vectors, rows in groups of kRows1 (one vector) or kRows2 (two).
 template <class V, int MR, int NV>
 void long_k_rows(int64_t k, const typename V::T* a, int64_t a_cs, const typename V::T* b, int64_t b_rs, int n,
                  typename V::T* out, int64_t out_rs) {
@@ -507,15 +507,19 @@ template <class V, int kRows1, int kRows2>
 void long_k_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t a_cs, const typename V::T* b,
                   int64_t b_rs, typename V::T* out) {
   constexpr int W = V::kWidth;
-  const int group = n <= W ? kRows1 : kRows2;
-  for (int64_t i0 = 0; i0 < m; i0 += group) {
-    const int rows = static_cast<int>(m - i0 < group ? m - i0 : group);
-    if (n <= W)
-      long_k_rows_of<V, 1>(std::make_integer_sequence<int, kRows1>{}, rows, k, a + i0, a_cs, b, b_rs, int(n),
-                           out + i0 * n, n);
-    else
-      long_k_rows_of<V, 2>(std::make_integer_sequence<int, kRows2>{}, rows, k, a + i0, a_cs, b, b_rs, int(n),
-                           out + i0 * n, n);
+  // Column groups of up to two vectors (each a band of B's rows, read once per row group), row groups below.
+  for (int64_t j0 = 0; j0 < n; j0 += 2 * W) {
+    const int cols = static_cast<int>(n - j0 < 2 * W ? n - j0 : 2 * W);
+    const int group = cols <= W ? kRows1 : kRows2;
+    for (int64_t i0 = 0; i0 < m; i0 += group) {
+      const int rows = static_cast<int>(m - i0 < group ? m - i0 : group);
+      if (cols <= W)
+        long_k_rows_of<V, 1>(std::make_integer_sequence<int, kRows1>{}, rows, k, a + i0, a_cs, b + j0, b_rs, cols,
+                             out + i0 * n + j0, n);
+      else
+        long_k_rows_of<V, 2>(std::make_integer_sequence<int, kRows2>{}, rows, k, a + i0, a_cs, b + j0, b_rs, cols,
+                             out + i0 * n + j0, n);
+    }
   }
 }
 

@@ -6,6 +6,9 @@ same thread count (> 1 means linneuron is faster):
 
 - ``end-to-end``: ``linneuron.functional.linear(x, w, b)`` against ``torch.nn.functional.linear(x, w, b)``.
 - ``kernel``: ``_core.gemm`` on raw pointers into a preallocated output against ``torch.addmm(b, x, w.T, out=)``.
+- ``training``: forward and backward (gradients of input, weight and bias) of ``functional.linear`` against
+  ``F.linear``: the forward product and the two backward ones (dX = dY W, dW = dYᵀ X) and the bias gradient.
+  (``--sweep both`` runs the first two; ``--sweep all`` all three.)
 
 The function API (used by other tools, e.g. kernel work that wants the kernel mode alone)::
 
@@ -23,7 +26,9 @@ import sys
 import time
 from typing import Any
 
-MODES = ("end-to-end", "kernel")
+MODES = ("end-to-end", "kernel")  # what ``--sweep both`` runs
+TRAINING = "training"
+ALL_MODES = MODES + (TRAINING,)
 M_MAX, KN_MAX = 65536, 1024
 
 
@@ -64,8 +69,8 @@ def pair(mode: str, m: int, k: int, n: int, dtype: str):
     from linneuron import _core
     from linneuron import functional as LF
 
-    if mode not in MODES:
-        raise ValueError(f"sweep: mode must be one of {MODES}, got {mode!r}")
+    if mode not in ALL_MODES:
+        raise ValueError(f"sweep: mode must be one of {ALL_MODES}, got {mode!r}")
     dt = getattr(torch, dtype)
     g = torch.Generator().manual_seed(m * 1_000_003 + k * 1009 + n)
     x = torch.randn(m, k, generator=g, dtype=dt)
@@ -73,6 +78,20 @@ def pair(mode: str, m: int, k: int, n: int, dtype: str):
     b = torch.randn(n, generator=g, dtype=dt)
     if mode == "end-to-end":
         return (lambda: LF.linear(x, w, b)), (lambda: F.linear(x, w, b))
+    if mode == TRAINING:
+        leaves = [t.requires_grad_() for t in (x, w, b)]
+        grad_out = torch.randn(m, n, generator=g, dtype=dt)
+
+        def training(fn):
+            def step():
+                for t in leaves:
+                    t.grad = None
+                fn(x, w, b).backward(grad_out)
+                return [t.grad for t in leaves]
+
+            return step
+
+        return training(LF.linear), training(F.linear)
     out_ours = torch.empty(m, n, dtype=dt)
     out_torch = torch.empty(m, n, dtype=dt)
     code = {torch.float32: _core.FLOAT32, torch.float64: _core.FLOAT64}[dt]
@@ -179,7 +198,7 @@ def _format_row(r: dict[str, Any]) -> str:
 
 def run(args, threads: list[int], dtypes: list[str]) -> int:
     """The ``--sweep`` command: sample, time each mode, print the summary (and draw ``--plot``)."""
-    modes = MODES if args.sweep == "both" else (args.sweep,)
+    modes = {"both": MODES, "all": ALL_MODES}.get(args.sweep, (args.sweep,))
     shapes = sample_shapes(args.sweep_count, seed=args.sweep_seed)
     total = len(shapes) * len(dtypes) * len(threads) * len(modes)
     try:
