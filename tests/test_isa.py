@@ -204,6 +204,20 @@ def test_long_k_products_match_reference(rng, isa, shape, dtype):
     _check(rng, n, m, k, dtype, "col", "col", c_layout="col", step=True)
 
 
+# k <= 4, C written row by row: k = 1 (outer products) to 4 and one past, every B layout (strided ones are copied
+# first), n below, at and past one vector with a tail, rows split between two threads.
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [(1, 550, 1), (97, 1030, 1), (300, 17, 2), (64, 40, 3), (129, 349, 4), (50, 33, 5)],
+                         ids=_shape_id)  # fmt: skip
+def test_short_k_products_match_reference(rng, isa, shape, dtype):
+    for a_layout, b_layout in [("row", "col"), ("row", "row"), ("col", "row"), ("strided", "strided")]:
+        _check(rng, *shape, dtype, a_layout, b_layout)
+        _check(rng, *shape, dtype, a_layout, b_layout, c_layout="padded", bias="strided", accumulate=True)
+        _check(rng, *shape, dtype, a_layout, b_layout, bias="plain", step=True)
+    linneuron.set_num_threads(2)  # restored by conftest
+    _check(rng, *shape, dtype, "row", "col", bias="plain")
+
+
 def test_long_k_results_do_not_depend_on_the_thread_count(rng, isa):
     m, n, k = 16, 16, 5000
     a = _matrix(rng, m, k, np.float32, "col")

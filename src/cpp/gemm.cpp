@@ -12,6 +12,7 @@
 //           contiguous; only partial edge slivers are copied into small padded buffers;
 //   dot     both operands contiguous along k (the forward X Wᵀ) with a short batch or few outputs: dot products;
 //   skinny  tall products with tiny k and n (65536 x 2 -> 1): vectors run along the batch;
+//   short_k k <= 4, a product that is all writing of C: written row by row, each row one sequential stream;
 //   long_k  a C of few rows (m <= 16) over a longer k, the weight gradient of a layer with few outputs or a row
 //           vector times a matrix: C stays in registers, k is split into chunks whose sums are added in a fixed order;
 //   tall    tall products with few outputs (n <= 16) and any k from a row-major A (52708 x 16 -> 2): vectors run
@@ -146,6 +147,7 @@ struct Plan {
   bool tall;    // few outputs, row-major A, m large: vectors along m from transposed rows of A, no packing
   bool long_k;  // small C over a long k (dW of a small layer): C in registers, k split into fixed chunks
   bool long_k_transposed;  // the same for Cᵀ = Bᵀ Aᵀ (a C of few columns)
+  bool short_k;  // k <= 4: C written row by row as whole vectors (B's few rows copied contiguous if needed)
   bool pack_a, pack_b;
   int nthreads;
 };
@@ -210,13 +212,15 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   constexpr int64_t kMaxGatherStride = int64_t(1) << 26;
   const bool gather_ok = -kMaxGatherStride < g.a_rs && g.a_rs < kMaxGatherStride;
   plan.skinny = g.k <= 8 && g.n <= 8 && g.m >= 64 && gather_ok;
+  // k <= 4 is all writing of C (tall products with few columns excepted: the skinny kernel's vectors run along m).
+  plan.short_k = !plan.skinny && uk.short_k && g.k <= kShortKMax && g.c_cs == 1 && g.n >= uk.nr / 2;
   // With a row-major A the unpacked paths compete on cost. Few outputs of a tall product (2 <= n <= 16) may take
   // the tall kernel, which reads A once with no padding of n to the tile; one output is a dot product per row,
   // which needs no transposes.
   const int64_t lanes = std::max<int64_t>(1, uk.nr / 2);
-  const bool tall_ok = !plan.skinny && uk.tall && g.a_cs == 1 && (g.b_rs == 1 || g.b_cs == 1) && 2 <= g.n &&
+  const bool tall_ok = !plan.skinny && !plan.short_k && uk.tall && g.a_cs == 1 && (g.b_rs == 1 || g.b_cs == 1) && 2 <= g.n &&
                        g.n <= kTallMaxCols && g.m >= 4 * lanes;
-  const bool dot_ok = !plan.skinny && g.a_cs == 1 && g.b_rs == 1;
+  const bool dot_ok = !plan.skinny && !plan.short_k && g.a_cs == 1 && g.b_rs == 1;
   const double tile = tile_cost(g, uk);
   const double dot = dot_ok ? dot_cost(g, uk) : tile;
   const double tall = tall_ok ? tall_cost(g, uk) : tile;
@@ -225,12 +229,12 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // A small C over a long k, e.g. dW = dYᵀ X of a 16 -> 16 layer over a batch of 65536: register tiles would pad
   // 16 x 16 to 24 x 32 and copy edge slivers of both operands every k block; the long-k kernel keeps C in registers.
   // A row vector of A needs no row stride.
-  plan.long_k = !plan.skinny && !plan.tall && !plan.dot && uk.long_k && (g.a_rs == 1 || g.m == 1) && g.b_cs == 1 &&
+  plan.long_k = !plan.skinny && !plan.short_k && !plan.tall && !plan.dot && uk.long_k && (g.a_rs == 1 || g.m == 1) && g.b_cs == 1 &&
                 g.m <= kLongKMaxRows && g.k >= 16 &&
                 double(round_up(g.m, uk.mr)) * double(round_up(g.n, uk.nr)) >
                     1.25 * double(g.m) * double(round_up(g.n, lanes));
   // Few columns instead (dW of a layer with few inputs and many outputs): the same kernel on Cᵀ = Bᵀ Aᵀ.
-  plan.long_k_transposed = !plan.skinny && !plan.tall && !plan.dot && !plan.long_k && uk.long_k &&
+  plan.long_k_transposed = !plan.skinny && !plan.short_k && !plan.tall && !plan.dot && !plan.long_k && uk.long_k &&
                            (g.b_cs == 1 || g.n == 1) && g.a_rs == 1 && g.n <= kLongKMaxRows && g.k >= 16 &&
                            double(round_up(g.m, uk.mr)) * double(round_up(g.n, uk.nr)) >
                                1.25 * double(g.n) * double(round_up(g.m, lanes));
@@ -277,6 +281,30 @@ void long_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads, b
       if (bias) v += bias[j];
       c = g.step ? unit_step(v) : v;
     }
+}
+
+// The short-k path: rows split between threads (on multiples of 16); B's k rows copied contiguous first where its
+// columns are strided (the forward's Wᵀ with k = 2..4: k x n elements), and a strided bias gathered.
+template <typename T>
+void short_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads) {
+  const bool copy_b = g.b_cs != 1;
+  const T* bias = nullptr;
+  T* const b_rows = gemm_workspace(g, copy_b ? g.k * g.n : 0, bias);
+  const T* b = g.b;
+  int64_t b_rs = g.b_rs;
+  if (copy_b) {
+    for (int64_t p = 0; p < g.k; ++p)
+      for (int64_t j = 0; j < g.n; ++j) b_rows[p * g.n + j] = g.b[p * g.b_rs + j * g.b_cs];
+    b = b_rows;
+    b_rs = g.n;
+  }
+  run_team(nthreads, [&](int64_t t, int64_t team) {
+    const int64_t units = ceil_div(g.m, 16);
+    const int64_t lo = std::min(g.m, units * t / team * 16), hi = std::min(g.m, units * (t + 1) / team * 16);
+    if (lo < hi)
+      uk.short_k(hi - lo, g.n, g.k, g.a + lo * g.a_rs, g.a_rs, g.a_cs, b, b_rs, 1, g.c + lo * g.c_rs, g.c_rs, 1,
+                 g.accumulate, bias, 1, g.step);
+  });
 }
 
 // The unpacked block kernels (dot, skinny, tall): threads split the rows (or, for a short batch, the columns) into
@@ -537,7 +565,9 @@ void gemm(const GemmArgs<T>& g) {
   }
   const MicroKernel<T>& uk = active_micro_kernel<T>();
   const Plan plan = make_plan(g, uk);
-  if (plan.long_k || plan.long_k_transposed)
+  if (plan.short_k)
+    short_k_gemm(g, uk, plan.nthreads);
+  else if (plan.long_k || plan.long_k_transposed)
     long_k_gemm(g, uk, plan.nthreads, plan.long_k_transposed);
   else if (plan.skinny || plan.tall || plan.dot)
     unpacked_gemm(g, uk, plan);

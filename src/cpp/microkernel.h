@@ -49,6 +49,8 @@ template <typename T>
 using LongKKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_cs, const T* b, int64_t b_rs,
                                T* out);
 constexpr int64_t kLongKMaxRows = 16;
+// The longest k of the short_k kernels (a SkinnyKernelFn with b_cs == 1, c_cs == 1 and bias_stride == 1).
+constexpr int64_t kShortKMax = 4;
 
 template <typename T>
 struct MicroKernel {
@@ -66,6 +68,7 @@ struct MicroKernel {
   SkinnyKernelFn<T> tall;
   int64_t tall_cols;  // columns of C per pass of `tall` over A (its accumulators)
   LongKKernelFn<T> long_k;  // optional (may be null); see above
+  SkinnyKernelFn<T> short_k;  // optional (may be null): k <= kShortKMax, C written row by row; see kShortKMax
   // Peak-rate probe: `iterations` rounds of independent FMAs on registers of this family's width; returns the
   // floating-point operations done (2 per lane per FMA) and stores a result in *sink so none is optimised away.
   int64_t (*fma_probe)(int64_t iterations, T* sink);

@@ -99,6 +99,7 @@ const MicroKernel<T>& portable_micro_kernel() {
                                      nullptr,
                                      0,
                                      nullptr,
+                                     nullptr,
                                      &portable_fma_probe<T>,
                                      nullptr};
   return kernel;

@@ -523,6 +523,56 @@ void long_k_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64
   }
 }
 
+// MicroKernel::short_k: a product with k <= kShortKMax (a K = 1 outer product, the backward dX = dY W of a layer
+// with one or two outputs), which is nothing but writing C. Row by row: each row of C is written front to back as
+// one sequential stream of whole vectors (masked at its end), each vector the sum of k broadcast-times-row FMAs
+// with B's k rows (b_cs == 1) read from L1. (The register-tile order writes 12 rows at once, 12 short interleaved
+// store streams, which ran at about half this rate on Zen 5 when C came from L3.) c_cs == 1 and a contiguous bias.
+template <class V, int K>
+void short_k_rows_k(int64_t m, int64_t n, const typename V::T* a, int64_t a_rs, int64_t a_cs, const typename V::T* b,
+                    int64_t b_rs, typename V::T* c, int64_t c_rs, bool load_c, const typename V::T* bias, bool step) {
+  using R = typename V::R;
+  constexpr int W = V::kWidth;
+  const int64_t n_full = n - n % W;
+  const int tail = static_cast<int>(n - n_full);
+  for (int64_t i = 0; i < m; ++i) {
+    R ai[K];
+#pragma GCC unroll 4
+    for (int p = 0; p < K; ++p) ai[p] = V::broadcast(a + i * a_rs + p * a_cs);
+    typename V::T* row = c + i * c_rs;
+    // The same order of operations as the register tiles: the sum over k, then [+ C], [+ bias], [H].
+    auto vector_at = [&](int64_t j, bool partial) {
+      R x = V::zero();
+#pragma GCC unroll 4
+      for (int p = 0; p < K; ++p)
+        x = V::fma(ai[p], partial ? V::load_partial(b + p * b_rs + j, tail) : V::load(b + p * b_rs + j), x);
+      if (load_c) x = V::add(x, partial ? V::load_partial(row + j, tail) : V::load(row + j));
+      if (bias) x = V::add(x, partial ? V::load_partial(bias + j, tail) : V::load(bias + j));
+      if (step) x = V::step(x);
+      if (partial)
+        V::store_partial(row + j, x, tail);
+      else
+        V::store(row + j, x);
+    };
+    for (int64_t j = 0; j < n_full; j += W) vector_at(j, false);
+    if (tail) vector_at(n_full, true);
+  }
+}
+
+template <class V>
+void short_k_rows(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t a_rs, int64_t a_cs,
+                  const typename V::T* b, int64_t b_rs, int64_t /*b_cs == 1*/, typename V::T* c, int64_t c_rs,
+                  int64_t /*c_cs == 1*/, bool load_c, const typename V::T* bias, int64_t /*bias_stride == 1*/,
+                  bool step) {
+  static_assert(kShortKMax == 4, "one instantiation per k");
+  switch (k) {
+    case 1: return short_k_rows_k<V, 1>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
+    case 2: return short_k_rows_k<V, 2>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
+    case 3: return short_k_rows_k<V, 3>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
+    default: return short_k_rows_k<V, 4>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
+  }
+}
+
 // MicroKernel::pack_b_transposed: out[p*nr + j] = w[j*ld + p] for j < cols, zero for cols <= j < nr. W x W blocks
 // go through registers with the family's in-register transpose (passed in, so that it is compiled with the
 // caller's target flags like everything here); blocks cut by the edges read their valid part with masked loads
