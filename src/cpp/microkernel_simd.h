@@ -139,6 +139,8 @@ void tile_kernel(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs,
 namespace linneuron {
 namespace simd {
 
+constexpr int64_t kDotAhead = 512;  // bytes; Zen 5, 53340x906->2 float32 from memory: 8.5 -> 7.9 ms
+
 // Sums of R x S dot products of length k: out[r][s] = sum_p a[r*a_rs + p] * b[s*b_cs + p]. Vectors run along k
 // (both operands are contiguous there); the last partial vector is read with a masked load, so nothing past
 // element k-1 of a row is touched. Each accumulator is reduced to a scalar once at the end.
@@ -156,7 +158,11 @@ inline void dot_tile(int64_t k, const typename V::T* a, int64_t a_rs, const type
   for (; p + W <= k; p += W) {
     R_ av[R];
 #pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) av[r] = V::load(a + r * a_rs + p);
+    for (int r = 0; r < R; ++r) {
+      // Long rows of a tall A come from memory: each of the R streams is prefetched kDotAhead bytes ahead.
+      if (kDotAhead) __builtin_prefetch(a + r * a_rs + p + kDotAhead / sizeof(typename V::T), 0, 0);
+      av[r] = V::load(a + r * a_rs + p);
+    }
 #pragma GCC unroll 16
     for (int s = 0; s < S; ++s) {
       const R_ bv = V::load(b + s * b_cs + p);
