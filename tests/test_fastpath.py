@@ -353,3 +353,92 @@ def test_neuron_training_on_the_fast_path_bitwise(surrogate, reader):
     assert torch.equal(y, y_ref)
     for a, r in zip(ins, ref):
         assert torch.equal(a.grad, r.grad)
+
+
+# The forwards of the grad-mode appliers: the C ones from _core (setting ctx.to_save through torch's C property, or
+# by name where that property is not found) and the Python ones (torch versions whose save_for_backward does more
+# than assign ctx.to_save). Each must record the same graph.
+FORWARDS = ["c", "c-by-name", "python"]
+
+
+@pytest.fixture(params=FORWARDS)
+def forwards(request, monkeypatch):
+    if request.param == "python":
+        monkeypatch.setattr(LF._FastLinear, "forward", staticmethod(LF._py_linear_forward))
+        monkeypatch.setattr(LF._FastStep, "forward", staticmethod(LF._py_step_forward))
+    elif not LF._C_FORWARDS:
+        pytest.skip("this torch's save_for_backward does more than assign ctx.to_save: Python forwards only")
+    elif request.param == "c-by-name":
+        monkeypatch.setattr(_fastpath, "_to_save_property", lambda *classes: None)
+        _fastpath.reinit(use_dlpack=True)
+    yield request.param
+    _fastpath.reinit(use_dlpack=True)
+
+
+def test_c_forwards_are_the_ones_used_where_saving_is_assigning_to_save():
+    assert LF._C_FORWARDS == (_fastpath.save_is_to_save() and hasattr(_core, "fast_linear_forward"))
+    if not LF._C_FORWARDS:
+        pytest.skip("this torch's save_for_backward does more than assign ctx.to_save")
+    assert LF._FastLinear.forward is _core.fast_linear_forward
+    assert LF._FastStep.forward is _core.fast_step_forward
+    prop = _fastpath._to_save_property(LF._FastLinear, LF._FastStep)
+    assert prop is torch._C._FunctionBase.__dict__["to_save"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_forward_records_gradients_of_f_linear(dtype, forwards):
+    x, w, b = _operands(dtype)
+    for req in [(True, True, True), (False, True, False), (True, False, True)]:
+        ins = [t.clone().requires_grad_(r) for t, r in zip((x, w, b), req)]
+        ref = [t.clone().requires_grad_(r) for t, r in zip((x, w, b), req)]
+        gen = [t.clone().requires_grad_(r) for t, r in zip((x, w, b), req)]
+        y = LF.linear(*ins)
+        assert type(y.grad_fn).__name__ == "_FastLinearBackward"
+        saved_x, saved_w = y.grad_fn.saved_tensors
+        assert (saved_x is None) != req[1] and (saved_w is None) != req[0]
+        y_gen = LF._LinearFunction.apply(*gen)
+        y_ref = torch.nn.functional.linear(*ref)
+        g = torch.randn_like(y)
+        for out in (y, y_gen, y_ref):
+            out.backward(g)
+        assert torch.equal(y, y_gen)
+        torch.testing.assert_close(y, y_ref)
+        for a, r, q in zip(ins, ref, gen):
+            assert (a.grad is None) == (r.grad is None) == (q.grad is None)
+            if a.grad is not None:
+                assert torch.equal(a.grad, q.grad)  # bit for bit as the general path
+                torch.testing.assert_close(a.grad, r.grad)
+
+
+def test_every_forward_keeps_the_in_place_check_and_double_backward(forwards):
+    x, w, b = (t.clone().requires_grad_() for t in _operands(torch.float64))
+    for modified in (x, w):
+        y = LF.linear(x, w, b)
+        with torch.no_grad():
+            modified.mul_(1.0)  # bumps the version counter
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.sum().backward()
+    xs, ws = x[:3, :4].detach().requires_grad_(), w[:2, :4].detach().requires_grad_()
+    assert torch.autograd.gradgradcheck(LF.linear, (xs, ws))
+
+
+def test_every_forward_records_step_with_its_surrogate(forwards):
+    z = torch.randn(6, 5, dtype=torch.float64)
+    a, r = z.clone().requires_grad_(), z.clone().requires_grad_()
+    y = LF.step(a, "sigmoid", 3.0)
+    assert type(y.grad_fn).__name__ == "_FastStepBackward"
+    assert (y.grad_fn.surrogate, y.grad_fn.alpha) == (2, 3.0)
+    y_ref = LF._StepFunction.apply(r, 2, 3.0)
+    g = torch.randn_like(y)
+    y.backward(g)
+    y_ref.backward(g)
+    assert torch.equal(y, y_ref) and torch.equal(a.grad, r.grad)
+
+
+def test_c_forwards_refuse_calls_the_fast_path_did_not_prepare():
+    if not hasattr(_core, "fast_linear_forward"):
+        pytest.skip("no C forwards in this build")
+    with pytest.raises(TypeError, match="expected 4 arguments"):
+        _core.fast_linear_forward(None, None)
+    with pytest.raises(RuntimeError, match="nothing to record"):
+        _core.fast_step_forward(None, None, 0, 1.0)

@@ -215,3 +215,57 @@ def test_export_model_with_dynamic_batch():
     for rows in (1, 4, 9):
         x = torch.randn(rows, 3)
         torch.testing.assert_close(program.module()(x), model(x).detach())
+
+
+def _moved_weight(kind: str):
+    """A way of taking ``weight`` out of ``_parameters`` (or swapping it there), and what it is then."""
+    import torch.nn.utils.parametrize as parametrize
+    from torch.nn.utils import prune
+
+    class Doubled(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    def apply(layer):
+        if kind == "parametrize":
+            parametrize.register_parametrization(layer, "weight", Doubled())
+        elif kind == "prune":
+            prune.l1_unstructured(layer, "weight", amount=0.5)
+        elif kind == "weight_norm":
+            torch.nn.utils.parametrizations.weight_norm(layer)
+        elif kind == "plain-tensor":  # a plain tensor in place of the Parameter (weight_norm's old style)
+            del layer.weight
+            layer.weight = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+        return layer
+
+    return apply
+
+
+@pytest.mark.parametrize("kind", ["parametrize", "prune", "weight_norm", "plain-tensor"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_forward_reads_weight_wherever_it_lives(kind, bias):
+    # Linear/Neuron.forward read the parameters from _parameters where both are registered there; every way torch
+    # moves ``weight`` elsewhere must still be seen.
+    torch.manual_seed(0)
+    theirs = _moved_weight(kind)(nn.Linear(4, 3, bias=bias))
+    ours = _moved_weight(kind)(linneuron.Linear(4, 3, bias=bias))
+    with torch.no_grad():
+        ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(5, 4)
+    assert "weight" not in ours._parameters
+    torch.testing.assert_close(ours(x), theirs(x))
+    assert torch.equal(ours(x), linneuron.functional.linear(x, ours.weight, ours.bias))
+    neuron = _moved_weight(kind)(linneuron.Neuron(4, 3, bias=bias))
+    assert torch.equal(neuron(x), linneuron.functional.neuron(x, neuron.weight, neuron.bias))
+
+
+def test_forward_sees_functional_call_and_swapped_parameters():
+    layer = linneuron.Linear(4, 3)
+    x = torch.randn(5, 4)
+    w, b = torch.randn(3, 4), torch.randn(3)
+    got = torch.func.functional_call(layer, {"weight": w, "bias": b}, (x,))
+    assert torch.equal(got, linneuron.functional.linear(x, w, b))
+    layer.weight = nn.Parameter(w.clone())
+    layer.bias = None  # a registered parameter set to None: no bias
+    assert torch.equal(layer(x), linneuron.functional.linear(x, w))
+    torch.testing.assert_close(layer(x), x @ w.t())

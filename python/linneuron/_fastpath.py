@@ -58,6 +58,26 @@ def _descriptors():
     return found, same
 
 
+def save_is_to_save() -> bool:
+    """Whether FunctionCtx.save_for_backward(*t) is just ``self.to_save = t`` (torch 2.4 to 2.13 at least), so that
+    forward may assign ctx.to_save itself."""
+    code = getattr(torch.autograd.function.FunctionCtx.save_for_backward, "__code__", None)
+    return getattr(code, "co_names", None) == ("to_save",)
+
+
+def _to_save_property(*function_classes):
+    """torch._C._FunctionBase's to_save (a C property) if every class's ctx resolves ``to_save`` to it, else None
+    (then the C forwards set it by name)."""
+    prop = getattr(getattr(torch._C, "_FunctionBase", None), "__dict__", {}).get("to_save")
+    if type(prop) is not type(torch.Tensor.requires_grad):  # getset_descriptor
+        return None
+    for cls in function_classes:
+        ctx_cls = getattr(cls, "_backward_cls", None)
+        if ctx_cls is None or inspect.getattr_static(ctx_cls, "to_save", None) is not prop:
+            return None
+    return prop
+
+
 def _dlpack_api():
     """torch's DLPack C exchange table (a PyCapsule), or None where this torch has none."""
     capsule = getattr(torch.Tensor, "__dlpack_c_exchange_api__", None)
@@ -100,6 +120,7 @@ def init(linear_function, step_function, use_dlpack: bool = True) -> bool:
             "compiler": torch.compiler if hasattr(torch.compiler, "_is_compiling_flag") else None,
             "linear_apply": c_apply(linear_function),
             "step_apply": c_apply(step_function),
+            "to_save": _to_save_property(linear_function, step_function),
             **probes,
         }
     )

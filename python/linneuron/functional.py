@@ -121,33 +121,49 @@ def _linear_backward_eager(needs, grad_output, input, weight, has_bias):
 
 # FunctionCtx.save_for_backward(*t) is `self.to_save = t` (torch 2.4 to 2.13 at least); assigning ctx.to_save
 # directly saves its Python call (~0.1 µs of a ~4 µs grad-mode call). apply() still saves them as SavedVariables, with
-# the version-counter check against in-place changes. A torch that does something else gets the method call.
-_SAVE_BY_TO_SAVE = getattr(
-    getattr(torch.autograd.function.FunctionCtx.save_for_backward, "__code__", None), "co_names", None
-) == ("to_save",)
+# the version-counter check against in-place changes. A torch that does something else gets the method call (and
+# the Python forwards below).
+_SAVE_BY_TO_SAVE = _fastpath.save_is_to_save()
 _fast_take = _core.fast_take
+
+
+def _py_linear_forward(ctx, input, weight, bias):
+    saved, result = _fast_take()
+    if _SAVE_BY_TO_SAVE:
+        ctx.to_save = saved
+    else:
+        ctx.save_for_backward(*saved)
+    return result
+
+
+def _py_step_forward(ctx, input, surrogate, alpha):
+    saved, result = _fast_take()
+    if _SAVE_BY_TO_SAVE:
+        ctx.to_save = saved
+    else:
+        ctx.save_for_backward(*saved)
+    ctx.surrogate, ctx.alpha = surrogate, alpha
+    return result
+
+
+# The forwards: _core's C functions (the same steps as the Python ones above, without a Python frame inside
+# apply) where saving is assigning ctx.to_save; else the Python ones.
+_C_FORWARDS = _SAVE_BY_TO_SAVE and hasattr(_core, "fast_linear_forward")
 
 
 class _FastLinear(torch.autograd.Function):
     """Records a linear the compiled fast path already computed; backward's products go to the kernels in one C
     call.
 
-    The C side hands forward the result and the tensors to save (X only if W requires grad, W only if X does) via
-    ``_core.fast_take()``, not as apply() arguments, which autograd would treat as inputs (and the result as one
-    of them). Old-style (forward takes ctx): one Python call per apply instead of forward + setup_context. The
+    The C side hands forward the result and the tensors to save (X only if W requires grad, W only if X does)
+    through a thread-local slot, not as apply() arguments, which autograd would treat as inputs (and the result as
+    one of them). Old-style (forward takes ctx): one call per apply instead of forward + setup_context. The
     operands are saved through ctx.to_save (save_for_backward), not as plain ctx attributes, so that autograd's
     version counters still catch an in-place change of input or weight between forward and backward. Whether
     there is a bias needs no attribute: needs_input_grad[2] is False for a bias of None.
     """
 
-    @staticmethod
-    def forward(ctx, input, weight, bias):
-        saved, result = _fast_take()
-        if _SAVE_BY_TO_SAVE:
-            ctx.to_save = saved
-        else:
-            ctx.save_for_backward(*saved)
-        return result
+    forward = staticmethod(_core.fast_linear_forward if _C_FORWARDS else _py_linear_forward)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -162,15 +178,7 @@ class _FastLinear(torch.autograd.Function):
 class _FastStep(torch.autograd.Function):
     """Records a step the compiled fast path already computed (see _FastLinear)."""
 
-    @staticmethod
-    def forward(ctx, input, surrogate, alpha):
-        saved, result = _fast_take()
-        if _SAVE_BY_TO_SAVE:
-            ctx.to_save = saved
-        else:
-            ctx.save_for_backward(*saved)
-        ctx.surrogate, ctx.alpha = surrogate, alpha
-        return result
+    forward = staticmethod(_core.fast_step_forward if _C_FORWARDS else _py_step_forward)
 
     @staticmethod
     def backward(ctx, grad_output):

@@ -70,7 +70,8 @@ struct State {
   PyObject* compiler = nullptr;            // module torch.compiler (reads _is_compiling_flag if present)
   PyObject* linear_apply = nullptr;        // bound C apply of the grad-mode autograd.Functions
   PyObject* step_apply = nullptr;
-  PyObject *s_current_level, *s_is_compiling_flag;  // interned attribute names
+  PyObject* to_save = nullptr;  // torch._C._FunctionBase's to_save property (a getset), or null: set by name
+  PyObject *s_current_level, *s_is_compiling_flag, *s_to_save, *s_surrogate, *s_alpha;  // interned names
 };
 
 State g;
@@ -361,10 +362,11 @@ PyObject* fallback() {
 
 // ---- recording in grad mode ------------------------------------------------------------------------------------
 
-// (saved tensors, result) of the call being recorded on this thread, for the applier's forward to take
-// (fast_take): handing them over here rather than as arguments of apply keeps them out of autograd's inputs
-// (each input costs apply about 0.2 µs) and spares forward the needs_input_grad reads.
-thread_local PyObject* t_pending = nullptr;
+// (saved tensors, result) of the call being recorded on this thread, for the applier's forward to take: handing
+// them over here rather than as arguments of apply keeps them out of autograd's inputs (each input costs apply
+// about 0.2 µs) and spares forward the needs_input_grad reads. Two slots, not a tuple: one allocation less.
+thread_local PyObject* t_saved = nullptr;
+thread_local PyObject* t_result = nullptr;
 
 // applier(*call_args) with (saved, result) pending; steals saved and result. Returns the recorded result, or
 // nullptr with autograd's error set.
@@ -374,31 +376,78 @@ PyObject* apply_recording(PyObject* applier, PyObject* const* call_args, Py_ssiz
     Py_DECREF(result);
     return nullptr;
   }
-  PyObject* pending = PyTuple_New(2);
-  if (!pending) {
+  PyObject *outer_saved = t_saved, *outer_result = t_result;  // a forward that itself records must not lose ours
+  t_saved = saved, t_result = result;
+  PyObject* recorded = PyObject_Vectorcall(applier, call_args, static_cast<size_t>(n), nullptr);
+  Py_XDECREF(t_saved);  // still there if apply failed before forward took them
+  Py_XDECREF(t_result);
+  t_saved = outer_saved, t_result = outer_result;
+  return recorded;  // errors from autograd propagate
+}
+
+// Moves the pending (saved, result) into *saved and *result (new references); false with an error if none.
+bool take_pending(PyObject** saved, PyObject** result) {
+  if (!t_result) {
+    PyErr_SetString(PyExc_RuntimeError, "linneuron fast path: nothing to record (apply() called directly?)");
+    return false;
+  }
+  *saved = t_saved, *result = t_result;
+  t_saved = t_result = nullptr;
+  return true;
+}
+
+// fast_take() -> (saved, result): what the recording entry left for the applier's forward on this thread (the
+// Python forwards of functional._FastLinear/_FastStep, used where the C forwards below are not).
+PyObject* fast_take(PyObject*, PyObject*) {
+  PyObject *saved = nullptr, *result = nullptr;
+  if (!take_pending(&saved, &result)) return nullptr;
+  PyObject* pair = PyTuple_New(2);
+  if (!pair) {
     Py_DECREF(saved);
     Py_DECREF(result);
     return nullptr;
   }
-  PyTuple_SET_ITEM(pending, 0, saved);
-  PyTuple_SET_ITEM(pending, 1, result);
-  PyObject* outer = t_pending;  // a forward that itself records (none does today) must not lose ours
-  t_pending = pending;
-  PyObject* recorded = PyObject_Vectorcall(applier, call_args, static_cast<size_t>(n), nullptr);
-  Py_XDECREF(t_pending);  // still there if apply failed before forward took it
-  t_pending = outer;
-  return recorded;  // errors from autograd propagate
+  PyTuple_SET_ITEM(pair, 0, saved);
+  PyTuple_SET_ITEM(pair, 1, result);
+  return pair;
 }
 
-// fast_take() -> (saved, result): what the recording entry left for the applier's forward on this thread.
-PyObject* fast_take(PyObject*, PyObject*) {
-  PyObject* pending = t_pending;
-  if (!pending) {
-    PyErr_SetString(PyExc_RuntimeError, "linneuron fast path: nothing to record (apply() called directly?)");
+// ctx.to_save = saved (what FunctionCtx.save_for_backward does), through the to_save property of torch's
+// _FunctionBase resolved once (fastpath_init's to_save), else by name. Steals saved; -1 with an error set.
+int set_to_save(PyObject* ctx, PyObject* saved) {
+  PyObject* desc = g.to_save;
+  const int rc = desc ? Py_TYPE(desc)->tp_descr_set(desc, ctx, saved) : PyObject_SetAttr(ctx, g.s_to_save, saved);
+  Py_DECREF(saved);
+  return rc;
+}
+
+// The C forward of the appliers: (ctx, *apply_args) -> the pending result, with ctx.to_save = the pending saved
+// tuple; for the step applier also ctx.surrogate, ctx.alpha = apply_args[1:3]. The autograd.Functions' forward
+// (a staticmethod) where saving is assigning ctx.to_save: no Python frame inside apply.
+PyObject* record_forward(PyObject* const* args, Py_ssize_t nargs, bool step) {
+  if (nargs != 4) {
+    PyErr_Format(PyExc_TypeError, "linneuron fast path forward: expected 4 arguments, got %zd", nargs);
     return nullptr;
   }
-  t_pending = nullptr;
-  return pending;
+  PyObject *saved = nullptr, *result = nullptr;
+  if (!take_pending(&saved, &result)) return nullptr;
+  if (set_to_save(args[0], saved) < 0 ||
+      (step && (PyObject_SetAttr(args[0], g.s_surrogate, args[2]) < 0 ||
+                PyObject_SetAttr(args[0], g.s_alpha, args[3]) < 0))) {
+    Py_DECREF(result);
+    return nullptr;
+  }
+  return result;
+}
+
+// fast_linear_forward(ctx, input, weight, bias) -> Tensor: functional._FastLinear.forward.
+PyObject* fast_linear_forward(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  return record_forward(args, nargs, false);
+}
+
+// fast_step_forward(ctx, input, surrogate, alpha) -> Tensor: functional._FastStep.forward.
+PyObject* fast_step_forward(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  return record_forward(args, nargs, true);
 }
 
 // ---- entries --------------------------------------------------------------------------------------------------
@@ -646,7 +695,8 @@ bool take_descriptor(PyObject* descriptors, int index, State* s) {
 // list of (dtype, kernel code, allocator) triples, the allocator called with the sizes), dlpack_api (torch's
 // __dlpack_c_exchange_api__ capsule, or None: tensors are read by their attributes), grad_enabled,
 // dispatch_stack_len, function_mode_on, functorch_peek (or None), forward_ad, compiler (or None), linear_apply,
-// step_apply (either may be None: then grad mode falls back), autocast_enabled.
+// step_apply (either may be None: then grad mode falls back), autocast_enabled; optional: to_save (torch's
+// _FunctionBase.to_save property, for the C forwards; None or absent: they set ctx.to_save by name).
 PyObject* fastpath_init(PyObject*, PyObject* config) {
   if (!PyDict_Check(config)) {
     PyErr_SetString(PyExc_TypeError, "fastpath_init(): expected a dict");
@@ -714,8 +764,20 @@ PyObject* fastpath_init(PyObject*, PyObject* config) {
   s.linear_apply = keep(v[9]);
   s.step_apply = keep(v[10]);
   s.autocast_enabled = keep(v[11]);
+  // Optional: to_save, the C property the C forwards set (None or absent: they set ctx.to_save by name).
+  PyObject* to_save = PyDict_GetItemString(config, "to_save");  // borrowed
+  if (to_save && to_save != Py_None) {
+    if (!Py_IS_TYPE(to_save, &PyGetSetDescr_Type) || !Py_TYPE(to_save)->tp_descr_set) {
+      PyErr_SetString(PyExc_TypeError, "fastpath_init(): to_save must be a C property");
+      return nullptr;
+    }
+    s.to_save = keep(to_save);
+  }
   s.s_current_level = PyUnicode_InternFromString("_current_level");
   s.s_is_compiling_flag = PyUnicode_InternFromString("_is_compiling_flag");
+  s.s_to_save = PyUnicode_InternFromString("to_save");
+  s.s_surrogate = PyUnicode_InternFromString("surrogate");
+  s.s_alpha = PyUnicode_InternFromString("alpha");
   if (PyErr_Occurred()) return nullptr;
   s.ready = true;
   g = s;  // the previous state's references (a re-init) are kept alive on purpose: other threads may read them
@@ -735,6 +797,10 @@ PyMethodDef kMethods[] = {
      "How the fast path reads tensors: 'dlpack' (torch's C exchange table), 'attributes', or None before init."},
     {"fast_take", fast_take, METH_NOARGS,
      "fast_take() -> (saved, result): for the grad-mode appliers' forward (functional._FastLinear, _FastStep)."},
+    {"fast_linear_forward", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_linear_forward)),
+     METH_FASTCALL, "fast_linear_forward(ctx, input, weight, bias) -> Tensor: functional._FastLinear's forward."},
+    {"fast_step_forward", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_step_forward)),
+     METH_FASTCALL, "fast_step_forward(ctx, input, surrogate, alpha) -> Tensor: functional._FastStep's forward."},
     {"fast_linear", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_linear)), METH_FASTCALL,
      "fast_linear(input, weight, bias, step) -> Tensor or None (None: use the general path)."},
     {"fast_step", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_step)), METH_FASTCALL,

@@ -5,8 +5,8 @@
 
 namespace linneuron {
 
-// Adds fastpath_init, fast_linear, fast_step, fast_linear_backward and fast_step_backward to module; false with
-// a Python error set on failure.
+// Adds fastpath_init, fastpath_reader, fast_linear, fast_step, their backwards, fast_take and the appliers' C
+// forwards (fast_linear_forward, fast_step_forward) to module; false with a Python error set on failure.
 bool add_fastpath(PyObject* module);
 
 }  // namespace linneuron
