@@ -17,6 +17,11 @@ Engines:
   python tools/fuzz.py --engine atheris --seconds 60 [--corpus build/fuzz-corpus]
   python tools/fuzz.py --engine hypothesis --runs 20000
   python tools/fuzz.py --api torch ...   # linneuron.functional on tensors made from the same arrays
+  python tools/fuzz.py --api torch-grad ...  # the same with the float tensors requiring grad, then backward
+
+With --api torch-grad the forward is checked as above, then backward runs with a fuzzer-chosen grad_output: for
+linear each gradient is itself a product (dX = dY W, dW = dYᵀ X, db = column sums of dY) and goes through the same
+oracle; for neuron and step (surrogate gradients) only the gradients' shapes and dtypes are checked.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import os
 import struct
 import sys
 import time
+import zlib
 
 import numpy as np
 
@@ -129,7 +135,10 @@ def _shape(r: ByteReader, ndim: int) -> tuple[int, ...]:
 
 def decode(data: bytes):
     """The call the bytes describe: (op name, positional arguments)."""
-    r = ByteReader(data)
+    return _decode(ByteReader(data))
+
+
+def _decode(r: ByteReader):
     op = r.choice(OPS)
     dtype = r.choice(GOOD_DTYPES)
     if op == "step":
@@ -195,7 +204,7 @@ def _check_linear_like(op: str, out: np.ndarray, x, w, b) -> None:
         raise Finding(f"{op}: wrong value at {i}: got {out[i]!r}, float64 reference {finite_ref[i]!r} (tol {tol[i]!r})")
 
 
-API = "numpy"  # set by --api: "numpy" (linneuron.numpy) or "torch" (linneuron.functional on tensors)
+API = "numpy"  # set by --api: "numpy" (linneuron.numpy), "torch" (linneuron.functional on tensors), "torch-grad"
 
 
 def _to_tensor(value):
@@ -224,12 +233,15 @@ def _known_torch_bug(args) -> str | None:
 
 def check_one(data: bytes) -> str:
     """Runs one decoded call through the oracle; returns "ok", "rejected" or "known"; raises Finding otherwise."""
-    op, args = decode(data)
-    if API == "torch":
+    r = ByteReader(data)
+    op, args = _decode(r)
+    if API in ("torch", "torch-grad"):
         import linneuron.functional as fn_module
         import torch
 
         call_args = [_to_tensor(a) for a in args]
+        if API == "torch-grad":
+            call_args = [_requiring_grad(a) for a in call_args]
         errors: tuple[type[BaseException], ...] = (TypeError, ValueError, RuntimeError)
     else:
         from linneuron import numpy as fn_module
@@ -240,18 +252,19 @@ def check_one(data: bytes) -> str:
         out = getattr(fn_module, op)(*call_args)
     except errors as err:
         if not str(err).startswith(f"{op}(): "):
-            if API == "torch" and _known_torch_bug(args):
+            if API != "numpy" and _known_torch_bug(args):
                 return "known"
             raise Finding(f"{op}: {type(err).__name__} without the op's name: {err}") from err
         return "rejected"
     except Exception as err:
         raise Finding(f"{op}: unexpected {type(err).__name__}: {err}") from err
-    if API == "torch":
+    if API != "numpy":
         if not isinstance(out, torch.Tensor):
             raise Finding(f"{op}: returned {type(out).__name__}")
-        out = out.numpy()
+        result = out
+        out = out.detach().numpy()
         # torch promotes nothing and accepts no numpy dtypes beyond these: compare against the numpy-side inputs
-        args = [a.numpy() if isinstance(a, torch.Tensor) else a for a in call_args]
+        args = [a.detach().numpy() if isinstance(a, torch.Tensor) else a for a in call_args]
     if not isinstance(out, np.ndarray):
         raise Finding(f"{op}: returned {type(out).__name__}")
     if op == "step":
@@ -265,7 +278,55 @@ def check_one(data: bytes) -> str:
             raise Finding(f"step: wrong result for z {z.dtype} {z.shape}")
     else:
         _check_linear_like(op, out, *args)
+    if API == "torch-grad" and result.requires_grad:
+        _check_backward(r, op, result, call_args, args)
     return "ok"
+
+
+def _requiring_grad(value):
+    """A floating-point tensor as a leaf that requires grad; anything else unchanged."""
+    import torch
+
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.detach().requires_grad_()
+    return value
+
+
+def _check_backward(r: ByteReader, op: str, result, call_args, args) -> None:
+    """Runs backward with a grad_output drawn from the remaining bytes and checks the gradients."""
+    import torch
+
+    if r.pos < len(r.data):
+        palette = np.array([r.value() for _ in range(1 + r.below(8))], dtype=np.float64)
+    else:  # the bytes are spent (often, on short inputs): small exact values seeded by them, not all zeros
+        palette = np.random.default_rng(zlib.crc32(r.data)).integers(-64, 64, size=8) / 16.0
+    dtype = args[0].dtype
+    with np.errstate(all="ignore"):
+        g = np.resize(palette, result.numel()).reshape(result.shape).astype(dtype)
+    try:
+        result.backward(torch.from_numpy(g))
+    except Exception as err:
+        raise Finding(f"{op}: backward raised {type(err).__name__}: {err}") from err
+    leaves = [a for a in call_args if isinstance(a, torch.Tensor) and a.requires_grad]
+    for leaf in leaves:
+        if leaf.grad is None or leaf.grad.shape != leaf.shape or leaf.grad.dtype != leaf.dtype:
+            got = None if leaf.grad is None else (leaf.grad.dtype, tuple(leaf.grad.shape))
+            raise Finding(f"{op}: gradient {got} for an input {leaf.dtype} {tuple(leaf.shape)}")
+    if op != "linear":
+        return
+    x, w, b = args
+    n, k = w.shape
+    rows = int(np.prod(x.shape[:-1]))
+    g2, x2 = g.reshape(rows, n), x.reshape(rows, k)
+    x_t, w_t, b_t = call_args
+    try:
+        _check_linear_like("linear", x_t.grad.numpy(), g, np.ascontiguousarray(w.T), None)
+        _check_linear_like("linear", w_t.grad.numpy(), g2.T, x2.T, None)
+        if b is not None:
+            ones = np.ones((1, rows), dtype=dtype)
+            _check_linear_like("linear", b_t.grad.numpy().reshape(n, 1), g2.T, ones, None)
+    except Finding as finding:
+        raise Finding(f"backward of {finding}") from None
 
 
 # ---- engines -----------------------------------------------------------------------------------------------------
@@ -296,7 +357,7 @@ def run_atheris(args) -> int:
     import atheris
     import linneuron.numpy  # noqa: F401
 
-    if API == "torch":
+    if API != "numpy":
         import linneuron.functional  # noqa: F401
 
     # Coverage feedback from every Python function loaded now: linneuron's layer, this decoder and oracle, and the
@@ -348,7 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=0, help="executions (hypothesis default 20000)")
     parser.add_argument("--corpus", default=None, help="atheris: corpus directory to read and grow")
     parser.add_argument("--seed", type=int, default=None, help="hypothesis: derandomize")
-    parser.add_argument("--api", choices=["numpy", "torch"], default="numpy", help="which entry points to fuzz")
+    parser.add_argument(
+        "--api", choices=["numpy", "torch", "torch-grad"], default="numpy", help="which entry points to fuzz"
+    )
     args = parser.parse_args(argv)
     global API
     API = args.api
