@@ -74,6 +74,7 @@ struct MicroKernel {
   int64_t (*fma_probe)(int64_t iterations, T* sink);
   // Optional (may be null): packs one nr-sliver of B = Wᵀ from a row-major W, out[p*nr + j] = w[j*ld + p] for
   // p < kc, j < cols, zero for cols <= j < nr; a blocked in-register transpose instead of strided scalar copies.
+  // Any nr (not only multiples of the vector width): it packs the mr-slivers of a row-major A as well.
   void (*pack_b_transposed)(int64_t kc, int64_t cols, const T* w, int64_t ld, int64_t nr, T* out);
 };
 

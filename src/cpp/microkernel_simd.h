@@ -38,8 +38,9 @@ void tile_kernel(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs,
   // prefetches hide that latency: this tile's rows into L1 now (the kc-long loop below covers an L2 hit), and the
   // rows of the tile below it, the one the driver's row loop computes next, into L2 over the first 2 MR k steps,
   // one line per step so the misses do not queue up at once. Prefetches never fault, so the tile below may lie
-  // past the end of C (its address is formed as an integer, so no out-of-range pointer exists). (__builtin_prefetch is a compiler builtin, not a linked function.) Measured on Zen 5 with
-  // the C tiles of a 672 x 4096 block in L3: 71-75 % of the FMA peak with only the first set, 83-85 % with both.
+  // past the end of C (its address is formed as an integer, so no out-of-range pointer exists; __builtin_prefetch
+  // is a compiler builtin, not a linked function). Measured on Zen 5 with the C tiles of a 672 x 4096 block in L3:
+  // 71-75 % of the FMA peak with only the first set, 83-85 % with both.
   if (c_cs == 1) {
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
@@ -480,7 +481,8 @@ void long_k_rows(int64_t k, const typename V::T* a, int64_t a_cs, const typename
     const typename V::T* a_col = a + p * a_cs;
     R bv[NV];
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) bv[v] = v + 1 < NV || last == W ? V::load(b_row + v * W) : V::load_partial(b_row + v * W, last);
+    for (int v = 0; v < NV; ++v)
+      bv[v] = v + 1 < NV || last == W ? V::load(b_row + v * W) : V::load_partial(b_row + v * W, last);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const R ai = V::broadcast(a_col + i);
@@ -598,7 +600,13 @@ void pack_b_transposed(int64_t kc, int64_t cols, const typename V::T* w, int64_t
         r[i] = i >= rows ? V::zero() : count == W ? V::load(src) : V::load_partial(src, count);
       }
       Transpose(r);
-      for (int q = 0; q < count; ++q) V::store(out + (p0 + q) * nr + j0, r[q]);
+      // A sliver of nr < W (or not a multiple of W) ends in a partial vector: the A slivers of the tile kernel
+      // (mr = 12 or 6) are packed here too.
+      const int64_t lanes = nr - j0 < W ? nr - j0 : W;
+      if (lanes == W)
+        for (int q = 0; q < count; ++q) V::store(out + (p0 + q) * nr + j0, r[q]);
+      else
+        for (int q = 0; q < count; ++q) V::store_partial(out + (p0 + q) * nr + j0, r[q], static_cast<int>(lanes));
     }
   }
   const int64_t padded = (cols + W - 1) / W * W;  // columns written above, zeros included
