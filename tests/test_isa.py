@@ -218,6 +218,35 @@ def test_short_k_products_match_reference(rng, isa, shape, dtype):
     _check(rng, *shape, dtype, "row", "col", bias="plain")
 
 
+# One output column of a row-major A (a matrix-vector product: dX = dY W of a layer with one input): the dot kernel's
+# column path, W rows at a time with a partial last block, short and long k, C contiguous, strided or reversed.
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 1, 9), (7, 1, 1), (15, 1, 9), (16, 1, 16), (17, 1, 37), (300, 1, 5), (5003, 1, 9), (203, 1, 1000)],
+    ids=_shape_id,
+)
+def test_single_column_products_match_reference(rng, isa, shape, dtype):
+    for c_layout, epilogue in [("row", {}), ("padded", dict(bias="plain", accumulate=True)),
+                               ("reversed", dict(step=True)), ("strided", dict(bias="strided"))]:  # fmt: skip
+        _check(rng, *shape, dtype, "row", "col", c_layout=c_layout, **epilogue)
+    _check(rng, *shape, dtype, "padded", "col", bias="plain")
+
+
+def test_single_column_results_do_not_depend_on_the_thread_count(rng, isa):
+    # Each row's lanes are added in one order wherever the row falls in a block of W rows.
+    m, n, k = 50003, 1, 37
+    a = _matrix(rng, m, k, np.float32, "row")
+    b = _matrix(rng, k, n, np.float32, "col")
+    outs = []
+    for threads in (1, 2):
+        linneuron.set_num_threads(threads)  # restored by conftest
+        c = np.full((m, n), np.nan, np.float32)
+        _gemm(a, b, c)
+        outs.append(c)
+    assert np.array_equal(outs[0], outs[1])
+
+
 def test_long_k_results_do_not_depend_on_the_thread_count(rng, isa):
     m, n, k = 16, 16, 5000
     a = _matrix(rng, m, k, np.float32, "col")

@@ -207,13 +207,81 @@ inline void dot_tile_store(int64_t k, const typename V::T* a, int64_t a_rs, cons
     }
 }
 
+// One output column (n == 1: a matrix-vector product with a row-major A, the backward dX = dY W of a one-input
+// layer) for `rows` <= W rows: out[i] = sum_p a[i*a_rs + p] * b[p]. One accumulator vector per row along k, then
+// the W accumulators are transposed in registers and added, so the W row sums come out as one vector: a horizontal
+// reduction per row (about 8 dependent instructions) was the whole cost when k is short (52502 x 9 -> 1 float32:
+// 2x torch's time). Rows past `rows` read as zeros and are not stored. Every row's lanes are added in the same
+// order wherever the row falls in a block, so results do not depend on how rows are split between threads.
+template <class V, void (*Transpose)(typename V::R*)>
+inline void dot_column(int rows, int64_t k, const typename V::T* a, int64_t a_rs, const typename V::T* b,
+                       typename V::T* c, int64_t c_rs, bool load_c, const typename V::T* bias, bool step) {
+  using T = typename V::T;
+  using R_ = typename V::R;
+  constexpr int W = V::kWidth;
+  R_ acc[W];
+#pragma GCC unroll 16
+  for (int i = 0; i < W; ++i) acc[i] = V::zero();
+  int64_t p = 0;
+  for (; p + W <= k; p += W) {
+    const R_ bv = V::load(b + p);
+#pragma GCC unroll 16
+    for (int i = 0; i < W; ++i) {
+      if (i >= rows) break;
+      if (kDotAhead) __builtin_prefetch(a + i * a_rs + p + kDotAhead / sizeof(T), 0, 0);
+      acc[i] = V::fma(V::load(a + i * a_rs + p), bv, acc[i]);
+    }
+  }
+  if (p < k) {
+    const int count = static_cast<int>(k - p);
+    const R_ bv = V::load_partial(b + p, count);
+#pragma GCC unroll 16
+    for (int i = 0; i < W; ++i) {
+      if (i >= rows) break;
+      acc[i] = V::fma(V::load_partial(a + i * a_rs + p, count), bv, acc[i]);
+    }
+  }
+  Transpose(acc);  // acc[q], lane i: lane q of row i's accumulator
+#pragma GCC unroll 16
+  for (int step_width = W / 2; step_width >= 1; step_width /= 2)  // a fixed pairwise tree over q
+#pragma GCC unroll 16
+    for (int q = 0; q < step_width; ++q) acc[q] = V::add(acc[q], acc[q + step_width]);
+  R_ sum = acc[0];
+  alignas(64) T buf[W];
+  if (c_rs == 1) {
+    if (load_c) sum = V::add(sum, rows == W ? V::load(c) : V::load_partial(c, rows));
+  } else if (load_c) {
+    for (int i = 0; i < W; ++i) buf[i] = i < rows ? c[i * c_rs] : T(0);
+    sum = V::add(sum, V::load(buf));
+  }
+  if (bias) sum = V::add(sum, V::broadcast(bias));
+  if (step) sum = V::step(sum);
+  if (c_rs == 1) {
+    if (rows == W)
+      V::store(c, sum);
+    else
+      V::store_partial(c, sum, rows);
+  } else {
+    V::store(buf, sum);
+    for (int i = 0; i < rows; ++i) c[i * c_rs] = buf[i];
+  }
+}
+
 // The whole m x n block of microkernel.h's DotKernelFn, in R x S tiles; edge rows and columns use 1-wide tiles.
 // The smaller operand is the one re-read: with a short batch (m < n) the loop over W's rows is outermost, so W
-// streams through once while the few rows of A stay in cache; with few outputs it is the other way round.
-template <class V, int R, int S>
+// streams through once while the few rows of A stay in cache; with few outputs it is the other way round. A single
+// column (n == 1) goes to dot_column in blocks of W rows.
+template <class V, int R, int S, void (*Transpose)(typename V::R*)>
 void dot_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t a_rs, const typename V::T* b,
                int64_t b_cs, typename V::T* c, int64_t c_rs, int64_t c_cs, bool load_c, const typename V::T* bias,
                int64_t bias_stride, bool step) {
+  constexpr int W = V::kWidth;
+  if (n == 1) {
+    for (int64_t i = 0; i < m; i += W)
+      dot_column<V, Transpose>(static_cast<int>(m - i < W ? m - i : W), k, a + i * a_rs, a_rs, b, c + i * c_rs, c_rs,
+                               load_c, bias, step);
+    return;
+  }
   const int64_t m_full = m - m % R, n_full = n - n % S;
   auto tile = [&](int64_t i, int64_t j) {
     const bool full_rows = i < m_full, full_cols = j < n_full;
