@@ -237,15 +237,21 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // A small C over a long k, e.g. dW = dYᵀ X of a 16 -> 16 layer over a batch of 65536: register tiles would pad
   // 16 x 16 to 24 x 32 and copy edge slivers of both operands every k block; the long-k kernel keeps C in registers.
   // A row vector of A needs no row stride.
-  plan.long_k =
-      !plan.skinny && !plan.short_k && !plan.tall && !plan.dot && uk.long_k && (g.a_rs == 1 || g.m == 1) &&
-      g.b_cs == 1 && g.m <= kLongKMaxRows && g.k >= 16 &&
-      double(round_up(g.m, uk.mr)) * double(round_up(g.n, uk.nr)) > 1.25 * double(g.m) * double(round_up(g.n, lanes));
-  // Few columns instead (dW of a layer with few inputs and many outputs): the same kernel on Cᵀ = Bᵀ Aᵀ.
-  plan.long_k_transposed = !plan.skinny && !plan.short_k && !plan.tall && !plan.dot && !plan.long_k && uk.long_k &&
-                           (g.b_cs == 1 || g.n == 1) && g.a_rs == 1 && g.n <= kLongKMaxRows && g.k >= 16 &&
-                           double(round_up(g.m, uk.mr)) * double(round_up(g.n, uk.nr)) >
-                               1.25 * double(g.n) * double(round_up(g.m, lanes));
+  // Few columns instead (dW of a layer with few inputs and many outputs): the same kernel on Cᵀ = Bᵀ Aᵀ. Where
+  // both fit, the one with fewer instructions a k step (FMAs, B vectors loaded, A elements broadcast) wins: dW of
+  // a 1 -> 9 layer is 9 FMAs of one lane each as a 9 x 1 C, one FMA of 9 lanes as its 1 x 9 transpose.
+  const double tile_lanes = double(round_up(g.m, uk.mr)) * double(round_up(g.n, uk.nr));
+  const bool long_k_base = !plan.skinny && !plan.short_k && !plan.tall && !plan.dot && uk.long_k && g.k >= 16;
+  const bool long_k_ok = long_k_base && (g.a_rs == 1 || g.m == 1) && g.b_cs == 1 && g.m <= kLongKMaxRows &&
+                         tile_lanes > 1.25 * double(g.m) * double(round_up(g.n, lanes));
+  const bool long_k_t_ok = long_k_base && (g.b_cs == 1 || g.n == 1) && g.a_rs == 1 && g.n <= kLongKMaxRows &&
+                           tile_lanes > 1.25 * double(g.n) * double(round_up(g.m, lanes));
+  auto long_k_step = [&](int64_t rows, int64_t cols) {
+    const double vectors = double(ceil_div(cols, lanes));
+    return double(rows) * vectors + vectors + double(rows);
+  };
+  plan.long_k = long_k_ok && (!long_k_t_ok || long_k_step(g.m, g.n) <= long_k_step(g.n, g.m));
+  plan.long_k_transposed = long_k_t_ok && !plan.long_k;
   const bool a_direct = g.a_cs == 1 || g.a_rs == 1;
   const bool b_direct = g.b_cs == 1;
   // A is reused once per B sliver: pack it only when there are enough slivers to amortise the copy.
