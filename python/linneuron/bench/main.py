@@ -221,8 +221,10 @@ def format_row(row: dict[str, Any]) -> str:
     if row.get("numpy_s"):
         numpy_pct = row.get("numpy_percent_of_peak")
         numpy_pct_text = f" ({numpy_pct:.0f}% peak)" if numpy_pct is not None else ""
-        text += (f"  | numpy {_fmt_time(row['numpy_s']).strip()}{numpy_pct_text}, "
-                 f"linneuron {row['vs_numpy']:.2f}x")  # fmt: skip
+        # A pairing of its own (interleaved like torch's), so linneuron's time in it is shown too: on a shared
+        # machine it can differ from the torch pairing's.
+        text += (f"  | numpy {_fmt_time(row['numpy_s']).strip()}{numpy_pct_text} vs linneuron "
+                 f"{_fmt_time(row['linneuron_s_vs_numpy']).strip()}: {row['vs_numpy']:.2f}x")  # fmt: skip
     elif row.get("numpy_note"):
         text += f"  | numpy: {row['numpy_note']}"
     return text
