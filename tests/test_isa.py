@@ -233,11 +233,9 @@ def test_single_column_products_match_reference(rng, isa, shape, dtype):
     _check(rng, *shape, dtype, "padded", "col", bias="plain")
 
 
-def test_single_column_results_do_not_depend_on_the_thread_count(rng, isa):
-    # Each row's lanes are added in one order wherever the row falls in a block of W rows.
-    m, n, k = 50003, 1, 37
-    a = _matrix(rng, m, k, np.float32, "row")
-    b = _matrix(rng, k, n, np.float32, "col")
+def _assert_same_bits_on_1_and_2_threads(rng, m, n, k, a_layout, b_layout):
+    a = _matrix(rng, m, k, np.float32, a_layout)
+    b = _matrix(rng, k, n, np.float32, b_layout)
     outs = []
     for threads in (1, 2):
         linneuron.set_num_threads(threads)  # restored by conftest
@@ -245,19 +243,15 @@ def test_single_column_results_do_not_depend_on_the_thread_count(rng, isa):
         _gemm(a, b, c)
         outs.append(c)
     assert np.array_equal(outs[0], outs[1])
+
+
+def test_single_column_results_do_not_depend_on_the_thread_count(rng, isa):
+    # Each row's lanes are added in one order wherever the row falls in a block of W rows.
+    _assert_same_bits_on_1_and_2_threads(rng, 50003, 1, 37, "row", "col")
 
 
 def test_long_k_results_do_not_depend_on_the_thread_count(rng, isa):
-    m, n, k = 16, 16, 5000
-    a = _matrix(rng, m, k, np.float32, "col")
-    b = _matrix(rng, k, n, np.float32, "row")
-    outs = []
-    for threads in (1, 2):
-        linneuron.set_num_threads(threads)  # restored by conftest
-        c = np.full((m, n), np.nan, np.float32)
-        _gemm(a, b, c)
-        outs.append(c)
-    assert np.array_equal(outs[0], outs[1])
+    _assert_same_bits_on_1_and_2_threads(rng, 16, 16, 5000, "col", "row")
 
 
 @pytest.mark.parametrize("c_layout", ["col", "strided", "padded", "reversed"])

@@ -127,23 +127,23 @@ _SAVE_BY_TO_SAVE = _fastpath.save_is_to_save()
 _fast_take = _core.fast_take
 
 
-def _py_linear_forward(ctx, input, weight, bias):
+def _take_recorded(ctx):
+    """The result the fast path left for this apply, with the tensors backward needs saved on ctx."""
     saved, result = _fast_take()
     if _SAVE_BY_TO_SAVE:
         ctx.to_save = saved
     else:
         ctx.save_for_backward(*saved)
     return result
+
+
+def _py_linear_forward(ctx, input, weight, bias):
+    return _take_recorded(ctx)
 
 
 def _py_step_forward(ctx, input, surrogate, alpha):
-    saved, result = _fast_take()
-    if _SAVE_BY_TO_SAVE:
-        ctx.to_save = saved
-    else:
-        ctx.save_for_backward(*saved)
     ctx.surrogate, ctx.alpha = surrogate, alpha
-    return result
+    return _take_recorded(ctx)
 
 
 # The forwards: _core's C functions (the same steps as the Python ones above, without a Python frame inside
