@@ -204,10 +204,13 @@ def test_long_k_products_match_reference(rng, isa, shape, dtype):
     _check(rng, n, m, k, dtype, "col", "col", c_layout="col", step=True)
 
 
-# k <= 4, C written row by row: k = 1 (outer products) to 4 and one past, every B layout (strided ones are copied
-# first), n below, at and past one vector with a tail, rows split between two threads.
+# k <= 8, C written row by row: k = 1 (outer products) to 8 and one past, every B layout (strided ones are copied
+# first), n of one or two vectors (B kept in registers), n below, at and past a vector with a tail, a B past half of
+# L1 (the tile path), rows split between two threads.
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("shape", [(1, 550, 1), (97, 1030, 1), (300, 17, 2), (64, 40, 3), (129, 349, 4), (50, 33, 5)],
+@pytest.mark.parametrize("shape", [(1, 550, 1), (97, 1030, 1), (300, 17, 2), (64, 40, 3), (129, 349, 4), (50, 33, 5),
+                                   (300, 8, 5), (70, 2, 8), (129, 31, 7), (97, 9, 6), (33, 250, 8), (40, 1000, 8),
+                                   (67, 16, 9)],
                          ids=_shape_id)  # fmt: skip
 def test_short_k_products_match_reference(rng, isa, shape, dtype):
     for a_layout, b_layout in [("row", "col"), ("row", "row"), ("col", "row"), ("strided", "strided")]:

@@ -12,7 +12,8 @@
 //           contiguous; only partial edge slivers are copied into small padded buffers;
 //   dot     both operands contiguous along k (the forward X Wᵀ) with a short batch or few outputs: dot products;
 //   skinny  tall products with tiny k and n (65536 x 2 -> 1): vectors run along the batch;
-//   short_k k <= 4, a product that is all writing of C: written row by row, each row one sequential stream;
+//   short_k k <= 8 (B's rows in L1) and n >= 2, a product that is mostly writing C: written row by row, each row
+//           one sequential stream;
 //   long_k  a C of few rows (m <= 16) over a longer k, the weight gradient of a layer with few outputs or a row
 //           vector times a matrix: C stays in registers, k is split into chunks whose sums are added in a fixed order;
 //   tall    tall products with few outputs (n <= 16) and any k from a row-major A (52708 x 16 -> 2): vectors run
@@ -155,7 +156,7 @@ struct Plan {
   bool tall;    // few outputs, row-major A, m large: vectors along m from transposed rows of A, no packing
   bool long_k;  // small C over a long k (dW of a small layer): C in registers, k split into fixed chunks
   bool long_k_transposed;  // the same for Cᵀ = Bᵀ Aᵀ (a C of few columns)
-  bool short_k;  // k <= 4: C written row by row as whole vectors (B's few rows copied contiguous if needed)
+  bool short_k;  // k <= 8, n >= 2: C written row by row as whole vectors (B's few rows copied contiguous if needed)
   bool pack_a, pack_b;
   int nthreads;
 };
@@ -219,9 +220,15 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // The skinny kernel's gather indices are 32-bit: lane * a_rs must fit.
   constexpr int64_t kMaxGatherStride = int64_t(1) << 26;
   const bool gather_ok = -kMaxGatherStride < g.a_rs && g.a_rs < kMaxGatherStride;
-  plan.skinny = g.k <= 8 && g.n <= 8 && g.m >= 64 && gather_ok;
-  // k <= 4 is all writing of C (tall products with few columns excepted: the skinny kernel's vectors run along m).
-  plan.short_k = !plan.skinny && uk.short_k && g.k <= kShortKMax && g.c_cs == 1 && g.n >= uk.nr / 2;
+  // A short k (k <= 8) is mostly writing C, row by row. k <= 4 at any width; k = 5..8 while B's k rows fit in half
+  // of L1 (they are re-read for every row: 9000 x 8 -> 1000 float64, 64 KB of B, ran at half the tile path's rate).
+  // Two or more columns only: one output column is a vector per row with one valid lane, where the skinny kernel's
+  // vectors along m do W rows at once. (Measured on a Xeon with AVX-512 over m 600 and 9000, k 1..8, n 1..1000:
+  // 9000 x 2 -> 8 float32 1.6x -> 12.6x torch, 9255 x 5 -> 8 float64 0.3x -> 2.1x; n = 1 stays with skinny, 0.2-0.5x
+  // of it elsewhere.)
+  const bool short_b_fits = g.k <= 4 || double(g.k) * double(g.n) * double(sizeof(T)) <= 0.5 * double(cpu_caches().l1d);
+  plan.short_k = uk.short_k && g.k <= kShortKMax && g.c_cs == 1 && g.n >= 2 && short_b_fits;
+  plan.skinny = !plan.short_k && g.k <= 8 && g.n <= 8 && g.m >= 64 && gather_ok;
   // With a row-major A the unpacked paths compete on cost. Few outputs of a tall product (2 <= n <= 16) may take
   // the tall kernel, which reads A once with no padding of n to the tile; one output is a dot product per row,
   // which needs no transposes.

@@ -50,7 +50,7 @@ using LongKKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int6
                                T* out);
 constexpr int64_t kLongKMaxRows = 16;
 // The longest k of the short_k kernels (a SkinnyKernelFn with b_cs == 1, c_cs == 1 and bias_stride == 1).
-constexpr int64_t kShortKMax = 4;
+constexpr int64_t kShortKMax = 8;
 
 template <typename T>
 struct MicroKernel {

@@ -141,6 +141,10 @@ namespace linneuron {
 namespace simd {
 
 constexpr int64_t kDotAhead = 512;  // bytes; Zen 5, 53340x906->2 float32 from memory: 8.5 -> 7.9 ms
+// Into L1 and L2 (prefetcht0), not non-temporal: on Intel (Xeon, 2 MiB L2) a prefetchnta line skips L2, so a row
+// block re-read for the next column tile came back from L3 at a third of the speed (2663x659->19 float64 0.52 ->
+// 0.74x torch, 40246x713->1 0.57 -> 0.97x).
+constexpr int kDotLocality = 3;
 
 // Sums of R x S dot products of length k: out[r][s] = sum_p a[r*a_rs + p] * b[s*b_cs + p]. Vectors run along k
 // (both operands are contiguous there); the last partial vector is read with a masked load, so nothing past
@@ -161,7 +165,7 @@ inline void dot_tile(int64_t k, const typename V::T* a, int64_t a_rs, const type
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       // Long rows of a tall A come from memory: each of the R streams is prefetched kDotAhead bytes ahead.
-      if (kDotAhead) __builtin_prefetch(a + r * a_rs + p + kDotAhead / sizeof(typename V::T), 0, 0);
+      if (kDotAhead) __builtin_prefetch(a + r * a_rs + p + kDotAhead / sizeof(typename V::T), 0, kDotLocality);
       av[r] = V::load(a + r * a_rs + p);
     }
 #pragma GCC unroll 16
@@ -241,7 +245,7 @@ inline void dot_column(int rows, int64_t k, const typename V::T* a, int64_t a_rs
 #pragma GCC unroll 16
     for (int i = 0; i < W; ++i) {
       if (i >= rows) break;
-      if (kDotAhead) __builtin_prefetch(a + i * a_rs + p + kDotAhead / sizeof(T), 0, 0);
+      if (kDotAhead) __builtin_prefetch(a + i * a_rs + p + kDotAhead / sizeof(T), 0, kDotLocality);
       acc[i] = V::fma(V::load(a + i * a_rs + p), bv, acc[i]);
     }
   }
@@ -630,26 +634,72 @@ void long_k_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64
 }
 
 // MicroKernel::short_k: a product with k <= kShortKMax (a K = 1 outer product, the backward dX = dY W of a layer
-// with one or two outputs), which is nothing but writing C. Row by row: each row of C is written front to back as
-// one sequential stream of whole vectors (masked at its end), each vector the sum of k broadcast-times-row FMAs
-// with B's k rows (b_cs == 1) read from L1. (The register-tile order writes 12 rows at once, 12 short interleaved
-// store streams, which ran at about half this rate on Zen 5 when C came from L3.) c_cs == 1 and a contiguous bias.
+// with one or two outputs, the forward of a layer with a few inputs), which is mostly writing C. Row by row: each
+// row of C is written front to back as one sequential stream of whole vectors (masked at its end), each vector the
+// sum of k broadcast-times-row FMAs with B's k rows (b_cs == 1). (The register-tile order writes 12 rows at once, 12
+// short interleaved store streams, which ran at about half this rate on Zen 5 when C came from L3.) A row of at most
+// two vectors keeps B's k rows (and the bias) in registers, so a row costs k broadcasts, its FMAs and one or two
+// stores: 9255 x 5 -> 8 float64 took a third of the time of the permuting skinny kernel on a Xeon, whose one shuffle
+// port that kernel saturates. c_cs == 1 and a contiguous bias.
+template <class V, int K, int NV>
+void short_k_rows_narrow(int64_t m, int64_t n, const typename V::T* a, int64_t a_rs, int64_t a_cs,
+                         const typename V::T* b, int64_t b_rs, typename V::T* c, int64_t c_rs, bool load_c,
+                         const typename V::T* bias, bool step) {
+  using R = typename V::R;
+  constexpr int W = V::kWidth;
+  int count[NV];
+#pragma GCC unroll 2
+  for (int v = 0; v < NV; ++v) count[v] = static_cast<int>(n - v * W < W ? n - v * W : W);
+  R bv[K][NV], bias_v[NV];
+#pragma GCC unroll 2
+  for (int v = 0; v < NV; ++v) {
+#pragma GCC unroll 8
+    for (int p = 0; p < K; ++p) bv[p][v] = V::load_partial(b + p * b_rs + v * W, count[v]);
+    bias_v[v] = bias ? V::load_partial(bias + v * W, count[v]) : V::zero();
+  }
+  for (int64_t i = 0; i < m; ++i) {
+    const typename V::T* ai = a + i * a_rs;
+    typename V::T* row = c + i * c_rs;
+    R x[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) x[v] = V::zero();
+#pragma GCC unroll 8
+    for (int p = 0; p < K; ++p) {
+      const R ap = V::broadcast(ai + p * a_cs);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) x[v] = V::fma(ap, bv[p][v], x[v]);
+    }
+    // The same order of operations as the register tiles: the sum over k, then [+ C], [+ bias], [H].
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      if (load_c) x[v] = V::add(x[v], V::load_partial(row + v * W, count[v]));
+      if (bias) x[v] = V::add(x[v], bias_v[v]);
+      if (step) x[v] = V::step(x[v]);
+      if (count[v] == W)
+        V::store(row + v * W, x[v]);
+      else
+        V::store_partial(row + v * W, x[v], count[v]);
+    }
+  }
+}
+
 template <class V, int K>
 void short_k_rows_k(int64_t m, int64_t n, const typename V::T* a, int64_t a_rs, int64_t a_cs, const typename V::T* b,
                     int64_t b_rs, typename V::T* c, int64_t c_rs, bool load_c, const typename V::T* bias, bool step) {
   using R = typename V::R;
   constexpr int W = V::kWidth;
+  if (n <= W) return short_k_rows_narrow<V, K, 1>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
+  if (n <= 2 * W) return short_k_rows_narrow<V, K, 2>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
   const int64_t n_full = n - n % W;
   const int tail = static_cast<int>(n - n_full);
   for (int64_t i = 0; i < m; ++i) {
     R ai[K];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int p = 0; p < K; ++p) ai[p] = V::broadcast(a + i * a_rs + p * a_cs);
     typename V::T* row = c + i * c_rs;
-    // The same order of operations as the register tiles: the sum over k, then [+ C], [+ bias], [H].
     auto vector_at = [&](int64_t j, bool partial) {
       R x = V::zero();
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int p = 0; p < K; ++p)
         x = V::fma(ai[p], partial ? V::load_partial(b + p * b_rs + j, tail) : V::load(b + p * b_rs + j), x);
       if (load_c) x = V::add(x, partial ? V::load_partial(row + j, tail) : V::load(row + j));
@@ -670,12 +720,16 @@ void short_k_rows(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64
                   const typename V::T* b, int64_t b_rs, int64_t /*b_cs == 1*/, typename V::T* c, int64_t c_rs,
                   int64_t /*c_cs == 1*/, bool load_c, const typename V::T* bias, int64_t /*bias_stride == 1*/,
                   bool step) {
-  static_assert(kShortKMax == 4, "one instantiation per k");
+  static_assert(kShortKMax == 8, "one instantiation per k");
   switch (k) {
     case 1: return short_k_rows_k<V, 1>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
     case 2: return short_k_rows_k<V, 2>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
     case 3: return short_k_rows_k<V, 3>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
-    default: return short_k_rows_k<V, 4>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
+    case 4: return short_k_rows_k<V, 4>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
+    case 5: return short_k_rows_k<V, 5>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
+    case 6: return short_k_rows_k<V, 6>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
+    case 7: return short_k_rows_k<V, 7>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
+    default: return short_k_rows_k<V, 8>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
   }
 }
 
