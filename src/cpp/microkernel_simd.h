@@ -134,6 +134,30 @@ void tile_kernel(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs,
   }
 }
 
+// The micro-kernel entry of the tile drivers: an edge tile (the last columns of a product whose n is not a multiple
+// of nr, the last rows of one whose m is not a multiple of mr) runs the smallest register tile that covers it, one
+// vector narrower or four rows shorter at a time, instead of computing the whole tile and masking the stores. The
+// operands' layout does not change (a narrower tile reads the first vectors of each B row, a shorter one the first
+// rows of A), nor does any element's sum (the same FMA chain over k from zero), so results are the same bits. Xeon,
+// 68 x 484 -> 38 float64 (tiles of 12 x 16: the last sliver 6 columns wide, the last strip 8 rows tall): the whole
+// tile wasted a quarter of the FMAs.
+template <class V, int MR, int NV, bool kRowMajorA>
+void tile_edges(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs, const typename V::T* b, int64_t b_rs,
+                typename V::T* c, int64_t c_rs, int64_t c_cs, int64_t m_valid, int64_t n_valid, bool load_c,
+                const typename V::T* bias, bool step) {
+  if constexpr (NV > 1) {
+    if (n_valid <= (NV - 1) * V::kWidth)
+      return tile_edges<V, MR, NV - 1, kRowMajorA>(kc, a, a_rs, a_cs, b, b_rs, c, c_rs, c_cs, m_valid, n_valid, load_c,
+                                                   bias, step);
+  }
+  if constexpr (MR > 4) {
+    if (m_valid <= MR - 4)
+      return tile_edges<V, MR - 4, NV, kRowMajorA>(kc, a, a_rs, a_cs, b, b_rs, c, c_rs, c_cs, m_valid, n_valid, load_c,
+                                                   bias, step);
+  }
+  tile_kernel<V, MR, NV, kRowMajorA>(kc, a, a_rs, a_cs, b, b_rs, c, c_rs, c_cs, m_valid, n_valid, load_c, bias, step);
+}
+
 }  // namespace simd
 }  // namespace linneuron
 
