@@ -128,10 +128,13 @@ Blocking derive_blocking(const CacheSizes& caches, int64_t mr, int64_t nr, int64
   b.mc = round_down(b.mc, mr);
   b.nc = std::clamp<int64_t>(caches.l3_share / 2 / (b.kc * elem_bytes), 4 * nr, 8192);
   b.nc = round_down(b.nc, nr);
-  // The A sliver stays in L1 only if the B sliver streaming past it fits there too: kc 1024 (the A sliver alone
-  // in half of L1) ran the AVX2 6 x 16 kernel at 85-90 % of the FMA peak on Zen 5, kc 512-552 at 90-92 %.
-  const int64_t kc_a_half = caches.l1d / 2 / (mr * elem_bytes), kc_both = caches.l1d / ((mr + nr) * elem_bytes);
-  b.panel_kc = round_down(std::clamp<int64_t>(std::min(kc_a_half, kc_both), 64, 1024), 8);
+  // The A sliver takes half of L1 (the B slivers stream past it from L2), and kc stops at 512: a longer kc means
+  // fewer passes over C, each of which reads and writes every C tile from L3, but kc 1024 (the A sliver alone in
+  // half of L1) ran the AVX2 6 x 16 kernel at 85-90 % of the FMA peak on Zen 5, kc 512-552 at 90-92 %. On a Xeon
+  // (48 KiB L1d, 2 MiB L2, L3 at a third of L2's bandwidth) float32 2048^3 ran at 81 % of peak with kc 272 (the A
+  // and B slivers both in L1), 83-84 % with kc 512; Zen 5 measured kc 192-512 alike.
+  const int64_t kc_a_half = caches.l1d / 2 / (mr * elem_bytes);
+  b.panel_kc = round_down(std::clamp<int64_t>(std::min<int64_t>(kc_a_half, 512), 64, 1024), 8);
   b.panel_nc = round_down(std::clamp<int64_t>(caches.l2 / 2 / (b.panel_kc * elem_bytes), 2 * nr, 4096), nr);
   b.panel_mc = round_down(std::clamp<int64_t>(caches.l3_share / 4 / (b.panel_kc * elem_bytes), 4 * mr, 16384), mr);
   auto forced = [](const char* name, int64_t& mc, int64_t& kc, int64_t& nc, int64_t mr, int64_t nr) {

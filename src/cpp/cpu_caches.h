@@ -27,7 +27,7 @@ const CacheSizes& cpu_caches();
 //   nc   the kc x nc B panel takes about half of this core's L3 share, clamped to [4 nr, 8192].
 // The panel order (panel_mc / panel_kc / panel_nc), for products with both operands packed (BLIS's own order):
 //   panel_kc  the mr x kc A sliver (the broadcast operand) takes at most half of L1 and stays there across a B
-//             block, with the kc x nr B sliver that streams past it fitting in L1 as well,
+//             block while the B slivers stream past it; at most 512,
 //   panel_nc  the kc x nc B block takes half of L2; its slivers stream from there,
 //   panel_mc  the mc x kc A panel takes a quarter of this core's L3 share (C and the B source share the rest).
 // LINNEURON_BLOCKING="mc,kc,nc" and LINNEURON_PANEL_BLOCKING="mc,kc,nc" override them for every family
