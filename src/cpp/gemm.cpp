@@ -262,7 +262,11 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   const bool a_direct = g.a_cs == 1 || g.a_rs == 1;
   const bool b_direct = g.b_cs == 1;
   // A is reused once per B sliver: pack it only when there are enough slivers to amortise the copy.
-  plan.pack_a = !a_direct || (g.n > 4 * uk.nr && g.m > uk.mr && g.k > 16);
+  // float64 needs more of them: on a Xeon, packing a row-major A (12-row slivers cut from 8 x 8 transposes) cost
+  // 10-20 % of products with 5-16 B slivers (292x649->75 0.81 -> 1.02x MKL, 4361x395->133 0.89 -> 1.00x with A read
+  // in place), while float32 was alike either way (so it keeps the threshold measured on Zen 5).
+  const int64_t slivers_to_pack_a = sizeof(T) == 8 ? 16 : 4;
+  plan.pack_a = !a_direct || (g.n > slivers_to_pack_a * uk.nr && g.m > uk.mr && g.k > 16);
   // B is reused once per A sliver.
   plan.pack_b = !b_direct || g.m > 8 * uk.mr;
   plan.nthreads = threads_for(g);
