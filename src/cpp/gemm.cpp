@@ -163,7 +163,7 @@ struct Plan {
 
 // Costs of the three unpacked-A paths, in FMA lanes of the register-tile kernel (lanes = its vector width, two FMAs
 // a cycle: one cycle is 2 x lanes units).
-//   tile  pays for padding m and n to the tile, for packing B (about 8 lanes an element: one strided load and store
+//   tile  pays for padding m and n to the tile (its edges to the smallest tile covering them), for packing B (about 8 lanes an element: one strided load and store
 //         per element against 16 lanes of FMA per cycle) and a small epilogue per output;
 //   dot   runs its FMAs a third slower (it is load-bound: two streams for 8 accumulators) and pays a horizontal
 //         reduction per output (about 8 cycles: two vector widths of lanes each);
@@ -172,11 +172,20 @@ struct Plan {
 //         its FMAs do no padding in n, and a k block is padded to lanes.
 // The constants are cycle counts of x86 cores' instructions (Zen 3 to Zen 5), checked against sweeps of random
 // shapes, not thresholds tuned per shape.
+// The extent a tile path computes along m or n: whole tiles, then the edge in the smallest tile that covers it
+// (microkernel_simd.h's tile_edges: rows four at a time down from mr, columns a vector at a time).
+inline int64_t padded_rows(int64_t m, int64_t mr) {
+  const int64_t edge = m % mr;
+  return m - edge + (edge == 0 ? 0 : mr - (mr - edge) / 4 * 4);
+}
+inline int64_t padded_cols(int64_t n, int64_t nr, int64_t lanes) { return n - n % nr + round_up(n % nr, lanes); }
+
 template <typename T>
 double tile_cost(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   const double m = double(g.m), n = double(g.n), k = double(g.k);
   const double pack_b = g.b_cs == 1 ? 0.0 : 8.0 * n * k;
-  return double(round_up(g.m, uk.mr)) * double(round_up(g.n, uk.nr)) * k + pack_b + 2.0 * m * n;
+  const int64_t lanes = std::max<int64_t>(1, uk.nr / 2);  // vector width: tiles are two vectors wide
+  return double(padded_rows(g.m, uk.mr)) * double(padded_cols(g.n, uk.nr, lanes)) * k + pack_b + 2.0 * m * n;
 }
 
 template <typename T>
