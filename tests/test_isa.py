@@ -177,6 +177,16 @@ def test_edge_tiles_match_reference(rng, isa, edge_rows, dtype):
     _check(rng, 204 + edge_rows, 203, 300, dtype, "row", "col", bias="plain", accumulate=True, step=edge_rows % 2 == 1)
 
 
+# The dot kernel's edge rows and columns, each in one smaller tile: every count of rows (1 to 9) against column
+# counts on both sides of its tiles, short and long k, batches shorter and taller than the outputs.
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("m", range(1, 10))
+def test_dot_edge_tiles_match_reference(rng, isa, m, dtype):
+    for n in (2, 3, 5, 8, 37):
+        for k in (5, 33, 300):
+            _check(rng, m, n, k, dtype, "row", "col", bias="plain", accumulate=k == 33)
+
+
 # Tall products with few outputs (n <= 16) and a row-major A: the tall kernel (transposed rows of A), with tails in
 # m below one vector of rows, k not a multiple of the vector width or below it, 1 to 16 columns (one or two passes,
 # element-wise and transposing epilogues), both B layouts it takes (Wᵀ and W) and one it does not (strided).

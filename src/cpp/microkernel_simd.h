@@ -248,6 +248,21 @@ inline void dot_tile_cols(int cols, int64_t k, const typename V::T* a, int64_t a
   dot_tile_store<V, R, S>(k, a, a_rs, b, b_cs, c, c_rs, c_cs, load_c, bias, bias_stride, step);
 }
 
+// dot_tile_cols with R = rows (1 <= rows <= R) as well: the edge rows of a block in one tile, so that B's columns are
+// read once for them (3 x 327 -> 164 float64 on a Xeon, one row at a time: 0.61x MKL, in one tile 0.68x). Every
+// output is the same sum in any tile shape (its own accumulator over the same vectors, reduced the same way).
+template <class V, int R, int S>
+inline void dot_tile_rows(int rows, int cols, int64_t k, const typename V::T* a, int64_t a_rs, const typename V::T* b,
+                          int64_t b_cs, typename V::T* c, int64_t c_rs, int64_t c_cs, bool load_c,
+                          const typename V::T* bias, int64_t bias_stride, bool step) {
+  if constexpr (R > 1) {
+    if (rows < R)
+      return dot_tile_rows<V, R - 1, S>(rows, cols, k, a, a_rs, b, b_cs, c, c_rs, c_cs, load_c, bias, bias_stride,
+                                        step);
+  }
+  dot_tile_cols<V, R, S>(cols, k, a, a_rs, b, b_cs, c, c_rs, c_cs, load_c, bias, bias_stride, step);
+}
+
 // One output column (n == 1: a matrix-vector product with a row-major A, the backward dX = dY W of a one-input
 // layer) for `rows` <= W rows: out[i] = sum_p a[i*a_rs + p] * b[p]. One accumulator vector per row along k, then
 // the W accumulators are transposed in registers and added, so the W row sums come out as one vector: a horizontal
@@ -308,7 +323,7 @@ inline void dot_column(int rows, int64_t k, const typename V::T* a, int64_t a_rs
   }
 }
 
-// The whole m x n block of microkernel.h's DotKernelFn, in R x S tiles; edge rows and columns use 1-wide tiles.
+// The whole m x n block of microkernel.h's DotKernelFn, in R x S tiles; the edge rows and columns in smaller ones.
 // The smaller operand is the one re-read: with a short batch (m < n) the loop over W's rows is outermost, so W
 // streams through once while the few rows of A stay in cache; with few outputs it is the other way round. A single
 // column (n == 1) goes to dot_column in blocks of W rows.
@@ -323,26 +338,24 @@ void dot_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t 
                                load_c, bias, step);
     return;
   }
+  // The last rows and the last columns each in one tile: no row or column is read more often than a full tile's.
   const int64_t m_full = m - m % R, n_full = n - n % S;
-  const int edge_cols = static_cast<int>(n - n_full);  // the last columns, in one tile: each row is read once more
+  const int edge_rows = static_cast<int>(m - m_full), edge_cols = static_cast<int>(n - n_full);
   auto tile = [&](int64_t i, int64_t j) {
-    const bool full_rows = i < m_full;
+    const int rows = i < m_full ? R : edge_rows;
     const int cols = j < n_full ? S : edge_cols;
     const auto* bj = b + j * b_cs;
     auto* cij = c + i * c_rs + j * c_cs;
     const auto* bias_j = bias ? bias + j * bias_stride : nullptr;
-    const auto* ai = a + i * a_rs;
-    if (full_rows)
-      dot_tile_cols<V, R, S>(cols, k, ai, a_rs, bj, b_cs, cij, c_rs, c_cs, load_c, bias_j, bias_stride, step);
-    else
-      dot_tile_cols<V, 1, S>(cols, k, ai, a_rs, bj, b_cs, cij, c_rs, c_cs, load_c, bias_j, bias_stride, step);
+    dot_tile_rows<V, R, S>(rows, cols, k, a + i * a_rs, a_rs, bj, b_cs, cij, c_rs, c_cs, load_c, bias_j, bias_stride,
+                           step);
   };
   if (m < n) {
-    for (int64_t j = 0; j < n; j += (j < n_full ? S : edge_cols))
-      for (int64_t i = 0; i < m; i += (i < m_full ? R : 1)) tile(i, j);
+    for (int64_t j = 0; j < n; j += S)
+      for (int64_t i = 0; i < m; i += R) tile(i, j);
   } else {
-    for (int64_t i = 0; i < m; i += (i < m_full ? R : 1))
-      for (int64_t j = 0; j < n; j += (j < n_full ? S : edge_cols)) tile(i, j);
+    for (int64_t i = 0; i < m; i += R)
+      for (int64_t j = 0; j < n; j += S) tile(i, j);
   }
 }
 
