@@ -94,6 +94,9 @@ for dtype in (np.float32, np.float64):
         {"LINNEURON_PANEL_BLOCKING": "24,16,64"},
         {"LINNEURON_PANEL_BLOCKING": "36,40,32", "LINNEURON_NUM_THREADS_FOR_TEST": "2"},
         {"LINNEURON_CACHES": "16384,131072,0"},
+        # Two threads over a 128 KiB L2 (1 MiB L3): float64 200x64->130 shares one B panel between barriers,
+        # 97x301->83 packs a private panel per thread.
+        {"LINNEURON_CACHES": "16384,131072,1048576", "LINNEURON_NUM_THREADS_FOR_TEST": "2"},
     ],
 )
 def test_overridden_blocking_still_computes_the_product(tmp_path, env):

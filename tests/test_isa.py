@@ -258,13 +258,13 @@ def test_single_column_products_match_reference(rng, isa, shape, dtype):
     _check(rng, *shape, dtype, "padded", "col", bias="plain")
 
 
-def _assert_same_bits_on_1_and_2_threads(rng, m, n, k, a_layout, b_layout):
-    a = _matrix(rng, m, k, np.float32, a_layout)
-    b = _matrix(rng, k, n, np.float32, b_layout)
+def _assert_same_bits_on_1_and_2_threads(rng, m, n, k, a_layout, b_layout, dtype=np.float32):
+    a = _matrix(rng, m, k, dtype, a_layout)
+    b = _matrix(rng, k, n, dtype, b_layout)
     outs = []
     for threads in (1, 2):
         linneuron.set_num_threads(threads)  # restored by conftest
-        c = np.full((m, n), np.nan, np.float32)
+        c = np.full((m, n), np.nan, dtype)
         _gemm(a, b, c)
         outs.append(c)
     assert np.array_equal(outs[0], outs[1])
@@ -277,6 +277,16 @@ def test_single_column_results_do_not_depend_on_the_thread_count(rng, isa):
 
 def test_long_k_results_do_not_depend_on_the_thread_count(rng, isa):
     _assert_same_bits_on_1_and_2_threads(rng, 16, 16, 5000, "col", "row")
+
+
+# The blocked driver (A read in place, B packed) on two threads: rows split over a panel within half of L2 (a
+# private copy per thread, no barrier) and columns split (each thread its own slivers); test_blocking.py runs the
+# shared panel of a small L2. Every tile is the one a single thread computes, so the bits agree.
+@pytest.mark.parametrize("m, n, k", [(68, 38, 484), (200, 130, 300), (8, 334, 268)])
+def test_blocked_packing_modes_do_not_depend_on_the_thread_count(rng, isa, m, n, k):
+    _assert_same_bits_on_1_and_2_threads(rng, m, n, k, "row", "col", np.float64)
+    linneuron.set_num_threads(2)
+    _check(rng, m, n, k, np.float64, "row", "col", bias="plain", accumulate=True)
 
 
 @pytest.mark.parametrize("c_layout", ["col", "strided", "padded", "reversed"])
