@@ -161,17 +161,6 @@ struct Plan {
   int nthreads;
 };
 
-// Costs of the three unpacked-A paths, in FMA lanes of the register-tile kernel (lanes = its vector width, two FMAs
-// a cycle: one cycle is 2 x lanes units).
-//   tile  pays for padding m and n to the tile (its edges to the smallest tile covering them), for packing B (about 8 lanes an element: one strided load and store
-//         per element against 16 lanes of FMA per cycle) and a small epilogue per output;
-//   dot   runs its FMAs a third slower (it is load-bound: two streams for 8 accumulators) and pays a horizontal
-//         reduction per output (about 8 cycles: two vector widths of lanes each);
-//   tall  pays for the transposes, log2(lanes) shuffle rounds over each k block of lanes rows, per pass of
-//         tall_cols columns, at about one shuffle every other cycle: 4 log2(lanes) units an element of A and pass;
-//         its FMAs do no padding in n, and a k block is padded to lanes.
-// The constants are cycle counts of x86 cores' instructions (Zen 3 to Zen 5), checked against sweeps of random
-// shapes, not thresholds tuned per shape.
 // The extent a tile path computes along m or n: whole tiles, then the edge in the smallest tile that covers it
 // (microkernel_simd.h's tile_edges: rows four at a time down from mr, columns a vector at a time).
 inline int64_t padded_rows(int64_t m, int64_t mr) {
@@ -180,10 +169,25 @@ inline int64_t padded_rows(int64_t m, int64_t mr) {
 }
 inline int64_t padded_cols(int64_t n, int64_t nr, int64_t lanes) { return n - n % nr + round_up(n % nr, lanes); }
 
+// Costs of the three unpacked-A paths, in FMA lanes of the register-tile kernel (lanes = its vector width, two FMAs
+// a cycle: one cycle is 2 x lanes units).
+//   tile  pays for padding m and n to the tile (its edges to the smallest tile covering them), for packing B (a
+//         strided read and a store an element: about 8 lanes when B sits in L2, 21 when it comes from L3, where the
+//         transposing packer waits on misses of 8 rows at once: 0.36 ns an element on a Xeon) and a small epilogue
+//         per output;
+//   dot   runs its FMAs half again slower (two operand streams for R x S accumulators, with their loads from L2)
+//         and pays a horizontal reduction per output (about 4 cycles: a vector width of lanes);
+//   tall  pays for the transposes, log2(lanes) shuffle rounds over each k block of lanes rows, per pass of
+//         tall_cols columns, at about one shuffle every other cycle: 4 log2(lanes) units an element of A and pass;
+//         its FMAs do no padding in n, and a k block is padded to lanes.
+// The constants are cycle counts of x86 cores' instructions (Zen 3 to Zen 5, a Xeon with AVX-512), checked against
+// sweeps of random shapes, not thresholds tuned per shape. (Xeon, tile against dot: 16x512->512 float64 ran 1.7x
+// faster as dot products, 53x459->764 1.13x faster in tiles.)
 template <typename T>
 double tile_cost(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   const double m = double(g.m), n = double(g.n), k = double(g.k);
-  const double pack_b = g.b_cs == 1 ? 0.0 : 8.0 * n * k;
+  const bool b_from_l3 = n * k * double(sizeof(T)) > 0.5 * double(cpu_caches().l2);
+  const double pack_b = g.b_cs == 1 ? 0.0 : (b_from_l3 ? 21.0 : 8.0) * n * k;
   const int64_t lanes = std::max<int64_t>(1, uk.nr / 2);  // vector width: tiles are two vectors wide
   return double(padded_rows(g.m, uk.mr)) * double(padded_cols(g.n, uk.nr, lanes)) * k + pack_b + 2.0 * m * n;
 }
@@ -192,7 +196,7 @@ template <typename T>
 double dot_cost(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   const double lanes = double(std::max<int64_t>(1, uk.nr / 2));  // vector width: tiles are two vectors wide
   const double m = double(g.m), n = double(g.n), k = double(g.k);
-  return 1.33 * m * n * k + 16.0 * lanes * m * n;
+  return 1.5 * m * n * k + 8.0 * lanes * m * n;
 }
 
 template <typename T>
