@@ -29,7 +29,8 @@ const CacheSizes& cpu_caches();
 //   panel_kc  the mr x kc A sliver (the broadcast operand) takes at most half of L1 and stays there across a B
 //             block while the B slivers stream past it; at most 512,
 //   panel_nc  the kc x nc B block takes half of L2; its slivers stream from there,
-//   panel_mc  the mc x kc A panel takes a quarter of this core's L3 share (C and the B source share the rest).
+//   panel_mc  the mc x kc A panel takes a quarter of this core's L3 share (C and the B source share the rest), and
+//             at most twice its L2.
 // LINNEURON_BLOCKING="mc,kc,nc" and LINNEURON_PANEL_BLOCKING="mc,kc,nc" override them for every family
 // (measurement, tuning and tests only).
 struct Blocking {
