@@ -187,6 +187,17 @@ def test_dot_edge_tiles_match_reference(rng, isa, m, dtype):
             _check(rng, m, n, k, dtype, "row", "col", bias="plain", accumulate=k == 33)
 
 
+# A B read in place that is larger than L2 with rows past 1 KiB (dW = dYᵀ X of a layer with few outputs over a large
+# batch): the blocked driver prefetches each next k block while it computes one. Many k blocks, a partial last one,
+# rows split and columns split between two threads.
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("m, n, k", [(11, 300, 4001), (40, 700, 2500)])
+def test_streamed_b_matches_reference(rng, isa, m, n, k, dtype):
+    _check(rng, m, n, k, dtype, "col", "row", bias="plain")
+    _check(rng, m, n, k, dtype, "row", "row", accumulate=True)
+    _assert_same_bits_on_1_and_2_threads(rng, m, n, k, "col", "row", dtype)
+
+
 # Tall products with few outputs (n <= 16) and a row-major A: the tall kernel (transposed rows of A), with tails in
 # m below one vector of rows, k not a multiple of the vector width or below it, 1 to 16 columns (one or two passes,
 # element-wise and transposing epilogues), both B layouts it takes (Wᵀ and W) and one it does not (strided).
