@@ -223,7 +223,7 @@ def test_tall_products_match_reference(rng, isa, shape, dtype):
 @pytest.mark.parametrize(
     "shape",
     [(1, 1, 512), (2, 16, 513), (16, 16, 1500), (5, 21, 2048), (13, 9, 1025), (16, 32, 700), (8, 349, 600),
-     (1, 349, 4087), (3, 70, 20), (9, 1, 5001)],
+     (1, 349, 4087), (3, 70, 20), (9, 1, 5001), (1, 40, 3000), (1, 1000, 700), (1, 257, 9000)],
     ids=_shape_id,
 )  # fmt: skip
 def test_long_k_products_match_reference(rng, isa, shape, dtype):

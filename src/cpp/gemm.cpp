@@ -268,10 +268,11 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // float32 (7) 0.77x against 0.67x, 100 -> 12 float64 (7) 1.0x against 0.78x, 16 -> 16 (1) 1.2x against 0.47x.
   const double half_l2 = 0.5 * double(cpu_caches().l2), elem = double(sizeof(T));
   constexpr int64_t kLongKMaxBands = 8;
-  const bool b_rows_in_band =
-      ceil_div(g.n, 2 * lanes) <= kLongKMaxBands || double(g.k) * double(g.n) * elem <= half_l2;
-  const bool a_cols_in_band =
-      ceil_div(g.m, 2 * lanes) <= kLongKMaxBands || double(g.k) * double(g.m) * elem <= half_l2;
+  // A row vector (m == 1) is read in runs of kRowVectorNV vectors instead (microkernel_simd.h's long_k_row_vector).
+  const bool b_rows_in_band = ceil_div(g.n, (g.m == 1 ? kLongKRowVectorNV : 2) * lanes) <= kLongKMaxBands ||
+                              double(g.k) * double(g.n) * elem <= half_l2;
+  const bool a_cols_in_band = ceil_div(g.m, (g.n == 1 ? kLongKRowVectorNV : 2) * lanes) <= kLongKMaxBands ||
+                              double(g.k) * double(g.m) * elem <= half_l2;
   const bool long_k_base = !plan.skinny && !plan.short_k && !plan.tall && !plan.dot && uk.long_k && g.k >= 16;
   const bool long_k_ok = long_k_base && (g.a_rs == 1 || g.m == 1) && g.b_cs == 1 && g.m <= kLongKMaxRows &&
                          b_rows_in_band && tile_lanes > 1.25 * double(g.m) * double(round_up(g.n, lanes));

@@ -49,6 +49,8 @@ template <typename T>
 using LongKKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_cs, const T* b, int64_t b_rs,
                                T* out);
 constexpr int64_t kLongKMaxRows = 16;
+// Vectors of a row vector's column group in the long-k kernels (m == 1: B's rows read in runs this long).
+constexpr int kLongKRowVectorNV = 16;
 // The longest k of the short_k kernels (a SkinnyKernelFn with b_cs == 1, c_cs == 1 and bias_stride == 1).
 constexpr int64_t kShortKMax = 8;
 

@@ -653,10 +653,49 @@ void long_k_rows_of(std::integer_sequence<int, I...>, int rows, int64_t k, const
   kRows[rows - 1](k, a, a_cs, b, b_rs, n, out, out_rs);
 }
 
+// long_k for a row vector (m == 1: dW = dYᵀ X of a layer with one output, linear regression's gradient): the sums
+// out[j] = sum_p a[p*a_cs] * b[p*b_rs + j] in column groups of up to kRowVectorNV vectors, so that each of B's rows
+// is read in runs of 1 KiB (float32 and float64 alike on AVX-512, 512 bytes on AVX2) rather than 128 bytes: the
+// product reads B once from memory and nothing else, and the prefetchers follow long runs. Xeon, 4087 x 349 -> 1
+// float64 (dW over 11 MB of X): 687 us in two-vector bands against MKL's 452.
+constexpr int kRowVectorNV = kLongKRowVectorNV;
+template <class V>
+void long_k_row_vector(int64_t n, int64_t k, const typename V::T* a, int64_t a_cs, const typename V::T* b,
+                       int64_t b_rs, typename V::T* out) {
+  using R = typename V::R;
+  constexpr int W = V::kWidth;
+  for (int64_t j0 = 0; j0 < n; j0 += kRowVectorNV * W) {
+    const int64_t cols = n - j0 < kRowVectorNV * W ? n - j0 : kRowVectorNV * W;
+    const int nv = static_cast<int>((cols + W - 1) / W), last = static_cast<int>(cols - (nv - 1) * W);
+    R acc[kRowVectorNV];
+#pragma GCC unroll 16
+    for (int v = 0; v < kRowVectorNV; ++v) acc[v] = V::zero();
+    for (int64_t p = 0; p < k; ++p) {
+      const R ap = V::broadcast(a + p * a_cs);
+      const typename V::T* row = b + p * b_rs + j0;
+#pragma GCC unroll 16
+      for (int v = 0; v < kRowVectorNV; ++v) {
+        if (v >= nv) break;
+        const R bv = v + 1 < nv || last == W ? V::load(row + v * W) : V::load_partial(row + v * W, last);
+        acc[v] = V::fma(ap, bv, acc[v]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int v = 0; v < kRowVectorNV; ++v) {
+      if (v >= nv) break;
+      if (v + 1 < nv || last == W)
+        V::store(out + j0 + v * W, acc[v]);
+      else
+        V::store_partial(out + j0 + v * W, acc[v], last);
+    }
+  }
+}
+
 template <class V, int kRows1, int kRows2>
 void long_k_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t a_cs, const typename V::T* b,
                   int64_t b_rs, typename V::T* out) {
   constexpr int W = V::kWidth;
+  if (m == 1 && n > 2 * W) return long_k_row_vector<V>(n, k, a, a_cs, b, b_rs, out);
   // Column groups of up to two vectors (each a band of B's rows, read once per row group), row groups below.
   for (int64_t j0 = 0; j0 < n; j0 += 2 * W) {
     const int cols = static_cast<int>(n - j0 < 2 * W ? n - j0 : 2 * W);
