@@ -209,13 +209,15 @@ double tall_cost(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   return m * (double(round_up(g.k, lanes)) * 4.0 * log2_lanes * passes + k * n) + 4.0 * m * n;
 }
 
-// Waking a second thread and meeting it at a barrier costs a few microseconds on an idle machine (and a whole
-// scheduler slice on a busy one). Each thread gets at least that much work, counted two ways: arithmetic (2 MFLOP,
-// ~1 MFLOP being the cost of the wake-up) and memory traffic (kBytesPerThread of operands and result, about 5 us of a
-// core's stream). Short-k products are nothing but their traffic: 856 x 2 -> 84 in float64 is 0.3 MFLOP but writes
+// Waking a second thread and meeting it at a barrier costs about a microsecond while OpenMP's workers still spin
+// (as they do between back-to-back calls), tens of microseconds once they sleep (on a Xeon VM: 40-70 us), and a
+// whole scheduler slice on a busy machine. Each thread gets at least a few times the first, counted two ways:
+// arithmetic (1 MFLOP, about 5 us of one core; at 2 MFLOP a thread, products of 1-2 MFLOP such as 43 x 708 -> 39
+// ran on one thread in 22-25 us against 18 us on two) and memory traffic (kBytesPerThread of operands and result,
+// about 5 us of a core's stream). Short-k products are nothing but their traffic: 856 x 2 -> 84 in float64 is 0.3 MFLOP but writes
 // 575 KB, and the second core halves that time (Zen 5: 14 -> 8 us); a matrix-vector product likewise reads W at
 // nearly twice the rate on two cores.
-constexpr double kFlopsPerThread = 2e6;
+constexpr double kFlopsPerThread = 1e6;
 constexpr double kBytesPerThread = 128.0 * 1024;
 
 template <typename T>
