@@ -19,6 +19,9 @@ parser.add_argument("--dtypes", default="float32,float64")
 parser.add_argument("--wt", action="store_true", help="B given as Wᵀ of a row-major W (the Linear forward)")
 args = parser.parse_args()
 os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
+# OpenBLAS workers spin for 2^28 cycles after each call (its default), taking the core the next peer's threads
+# need on a 2-CPU machine; 2^4 cycles lets them sleep at once.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
 import numpy as np  # noqa: E402

@@ -14,11 +14,13 @@ venv=${LINNEURON_VENV:-.venv}
 
 # A bare `torch` requirement would pull a CUDA build of several GB; the pinned CPU build is what we test against.
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==${LINNEURON_TORCH_VERSION:-2.13.0}"
-python -m pip install -q ".[test,plot]"
+python -m pip install -q ".[test,plot,bench]"
 
 case "$task" in
   test) python -m pytest "$@" ;;
-  bench) linneuron bench "$@" ;;
+  # OpenBLAS's idle workers spin for 2^28 cycles after each call of the numpy peer, taking the core that the next
+  # peer's second thread needs on a small machine; 2^4 cycles lets them sleep at once.
+  bench) OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4} linneuron bench "$@" ;;
   demo) linneuron demo "$@" ;;
   info) linneuron info "$@" ;;
   *) echo "usage: tools/run.sh {test|bench|demo|info} [args...]" >&2; exit 2 ;;
