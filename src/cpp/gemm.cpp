@@ -215,9 +215,9 @@ double tall_cost(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
 // whole scheduler slice on a busy machine. Each thread gets at least a few times the first, counted two ways:
 // arithmetic (1 MFLOP, about 5 us of one core; at 2 MFLOP a thread, products of 1-2 MFLOP such as 43 x 708 -> 39
 // ran on one thread in 22-25 us against 18 us on two) and memory traffic (kBytesPerThread of operands and result,
-// about 5 us of a core's stream). Short-k products are nothing but their traffic: 856 x 2 -> 84 in float64 is 0.3 MFLOP but writes
-// 575 KB, and the second core halves that time (Zen 5: 14 -> 8 us); a matrix-vector product likewise reads W at
-// nearly twice the rate on two cores.
+// about 5 us of a core's stream). Short-k products are nothing but their traffic: 856 x 2 -> 84 in float64 is
+// 0.3 MFLOP but writes 575 KB, and the second core halves that time (Zen 5: 14 -> 8 us); a matrix-vector product
+// likewise reads W at nearly twice the rate on two cores.
 constexpr double kFlopsPerThread = 1e6;
 constexpr double kBytesPerThread = 128.0 * 1024;
 
