@@ -165,7 +165,14 @@ struct Plan {
 // (microkernel_simd.h's tile_edges: rows four at a time down from mr, columns a vector at a time).
 inline int64_t padded_rows(int64_t m, int64_t mr) {
   const int64_t edge = m % mr;
-  return m - edge + (edge == 0 ? 0 : mr - (mr - edge) / 4 * 4);
+  return m - edge + (edge == 0 ? 0 : mr - (mr - edge) / kTileEdgeRowStep * kTileEdgeRowStep);
+}
+
+// Whether `elements` of T take more than half of L2: a B that large does not stay in L2 between calls (the plan's
+// costs and the blocked driver's streaming of B read it that way).
+template <typename T>
+bool beyond_half_l2(double elements) {
+  return elements * double(sizeof(T)) > 0.5 * double(cpu_caches().l2);
 }
 inline int64_t padded_cols(int64_t n, int64_t nr, int64_t lanes) { return n - n % nr + round_up(n % nr, lanes); }
 
@@ -187,8 +194,7 @@ inline int64_t padded_cols(int64_t n, int64_t nr, int64_t lanes) { return n - n 
 template <typename T>
 double tile_cost(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   const double m = double(g.m), n = double(g.n), k = double(g.k);
-  const bool b_from_l3 = n * k * double(sizeof(T)) > 0.5 * double(cpu_caches().l2);
-  const double pack_b = g.b_cs == 1 ? 0.0 : (b_from_l3 ? 21.0 : 12.0) * n * k;
+  const double pack_b = g.b_cs == 1 ? 0.0 : (beyond_half_l2<T>(n * k) ? 21.0 : 12.0) * n * k;
   const int64_t lanes = std::max<int64_t>(1, uk.nr / 2);  // vector width: tiles are two vectors wide
   return double(padded_rows(g.m, uk.mr)) * double(padded_cols(g.n, uk.nr, lanes)) * k + pack_b + 2.0 * m * n;
 }
@@ -242,7 +248,8 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // vectors along m do W rows at once. (Measured on a Xeon with AVX-512 over m 600 and 9000, k 1..8, n 1..1000:
   // 9000 x 2 -> 8 float32 1.6x -> 12.6x torch, 9255 x 5 -> 8 float64 0.3x -> 2.1x; n = 1 stays with skinny, 0.2-0.5x
   // of it elsewhere.)
-  const bool short_b_fits = g.k <= 4 || double(g.k) * double(g.n) * double(sizeof(T)) <= 0.5 * double(cpu_caches().l1d);
+  const bool short_b_fits =
+      g.k <= 4 || double(g.k) * double(g.n) * double(sizeof(T)) <= 0.5 * double(cpu_caches().l1d);
   plan.short_k = uk.short_k && g.k <= kShortKMax && g.c_cs == 1 && g.n >= 2 && short_b_fits;
   plan.skinny = !plan.short_k && g.k <= 8 && g.n <= 8 && g.m >= 64 && gather_ok;
   // With a row-major A the unpacked paths compete on cost. Few outputs of a tall product (2 <= n <= 16) may take
@@ -269,13 +276,12 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // operand stays in L2. Xeon, dW over a large batch, long-k against tiles with the next k block streamed in:
   // 490 -> 8 float32 (16 bands) 0.46x MKL against 1.1x, 200 -> 9 float64 (13) 0.58x against 0.76x, 200 -> 9
   // float32 (7) 0.77x against 0.67x, 100 -> 12 float64 (7) 1.0x against 0.78x, 16 -> 16 (1) 1.2x against 0.47x.
-  const double half_l2 = 0.5 * double(cpu_caches().l2), elem = double(sizeof(T));
   constexpr int64_t kLongKMaxBands = 8;
-  // A row vector (m == 1) is read in runs of kRowVectorNV vectors instead (microkernel_simd.h's long_k_row_vector).
+  // A row vector (m == 1) is read in runs of kLongKRowVectorNV vectors instead (long_k_row_vector).
   const bool b_rows_in_band = ceil_div(g.n, (g.m == 1 ? kLongKRowVectorNV : 2) * lanes) <= kLongKMaxBands ||
-                              double(g.k) * double(g.n) * elem <= half_l2;
+                              !beyond_half_l2<T>(double(g.k) * double(g.n));
   const bool a_cols_in_band = ceil_div(g.m, (g.n == 1 ? kLongKRowVectorNV : 2) * lanes) <= kLongKMaxBands ||
-                              double(g.k) * double(g.m) * elem <= half_l2;
+                              !beyond_half_l2<T>(double(g.k) * double(g.m));
   const bool long_k_base = !plan.skinny && !plan.short_k && !plan.tall && !plan.dot && uk.long_k && g.k >= 16;
   const bool long_k_ok = long_k_base && (g.a_rs == 1 || g.m == 1) && g.b_cs == 1 && g.m <= kLongKMaxRows &&
                          b_rows_in_band && tile_lanes > 1.25 * double(g.m) * double(round_up(g.n, lanes));
@@ -438,8 +444,8 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
   const bool rows_outer = 2 * kc_max * round_up(nc_max, nr) * int64_t(sizeof(T)) <= cpu_caches().l2;
   // B read in place, too large to stay in L2 between calls, in rows wider than 1 KiB (many slivers of rows far
   // apart): its blocks are streamed in ahead (see below). Narrower rows the hardware prefetchers follow well enough.
-  const bool stream_b = !plan.pack_b && g.b_cs == 1 && g.n * int64_t(sizeof(T)) > 1024 &&
-                        double(g.k) * double(g.n) * double(sizeof(T)) > 0.5 * double(cpu_caches().l2);
+  const bool stream_b =
+      !plan.pack_b && g.b_cs == 1 && g.n * int64_t(sizeof(T)) > 1024 && beyond_half_l2<T>(double(g.k) * double(g.n));
 
   // One thread's share of the work; the worksharing and barrier inside are orphaned OpenMP constructs, skipped
   // entirely when a single thread runs (no parallel region is entered then).

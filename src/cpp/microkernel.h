@@ -21,6 +21,10 @@ using MicroKernelFn = void (*)(int64_t kc, const T* a, int64_t a_rs, int64_t a_c
                                int64_t c_rs, int64_t c_cs, int64_t m_valid, int64_t n_valid, bool load_c, const T* bias,
                                bool step);
 
+// Edge tiles of the register-tile kernels run a tile this many rows shorter at a time, down from mr, until it
+// still covers the valid rows (microkernel_simd.h's tile_edges; the plan's cost model counts rows the same way).
+constexpr int kTileEdgeRowStep = 4;
+
 // Dot-product block kernel for the case where both operands are contiguous along k (A row-major, a_cs = 1, and
 // B = Wᵀ of a row-major W, b_rs = 1), as in the forward pass of a small batch. It computes a whole block:
 //   C(i, j) = [C(i, j) if load_c] + sum_p a[i*a_rs + p] * b[j*b_cs + p] [+ bias[j*bias_stride]] [then H(.)]

@@ -150,10 +150,11 @@ void tile_edges(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs, 
       return tile_edges<V, MR, NV - 1, kRowMajorA>(kc, a, a_rs, a_cs, b, b_rs, c, c_rs, c_cs, m_valid, n_valid, load_c,
                                                    bias, step);
   }
-  if constexpr (MR > 4) {
-    if (m_valid <= MR - 4)
-      return tile_edges<V, MR - 4, NV, kRowMajorA>(kc, a, a_rs, a_cs, b, b_rs, c, c_rs, c_cs, m_valid, n_valid, load_c,
-                                                   bias, step);
+  constexpr int kStep = kTileEdgeRowStep;
+  if constexpr (MR > kStep) {
+    if (m_valid <= MR - kStep)
+      return tile_edges<V, MR - kStep, NV, kRowMajorA>(kc, a, a_rs, a_cs, b, b_rs, c, c_rs, c_cs, m_valid, n_valid,
+                                                       load_c, bias, step);
   }
   tile_kernel<V, MR, NV, kRowMajorA>(kc, a, a_rs, a_cs, b, b_rs, c, c_rs, c_cs, m_valid, n_valid, load_c, bias, step);
 }
@@ -654,34 +655,33 @@ void long_k_rows_of(std::integer_sequence<int, I...>, int rows, int64_t k, const
 }
 
 // long_k for a row vector (m == 1: dW = dYᵀ X of a layer with one output, linear regression's gradient): the sums
-// out[j] = sum_p a[p*a_cs] * b[p*b_rs + j] in column groups of up to kRowVectorNV vectors, so that each of B's rows
-// is read in runs of 1 KiB (float32 and float64 alike on AVX-512, 512 bytes on AVX2) rather than 128 bytes: the
+// out[j] = sum_p a[p*a_cs] * b[p*b_rs + j] in column groups of up to kLongKRowVectorNV vectors, so that each of B's
+// rows is read in runs of 1 KiB (float32 and float64 alike on AVX-512, 512 bytes on AVX2) rather than 128 bytes: the
 // product reads B once from memory and nothing else, and the prefetchers follow long runs. Xeon, 4087 x 349 -> 1
 // float64 (dW over 11 MB of X): 687 us in two-vector bands against MKL's 452.
-constexpr int kRowVectorNV = kLongKRowVectorNV;
 template <class V>
 void long_k_row_vector(int64_t n, int64_t k, const typename V::T* a, int64_t a_cs, const typename V::T* b,
                        int64_t b_rs, typename V::T* out) {
   using R = typename V::R;
   constexpr int W = V::kWidth;
-  for (int64_t j0 = 0; j0 < n; j0 += kRowVectorNV * W) {
-    const int64_t cols = n - j0 < kRowVectorNV * W ? n - j0 : kRowVectorNV * W;
+  for (int64_t j0 = 0; j0 < n; j0 += kLongKRowVectorNV * W) {
+    const int64_t cols = n - j0 < kLongKRowVectorNV * W ? n - j0 : kLongKRowVectorNV * W;
     const int nv = static_cast<int>((cols + W - 1) / W), last = static_cast<int>(cols - (nv - 1) * W);
-    R acc[kRowVectorNV];
+    R acc[kLongKRowVectorNV];
 #pragma GCC unroll 16
-    for (int v = 0; v < kRowVectorNV; ++v) acc[v] = V::zero();
+    for (int v = 0; v < kLongKRowVectorNV; ++v) acc[v] = V::zero();
     for (int64_t p = 0; p < k; ++p) {
       const R ap = V::broadcast(a + p * a_cs);
       const typename V::T* row = b + p * b_rs + j0;
 #pragma GCC unroll 16
-      for (int v = 0; v < kRowVectorNV; ++v) {
+      for (int v = 0; v < kLongKRowVectorNV; ++v) {
         if (v >= nv) break;
         const R bv = v + 1 < nv || last == W ? V::load(row + v * W) : V::load_partial(row + v * W, last);
         acc[v] = V::fma(ap, bv, acc[v]);
       }
     }
 #pragma GCC unroll 16
-    for (int v = 0; v < kRowVectorNV; ++v) {
+    for (int v = 0; v < kLongKRowVectorNV; ++v) {
       if (v >= nv) break;
       if (v + 1 < nv || last == W)
         V::store(out + j0 + v * W, acc[v]);
@@ -718,7 +718,7 @@ void long_k_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64
 // sum of k broadcast-times-row FMAs with B's k rows (b_cs == 1). (The register-tile order writes 12 rows at once, 12
 // short interleaved store streams, which ran at about half this rate on Zen 5 when C came from L3.) A row of at most
 // two vectors keeps B's k rows (and the bias) in registers, so a row costs k broadcasts, its FMAs and one or two
-// stores: 9255 x 5 -> 8 float64 took a third of the time of the permuting skinny kernel on a Xeon, whose one shuffle
+// stores: 9255 x 5 -> 8 float64 took a sixth of the time of the permuting skinny kernel on a Xeon, whose one shuffle
 // port that kernel saturates. c_cs == 1 and a contiguous bias.
 template <class V, int K, int NV>
 void short_k_rows_narrow(int64_t m, int64_t n, const typename V::T* a, int64_t a_rs, int64_t a_cs,
@@ -776,6 +776,7 @@ void short_k_rows_k(int64_t m, int64_t n, const typename V::T* a, int64_t a_rs, 
 #pragma GCC unroll 8
     for (int p = 0; p < K; ++p) ai[p] = V::broadcast(a + i * a_rs + p * a_cs);
     typename V::T* row = c + i * c_rs;
+    // The same order of operations as the register tiles: the sum over k, then [+ C], [+ bias], [H].
     auto vector_at = [&](int64_t j, bool partial) {
       R x = V::zero();
 #pragma GCC unroll 8
