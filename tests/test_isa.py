@@ -300,6 +300,58 @@ def test_blocked_packing_modes_do_not_depend_on_the_thread_count(rng, isa, m, n,
     _check(rng, m, n, k, np.float64, "row", "col", bias="plain", accumulate=True)
 
 
+def _plan(dtype, m, n, k, a_layout, b_layout="col"):
+    a = _matrix(np.random.default_rng(0), m, k, dtype, a_layout)
+    b = _matrix(np.random.default_rng(0), k, n, dtype, b_layout)
+    return _core.gemm_plan(CODES[np.dtype(dtype)], m, n, k, *_es(a), *_es(b), n, 1)
+
+
+# A batch of a few rows through the forward's Wᵀ (B's columns contiguous) is computed transposed, Cᵀ = W Xᵀ, with W
+# read in place and the batch packed (or read in place when X is column-major), then written back by the transposing
+# epilogue: every epilogue, X row- and column-major, C row-major and padded (the family's transposes) or column-major
+# and reversed (the element-wise one), tails of the vector width in m and n, C split between two threads by columns
+# (a short batch) and by rows (70 x 66), bit-identical to one thread.
+TRANSPOSED_SHAPES = [(35, 173, 798), (31, 595, 397), (22, 202, 573), (13, 441, 743), (16, 500, 300), (45, 282, 485),
+                     (12, 363, 90), (20, 972, 53), (70, 66, 900)]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", TRANSPOSED_SHAPES, ids=_shape_id)
+def test_transposed_products_match_reference(rng, isa, shape, dtype):
+    for a_layout in ("row", "col"):
+        for c_layout, epilogue in [("row", {}), ("padded", dict(bias="strided", accumulate=True)),
+                                   ("row", dict(bias="plain", step=True)), ("col", dict(bias="plain")),
+                                   ("reversed", dict(bias="strided", accumulate=True, step=True))]:  # fmt: skip
+            _check(rng, *shape, dtype, a_layout, "col", c_layout=c_layout, **epilogue)
+    _assert_same_bits_on_1_and_2_threads(rng, *shape, "row", "col", dtype)
+    _assert_same_bits_on_1_and_2_threads(rng, *shape, "col", "col", dtype)
+    linneuron.set_num_threads(2)  # restored by conftest
+    _check(rng, *shape, dtype, "row", "col", bias="plain", accumulate=True)
+
+
+def test_transposed_path_is_taken(isa):
+    """The shapes above exercise the transposed path: in each SIMD family most of them take it (the portable
+    family never does)."""
+    plans = [_plan(dtype, *shape, a_layout) for shape in TRANSPOSED_SHAPES for dtype in DTYPES
+             for a_layout in ("row", "col")]  # fmt: skip
+    transposed = sum(p.startswith("transposed ") for p in plans)
+    if isa == "portable":
+        assert transposed == 0, plans
+    else:
+        assert transposed >= len(plans) // 2, plans
+        assert _plan(np.float64, 70, 66, 900, "col").startswith("transposed"), "the row-split epilogue is untested"
+
+
+def test_gemm_plan_names_the_paths(isa):
+    assert _core.gemm_plan(_core.FLOAT32, 0, 5, 5, 5, 1, 5, 1, 5, 1) == "empty"
+    assert _core.gemm_plan(_core.FLOAT32, 5, 5, 0, 0, 1, 5, 1, 5, 1) == "epilogue"
+    assert _plan(np.float32, 65536, 1, 2, "row") == "skinny"
+    assert _plan(np.float32, 9000, 8, 2, "row", "row") == ("skinny" if isa == "portable" else "short_k")
+    assert _plan(np.float32, 2048, 2048, 2048, "row") == "panel"
+    with pytest.raises(ValueError, match="negative size"):
+        _core.gemm_plan(_core.FLOAT32, -1, 5, 5, 5, 1, 5, 1, 5, 1)
+
+
 @pytest.mark.parametrize("c_layout", ["col", "strided", "padded", "reversed"])
 @pytest.mark.parametrize("shape", [(13, 33, 17), (1, 40, 20), (130, 150, 300), (40, 3, 70)], ids=_shape_id)
 def test_output_layouts(rng, isa, shape, c_layout):
@@ -482,7 +534,7 @@ def ptr(a):
 _core.set_active_isa(sys.argv[1])
 for dtype, code in [(np.float32, _core.FLOAT32), (np.float64, _core.FLOAT64)]:
     for m, n, k in [(1, 37, 5), (13, 33, 17), (7, 70, 300), (100, 5, 2), (250, 40, 3), (130, 150, 300), (3, 1, 1),
-                    (77, 9, 20), (70, 16, 33), (5, 21, 1100), (16, 16, 600)]:
+                    (77, 9, 20), (70, 16, 33), (5, 21, 1100), (16, 16, 600), (35, 173, 798), (70, 66, 900)]:
         for at_end in (True, False):
             x = guarded(m, k, dtype, at_end, 1)
             w = guarded(n, k, dtype, at_end, 2)

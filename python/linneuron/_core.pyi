@@ -10,6 +10,9 @@ def gemm(
     c: int, c_rs: int, c_cs: int,
     bias: int, bias_stride: int, accumulate: bool, step: bool,
 ) -> None: ...  # fmt: skip
+def gemm_plan(
+    dtype: int, m: int, n: int, k: int, a_rs: int, a_cs: int, b_rs: int, b_cs: int, c_rs: int, c_cs: int
+) -> str: ...  # the path gemm takes: "dot", "blocked", "transposed blocked", ...
 def step_forward(
     dtype: int, rows: int, cols: int, src: int, src_rs: int, src_cs: int, out: int, out_rs: int, out_cs: int
 ) -> None: ...

@@ -105,6 +105,18 @@ void gemm(int dtype, int64_t m, int64_t n, int64_t k, std::uintptr_t a, int64_t 
                                            accumulate, step));
 }
 
+std::string gemm_plan(int dtype, int64_t m, int64_t n, int64_t k, int64_t a_rs, int64_t a_cs, int64_t b_rs,
+                      int64_t b_cs, int64_t c_rs, int64_t c_cs) {
+  check_dtype(dtype);
+  require(m >= 0 && n >= 0 && k >= 0, "_core.gemm_plan: negative size");
+  require(!is_lowp(dtype), "_core.gemm_plan: float32 or float64 only (16-bit products run through float32)");
+  if (dtype == kFloat32)
+    return linneuron::gemm_plan(make_gemm_args<float>(m, n, k, 0, a_rs, a_cs, 0, b_rs, b_cs, 0, c_rs, c_cs, 0, 1,
+                                                      false, false));
+  return linneuron::gemm_plan(make_gemm_args<double>(m, n, k, 0, a_rs, a_cs, 0, b_rs, b_cs, 0, c_rs, c_cs, 0, 1,
+                                                     false, false));
+}
+
 void step_forward(int dtype, int64_t rows, int64_t cols, std::uintptr_t in, int64_t in_rs, int64_t in_cs,
                   std::uintptr_t out, int64_t out_rs, int64_t out_cs) {
   check_dtype(dtype);
@@ -174,6 +186,9 @@ PYBIND11_MODULE(_core, m) {
         py::arg("n"), py::arg("k"), py::arg("a"), py::arg("a_rs"), py::arg("a_cs"), py::arg("b"), py::arg("b_rs"),
         py::arg("b_cs"), py::arg("c"), py::arg("c_rs"), py::arg("c_cs"), py::arg("bias"), py::arg("bias_stride"),
         py::arg("accumulate"), py::arg("step"));
+  m.def("gemm_plan", &gemm_plan, "the path gemm takes for these sizes and strides: 'dot', 'blocked', ...",
+        py::arg("dtype"), py::arg("m"), py::arg("n"), py::arg("k"), py::arg("a_rs"), py::arg("a_cs"),
+        py::arg("b_rs"), py::arg("b_cs"), py::arg("c_rs"), py::arg("c_cs"));
   m.def("step_forward", &step_forward, "out = H(in) over a strided rows x cols grid", py::arg("dtype"),
         py::arg("rows"), py::arg("cols"), py::arg("src"), py::arg("src_rs"), py::arg("src_cs"), py::arg("out"),
         py::arg("out_rs"), py::arg("out_cs"));

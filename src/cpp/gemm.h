@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "neuron_math.h"
 
@@ -36,6 +37,12 @@ struct GemmArgs {
 // k == 0 is allowed: C becomes [C +] bias (then stepped). m == 0 or n == 0 does nothing.
 template <typename T>
 void gemm(const GemmArgs<T>& args);
+
+// The path gemm() takes for these sizes and strides (pointers are not read) on this CPU and thread count: "dot",
+// "tall", "blocked", ... as gemm.cpp names them; "transposed <path>" where it computes Cᵀ = Bᵀ Aᵀ by that path.
+// For tests and benchmarks that need to know which kernel they exercise.
+template <typename T>
+std::string gemm_plan(const GemmArgs<T>& args);
 
 // out(r, c) = H(in(r, c)) over a rows x cols grid with element strides.
 template <typename T>

@@ -82,6 +82,11 @@ struct MicroKernel {
   // p < kc, j < cols, zero for cols <= j < nr; a blocked in-register transpose instead of strided scalar copies.
   // Any nr (not only multiples of the vector width): it packs the mr-slivers of a row-major A as well.
   void (*pack_b_transposed)(int64_t kc, int64_t cols, const T* w, int64_t ld, int64_t nr, T* out);
+  // Optional (may be null): the epilogue of a product computed transposed, C(i, j) = [C(i, j) if load_c] +
+  // ct[j*ld + i] [+ bias[j]] [then H(.)] for i < m, j < n, with C's rows contiguous (C(i, j) = c[i*c_rs + j]);
+  // ct's rows are read in whole vectors, up to m rounded up to the vector width (ld must allow that).
+  void (*transpose_out)(int64_t m, int64_t n, const T* ct, int64_t ld, T* c, int64_t c_rs, bool load_c, const T* bias,
+                        bool step);
 };
 
 // One accessor per compiled family; each lives in its own translation unit with its own target flags.

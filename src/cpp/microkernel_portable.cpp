@@ -101,6 +101,7 @@ const MicroKernel<T>& portable_micro_kernel() {
                                      nullptr,
                                      nullptr,
                                      &portable_fma_probe<T>,
+                                     nullptr,
                                      nullptr};
   return kernel;
 }

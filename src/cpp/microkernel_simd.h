@@ -847,5 +847,40 @@ void pack_b_transposed(int64_t kc, int64_t cols, const typename V::T* w, int64_t
       for (int64_t j = padded; j < nr; ++j) out[p * nr + j] = T(0);
 }
 
+// MicroKernel::transpose_out: C = [C +] ctᵀ [+ bias] [then H], W x W blocks through the in-register transpose. Each
+// line of ct is read once (a block's W rows of ct hold W columns of C's W rows); each row of C's block is one
+// (masked) vector store.
+template <class V, void (*Transpose)(typename V::R*)>
+void transpose_out(int64_t m, int64_t n, const typename V::T* ct, int64_t ld, typename V::T* c, int64_t c_rs,
+                   bool load_c, const typename V::T* bias, bool step) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr int W = V::kWidth;
+  for (int64_t i0 = 0; i0 < m; i0 += W) {
+    const int rows = static_cast<int>(m - i0 < W ? m - i0 : W);
+    for (int64_t j0 = 0; j0 < n; j0 += W) {
+      const int cols = static_cast<int>(n - j0 < W ? n - j0 : W);
+      R r[W];
+#pragma GCC unroll 16
+      for (int jj = 0; jj < W; ++jj) r[jj] = jj < cols ? V::load(ct + (j0 + jj) * ld + i0) : V::zero();
+      Transpose(r);  // r[i], lane jj: C(i0 + i, j0 + jj)
+      const R bias_vec = bias ? (cols == W ? V::load(bias + j0) : V::load_partial(bias + j0, cols)) : V::zero();
+#pragma GCC unroll 16
+      for (int i = 0; i < W; ++i) {
+        if (i >= rows) break;
+        T* dst = c + (i0 + i) * c_rs + j0;
+        R x = r[i];
+        if (load_c) x = V::add(x, cols == W ? V::load(dst) : V::load_partial(dst, cols));
+        if (bias) x = V::add(x, bias_vec);
+        if (step) x = V::step(x);
+        if (cols == W)
+          V::store(dst, x);
+        else
+          V::store_partial(dst, x, cols);
+      }
+    }
+  }
+}
+
 }  // namespace simd
 }  // namespace linneuron

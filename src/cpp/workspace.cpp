@@ -22,12 +22,12 @@ struct Buffer {
   }
 };
 
-thread_local Buffer t_buffer;
+thread_local Buffer t_buffers[kWorkspaceSlots];
 
 }  // namespace
 
-void* thread_workspace(std::size_t bytes) {
-  Buffer& buf = t_buffer;
+void* thread_workspace(std::size_t bytes, int slot) {
+  Buffer& buf = t_buffers[slot];
   if (bytes <= buf.size) return buf.data;
   // Grow geometrically so a sequence of slightly larger shapes does not reallocate every call.
   const std::size_t want = (std::max(bytes, buf.size + buf.size / 2) + 63) / 64 * 64;

@@ -9,7 +9,9 @@
 namespace linneuron {
 
 // Returns at least `bytes` bytes of 64-byte aligned scratch owned by the calling thread (valid until its next
-// call on this thread). Returns nullptr if memory is exhausted.
-void* thread_workspace(std::size_t bytes);
+// call on this thread with the same slot). Returns nullptr if memory is exhausted. Slot 0 is the GEMM's packing
+// space; slot 1 holds a result that a product computes in another layout (Cᵀ) while slot 0 packs its operands.
+constexpr int kWorkspaceSlots = 2;
+void* thread_workspace(std::size_t bytes, int slot = 0);
 
 }  // namespace linneuron
