@@ -180,10 +180,13 @@ def _gemm_any(a, b, c, bias=None, accumulate=False, step=False):
 
 
 # Short-k and few-column products take the row-strip order (the whole B panel fits in half of L2); row strides of
-# C that are multiples of 4 KiB, tails in m and n below one register tile and one vector, and k = 1 outer products.
+# C that are multiples of 4 KiB, tails in m and n below one register tile and one vector, k = 1 outer products, and
+# a k across the longer k blocks of that order (partial last block).
 @pytest.mark.parametrize(
-    "shape", [(64, 1, 1024), (97, 1, 1030), (4096, 1, 256), (130, 3, 1024), (13, 20, 20), (700, 7, 45), (64, 64, 1024)]
-)
+    "shape",
+    [(64, 1, 1024), (97, 1, 1030), (4096, 1, 256), (130, 3, 1024), (13, 20, 20), (700, 7, 45), (64, 64, 1024),
+     (300, 1100, 40)],
+)  # fmt: skip
 @pytest.mark.parametrize("a_layout,b_layout", [("row", "col"), ("row", "row"), ("col", "row"), ("gap", "gap")])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_row_strip_order_and_tails_match_reference(shape, a_layout, b_layout, dtype):
