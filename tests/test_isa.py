@@ -237,6 +237,27 @@ def test_long_k_products_match_reference(rng, isa, shape, dtype):
     _check(rng, n, m, k, dtype, "col", "col", c_layout="col", step=True)
 
 
+# A C of one to four rows from a row-major A (the backward dX = dY W of a short batch): the long-k kernel reading
+# A's rows in place, in wide column groups (three rows run as four), or two-vector groups for a narrow C; k within
+# one chunk (C written directly when there is nothing to add) and across several; two threads splitting the columns
+# on whole groups give the same bits.
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [(1, 300, 40), (2, 431, 279), (3, 700, 300), (4, 1000, 100), (3, 20, 600),
+                                   (2, 7, 33), (4, 129, 1300), (3, 1000, 1100)], ids=_shape_id)  # fmt: skip
+def test_few_row_products_match_reference(rng, isa, shape, dtype):
+    for a_layout in ("row", "padded", "col"):
+        for c_layout, epilogue in [("row", {}), ("padded", dict(bias="strided", accumulate=True)),
+                                   ("col", dict(bias="plain", step=True))]:  # fmt: skip
+            _check(rng, *shape, dtype, a_layout, "row", c_layout=c_layout, **epilogue)
+    _assert_same_bits_on_1_and_2_threads(rng, *shape, "row", "row", dtype)
+
+
+def test_few_row_products_take_the_long_k_path(isa):
+    for shape in [(2, 431, 279), (3, 700, 300), (4, 1000, 100)]:
+        plan = _plan(np.float32, *shape, "row", "row")
+        assert plan == ("blocked" if isa == "portable" else "long_k"), (shape, plan)
+
+
 # k <= 8, C written row by row: k = 1 (outer products) to 8 and one past, every B layout (strided ones are copied
 # first), n of one or two vectors (B kept in registers), n below, at and past a vector with a tail, a B past half of
 # L1 (the tile path), rows split between two threads.

@@ -14,8 +14,9 @@
 //   skinny  tall products with tiny k and n (65536 x 2 -> 1): vectors run along the batch;
 //   short_k k <= 8 (B's rows in L1) and n >= 2, a product that is mostly writing C: written row by row, each row
 //           one sequential stream;
-//   long_k  a C of few rows (m <= 16) over a longer k, the weight gradient of a layer with few outputs or a row
-//           vector times a matrix: C stays in registers, k is split into chunks whose sums are added in a fixed order;
+//   long_k  a C of few rows (m <= 16) over a longer k, the weight gradient of a layer with few outputs, a row
+//           vector times a matrix, the dX = dY W of a batch of up to 4 rows: C stays in registers, k is split into
+//           chunks whose sums are added in a fixed order;
 //   tall    tall products with few outputs (n <= 16) and any k from a row-major A (52708 x 16 -> 2): vectors run
 //           along the batch too, made by transposing rows of A in registers, so A streams through once.
 // And any of these on the transposed product Cᵀ = Bᵀ Aᵀ, for a short batch through the forward's Wᵀ: W is read in
@@ -279,14 +280,18 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // 490 -> 8 float32 (16 bands) 0.46x MKL against 1.1x, 200 -> 9 float64 (13) 0.58x against 0.76x, 200 -> 9
   // float32 (7) 0.77x against 0.67x, 100 -> 12 float64 (7) 1.0x against 0.78x, 16 -> 16 (1) 1.2x against 0.47x.
   constexpr int64_t kLongKMaxBands = 8;
-  // A row vector (m == 1) is read in runs of kLongKRowVectorNV vectors instead (long_k_row_vector).
-  const bool b_rows_in_band = ceil_div(g.n, (g.m == 1 ? kLongKRowVectorNV : 2) * lanes) <= kLongKMaxBands ||
-                              !beyond_half_l2<T>(double(g.k) * double(g.n));
-  const bool a_cols_in_band = ceil_div(g.m, (g.n == 1 ? kLongKRowVectorNV : 2) * lanes) <= kLongKMaxBands ||
-                              !beyond_half_l2<T>(double(g.k) * double(g.m));
+  // A C of up to kLongKWideRows rows is read in wider runs (long_k_wide_vectors: 16 vectors for a row vector).
+  auto band = [&](int64_t rows) { return (rows <= kLongKWideRows ? long_k_wide_vectors(rows) : 2) * lanes; };
+  const bool b_rows_in_band =
+      ceil_div(g.n, band(g.m)) <= kLongKMaxBands || !beyond_half_l2<T>(double(g.k) * double(g.n));
+  const bool a_cols_in_band =
+      ceil_div(g.m, band(g.n)) <= kLongKMaxBands || !beyond_half_l2<T>(double(g.k) * double(g.m));
   const bool long_k_base = !plan.skinny && !plan.short_k && !plan.tall && !plan.dot && uk.long_k && g.k >= 16;
-  const bool long_k_ok = long_k_base && (g.a_rs == 1 || g.m == 1) && g.b_cs == 1 && g.m <= kLongKMaxRows &&
-                         b_rows_in_band && tile_lanes > 1.25 * double(g.m) * double(round_up(g.n, lanes));
+  // A needs a unit row stride (dYᵀ), except for a C of a few rows, whose A rows (dY's) are read in place: the
+  // backward dX = dY W of a short batch, where register tiles pad the rows (2 to 4) and read W in narrow bands.
+  const bool a_rows_ok = g.a_rs == 1 || g.m == 1 || (g.a_cs == 1 && g.m <= kLongKWideRows);
+  const bool long_k_ok = long_k_base && a_rows_ok && g.b_cs == 1 && g.m <= kLongKMaxRows && b_rows_in_band &&
+                         tile_lanes > 1.25 * double(g.m) * double(round_up(g.n, lanes));
   const bool long_k_t_ok = long_k_base && (g.b_cs == 1 || g.n == 1) && g.a_rs == 1 && g.n <= kLongKMaxRows &&
                            a_cols_in_band && tile_lanes > 1.25 * double(g.n) * double(round_up(g.m, lanes));
   auto long_k_step = [&](int64_t rows, int64_t cols) {
@@ -320,19 +325,39 @@ void long_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads, b
   const int64_t chunks =
       std::clamp<int64_t>(ceil_div(g.k, kLongKChunk), 1, std::max<int64_t>(1, kLongKMaxPartial / cell));
   const int64_t chunk = round_up(ceil_div(g.k, chunks), 8);
+  // One chunk with nothing to add (the backward's dX, dW): the kernel writes C itself.
+  const bool direct = chunks == 1 && !transposed && !g.accumulate && !g.bias && !g.step && g.c_cs == 1;
   const T* bias = nullptr;
-  T* const partial = gemm_workspace(g, chunks * cell, bias);
-  parallel_for(nthreads, chunks, [&](int64_t ch) {
+  T* const partial = gemm_workspace(g, direct ? 0 : chunks * cell, bias);
+  // The kernel's C (Cᵀ when transposed): rows x cols, and with fewer chunks than threads its columns split on whole
+  // column groups of the wide kernel, each part at least one group wide (so every part runs that kernel, in which
+  // each output is one chain of FMAs wherever its group falls: the bits do not depend on the split).
+  const int64_t rows = transposed ? g.n : g.m, cols = transposed ? g.m : g.n;
+  const int64_t group = rows <= kLongKWideRows ? long_k_wide_vectors(rows) * std::max<int64_t>(1, uk.nr / 2) : 0;
+  const int64_t col_parts = chunks < nthreads && group > 0 ? std::clamp<int64_t>(cols / group, 1, nthreads) : 1;
+  auto part_start = [&](int64_t part) {
+    return part == col_parts ? cols : part == 0 ? 0 : cols * part / col_parts / group * group;
+  };
+  parallel_for(nthreads, chunks * col_parts, [&](int64_t task) {
+    const int64_t ch = task / col_parts, part = task % col_parts;
+    const int64_t j0 = part_start(part), j1 = part_start(part + 1);
     const int64_t p0 = ch * chunk, kk = std::min(chunk, g.k - p0);
+    const int64_t out_rs = direct ? g.c_rs : cols;
+    T* const out = (direct ? g.c : partial + ch * cell) + j0;
+    if (j0 >= j1) return;
     if (kk <= 0) {  // rounding the chunk up can leave the last ones empty
-      std::fill(partial + ch * cell, partial + (ch + 1) * cell, T(0));
+      for (int64_t i = 0; i < rows; ++i) std::fill(out + i * out_rs, out + i * out_rs + (j1 - j0), T(0));
       return;
     }
+    // Cᵀ = Bᵀ Aᵀ: A'(j, p) = B(p, j), B'(p, i) = A(i, p), with make_plan's unit strides b_cs (or n == 1) and a_rs.
     if (transposed)
-      uk.long_k(g.n, g.m, kk, g.b + p0 * g.b_rs, g.b_rs, g.a + p0 * g.a_cs, g.a_cs, partial + ch * cell);
+      uk.long_k(rows, j1 - j0, kk, g.b + p0 * g.b_rs, g.b_cs, g.b_rs, g.a + p0 * g.a_cs + j0 * g.a_rs, g.a_cs, out,
+                out_rs);
     else
-      uk.long_k(g.m, g.n, kk, g.a + p0 * g.a_cs, g.a_cs, g.b + p0 * g.b_rs, g.b_rs, partial + ch * cell);
+      uk.long_k(rows, j1 - j0, kk, g.a + p0 * g.a_cs, g.a_rs, g.a_cs, g.b + p0 * g.b_rs + j0 * g.b_cs, g.b_rs, out,
+                out_rs);
   });
+  if (direct) return;
   for (int64_t i = 0; i < g.m; ++i)
     for (int64_t j = 0; j < g.n; ++j) {
       const int64_t at = transposed ? j * g.m + i : i * g.n + j;

@@ -46,15 +46,21 @@ using SkinnyKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int
 // The most columns of C the `tall` kernels below are chosen for.
 constexpr int64_t kTallMaxCols = 16;
 
-// Long-k kernel for a C of few rows (m <= kLongKMaxRows, any n), A(i, p) = a[i + p*a_cs] (unit row stride) and
-// B(p, j) = b[p*b_rs + j] (contiguous rows): writes the plain sums out[i*n + j] = sum_{p < k} A(i, p) B(p, j), for
-// the driver to add up over k chunks and finish with the epilogue.
+// Long-k kernel for a C of few rows (m <= kLongKMaxRows, any n), A(i, p) = a[i*a_rs + p*a_cs] and B(p, j) =
+// b[p*b_rs + j] (contiguous rows): writes the plain sums out[i*out_rs + j] = sum_{p < k} A(i, p) B(p, j), for the
+// driver to add up over k chunks and finish with the epilogue. The driver passes a_rs == 1 (a column-major A: dYᵀ)
+// or, for at most kLongKWideRows rows, any a_rs (a row-major A: the dX = dY W of a short batch).
 template <typename T>
-using LongKKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_cs, const T* b, int64_t b_rs,
-                               T* out);
+using LongKKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_t a_cs, const T* b,
+                               int64_t b_rs, T* out, int64_t out_rs);
 constexpr int64_t kLongKMaxRows = 16;
-// Vectors of a row vector's column group in the long-k kernels (m == 1: B's rows read in runs this long).
+// Vectors of a column group of the long-k kernels for a C of 1 to kLongKWideRows rows (B's rows read in runs this
+// long: 1 KiB for a row vector on AVX-512); 0 past that (groups of two vectors). At most 24 accumulators.
 constexpr int kLongKRowVectorNV = 16;
+constexpr int64_t kLongKWideRows = 4;
+constexpr int long_k_wide_vectors(int64_t rows) {
+  return rows == 1 ? kLongKRowVectorNV : rows == 2 ? 12 : rows <= 4 ? 6 : 0;
+}
 // The longest k of the short_k kernels (a SkinnyKernelFn with b_cs == 1, c_cs == 1 and bias_stride == 1).
 constexpr int64_t kShortKMax = 8;
 

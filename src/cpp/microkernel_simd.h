@@ -592,9 +592,12 @@ void tall_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t
 // A C of fewer than 8 vectors would be one chain of dependent FMAs per vector, bound by the FMA latency (4 cycles
 // on Zen 4/5, two pipes): consecutive k steps then go round kChains sets of accumulators, added in a fixed order at
 // the end (dW of a 1 -> 9 layer over 52502 rows, transposed to one 9-wide row: 81 -> 30 us float32 on Zen 5).
-template <class V, int MR, int NV>
-void long_k_rows(int64_t k, const typename V::T* a, int64_t a_cs, const typename V::T* b, int64_t b_rs, int n,
-                 typename V::T* out, int64_t out_rs) {
+// kUnitRows: A's rows are adjacent (a_rs == 1, dYᵀ), so its MR elements of a k step are one run of addresses (a
+// runtime row stride would need a pointer per row: 16 rows, 16 registers); otherwise MR <= kLongKWideRows.
+template <class V, int MR, int NV, bool kUnitRows>
+void long_k_rows(int64_t k, const typename V::T* a, int64_t a_rs, int64_t a_cs, const typename V::T* b, int64_t b_rs,
+                 int n, typename V::T* out, int64_t out_rs) {
+  if (kUnitRows) a_rs = 1;
   using R = typename V::R;
   constexpr int W = V::kWidth;
   constexpr int kChains = MR * NV >= 8 ? 1 : 8 / (MR * NV);
@@ -615,7 +618,7 @@ void long_k_rows(int64_t k, const typename V::T* a, int64_t a_cs, const typename
       bv[v] = v + 1 < NV || last == W ? V::load(b_row + v * W) : V::load_partial(b_row + v * W, last);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
-      const R ai = V::broadcast(a_col + i);
+      const R ai = V::broadcast(a_col + i * a_rs);
 #pragma GCC unroll 2
       for (int v = 0; v < NV; ++v) sums[i][v] = V::fma(ai, bv[v], sums[i][v]);
     }
@@ -645,69 +648,100 @@ void long_k_rows(int64_t k, const typename V::T* a, int64_t a_cs, const typename
 }
 
 // long_k_rows with MR = rows, chosen from a table of the instantiations MR = 1 .. sizeof...(I).
-template <class V, int NV, int... I>
-void long_k_rows_of(std::integer_sequence<int, I...>, int rows, int64_t k, const typename V::T* a, int64_t a_cs,
-                    const typename V::T* b, int64_t b_rs, int n, typename V::T* out, int64_t out_rs) {
-  using Rows = void (*)(int64_t, const typename V::T*, int64_t, const typename V::T*, int64_t, int, typename V::T*,
-                        int64_t);
-  static constexpr Rows kRows[] = {&long_k_rows<V, I + 1, NV>...};
-  kRows[rows - 1](k, a, a_cs, b, b_rs, n, out, out_rs);
+template <class V, int NV, bool kUnitRows, int... I>
+void long_k_rows_of(std::integer_sequence<int, I...>, int rows, int64_t k, const typename V::T* a, int64_t a_rs,
+                    int64_t a_cs, const typename V::T* b, int64_t b_rs, int n, typename V::T* out, int64_t out_rs) {
+  using Rows = void (*)(int64_t, const typename V::T*, int64_t, int64_t, const typename V::T*, int64_t, int,
+                        typename V::T*, int64_t);
+  static constexpr Rows kRows[] = {&long_k_rows<V, I + 1, NV, kUnitRows>...};
+  kRows[rows - 1](k, a, a_rs, a_cs, b, b_rs, n, out, out_rs);
 }
 
-// long_k for a row vector (m == 1: dW = dYᵀ X of a layer with one output, linear regression's gradient): the sums
-// out[j] = sum_p a[p*a_cs] * b[p*b_rs + j] in column groups of up to kLongKRowVectorNV vectors, so that each of B's
-// rows is read in runs of 1 KiB (float32 and float64 alike on AVX-512, 512 bytes on AVX2) rather than 128 bytes: the
-// product reads B once from memory and nothing else, and the prefetchers follow long runs. Xeon, 4087 x 349 -> 1
-// float64 (dW over 11 MB of X): 687 us in two-vector bands against MKL's 452.
-template <class V>
-void long_k_row_vector(int64_t n, int64_t k, const typename V::T* a, int64_t a_cs, const typename V::T* b,
-                       int64_t b_rs, typename V::T* out) {
+// long_k for a C of MR <= kLongKWideRows rows wider than two vectors: a row vector (dW = dYᵀ X of a layer with one
+// output, linear regression's gradient) or the dX = dY W of a batch of a few rows. Column groups of G vectors
+// (long_k_wide_vectors: 16 for one row, 6 for four), so that each of B's rows is read in runs of G vectors (1 KiB
+// for a row vector on AVX-512) rather than 128 bytes: the product reads B once and nothing else, and the
+// prefetchers follow long runs. Each output is one chain of FMAs over p, whatever group it falls in. Xeon,
+// 4087 x 349 -> 1 float64 (dW over 11 MB of X): 687 us in two-vector bands against MKL's 452.
+// Rows past `rows` (<= MR) repeat the last one and are not stored: three rows run as four (MR = 3 compiled to code
+// that ran 0.6-0.75x as fast as four rows on a Xeon, with a quarter fewer FMAs).
+template <class V, int MR, int G>
+void long_k_wide(int rows, int64_t n, int64_t k, const typename V::T* a, int64_t a_rs, int64_t a_cs,
+                 const typename V::T* b, int64_t b_rs, typename V::T* out, int64_t out_rs) {
   using R = typename V::R;
   constexpr int W = V::kWidth;
-  for (int64_t j0 = 0; j0 < n; j0 += kLongKRowVectorNV * W) {
-    const int64_t cols = n - j0 < kLongKRowVectorNV * W ? n - j0 : kLongKRowVectorNV * W;
+  for (int64_t j0 = 0; j0 < n; j0 += G * W) {
+    const int64_t cols = n - j0 < G * W ? n - j0 : G * W;
     const int nv = static_cast<int>((cols + W - 1) / W), last = static_cast<int>(cols - (nv - 1) * W);
-    R acc[kLongKRowVectorNV];
+    R acc[MR][G];
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 16
-    for (int v = 0; v < kLongKRowVectorNV; ++v) acc[v] = V::zero();
+      for (int v = 0; v < G; ++v) acc[i][v] = V::zero();
     for (int64_t p = 0; p < k; ++p) {
-      const R ap = V::broadcast(a + p * a_cs);
+      R ai[MR];
+#pragma GCC unroll 4
+      for (int i = 0; i < MR; ++i) ai[i] = V::broadcast(a + (i < rows ? i : rows - 1) * a_rs + p * a_cs);
       const typename V::T* row = b + p * b_rs + j0;
 #pragma GCC unroll 16
-      for (int v = 0; v < kLongKRowVectorNV; ++v) {
+      for (int v = 0; v < G; ++v) {
         if (v >= nv) break;
         const R bv = v + 1 < nv || last == W ? V::load(row + v * W) : V::load_partial(row + v * W, last);
-        acc[v] = V::fma(ap, bv, acc[v]);
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; ++i) acc[i][v] = V::fma(ai[i], bv, acc[i][v]);
       }
     }
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 16
-    for (int v = 0; v < kLongKRowVectorNV; ++v) {
-      if (v >= nv) break;
-      if (v + 1 < nv || last == W)
-        V::store(out + j0 + v * W, acc[v]);
-      else
-        V::store_partial(out + j0 + v * W, acc[v], last);
-    }
+      for (int v = 0; v < G; ++v) {
+        if (v >= nv || i >= rows) break;
+        if (v + 1 < nv || last == W)
+          V::store(out + i * out_rs + j0 + v * W, acc[i][v]);
+        else
+          V::store_partial(out + i * out_rs + j0 + v * W, acc[i][v], last);
+      }
   }
 }
 
 template <class V, int kRows1, int kRows2>
-void long_k_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t a_cs, const typename V::T* b,
-                  int64_t b_rs, typename V::T* out) {
+void long_k_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t a_rs, int64_t a_cs,
+                  const typename V::T* b, int64_t b_rs, typename V::T* out, int64_t out_rs) {
   constexpr int W = V::kWidth;
-  if (m == 1 && n > 2 * W) return long_k_row_vector<V>(n, k, a, a_cs, b, b_rs, out);
-  // Column groups of up to two vectors (each a band of B's rows, read once per row group), row groups below.
+  if (n > 2 * W) {
+    switch (m) {
+      case 1: return long_k_wide<V, 1, long_k_wide_vectors(1)>(1, n, k, a, a_rs, a_cs, b, b_rs, out, out_rs);
+      case 2: return long_k_wide<V, 2, long_k_wide_vectors(2)>(2, n, k, a, a_rs, a_cs, b, b_rs, out, out_rs);
+      case 3:
+      case 4:
+        return long_k_wide<V, 4, long_k_wide_vectors(4)>(static_cast<int>(m), n, k, a, a_rs, a_cs, b, b_rs, out,
+                                                         out_rs);
+      default: break;
+    }
+  }
+  // Column groups of up to two vectors (each a band of B's rows, read once per row group), row groups below; rows of
+  // a strided A in groups of at most kLongKWideRows.
+  constexpr int kStrided = static_cast<int>(kLongKWideRows);
+  const bool unit_rows = a_rs == 1;
   for (int64_t j0 = 0; j0 < n; j0 += 2 * W) {
     const int cols = static_cast<int>(n - j0 < 2 * W ? n - j0 : 2 * W);
-    const int group = cols <= W ? kRows1 : kRows2;
+    const int group = unit_rows ? (cols <= W ? kRows1 : kRows2) : kStrided;
     for (int64_t i0 = 0; i0 < m; i0 += group) {
       const int rows = static_cast<int>(m - i0 < group ? m - i0 : group);
-      if (cols <= W)
-        long_k_rows_of<V, 1>(std::make_integer_sequence<int, kRows1>{}, rows, k, a + i0, a_cs, b + j0, b_rs, cols,
-                             out + i0 * n + j0, n);
+      const typename V::T* a_rows = a + i0 * a_rs;
+      typename V::T* out_rows = out + i0 * out_rs + j0;
+      if (unit_rows && cols <= W)
+        long_k_rows_of<V, 1, true>(std::make_integer_sequence<int, kRows1>{}, rows, k, a_rows, 1, a_cs, b + j0,
+                                   b_rs, cols, out_rows, out_rs);
+      else if (unit_rows)
+        long_k_rows_of<V, 2, true>(std::make_integer_sequence<int, kRows2>{}, rows, k, a_rows, 1, a_cs, b + j0,
+                                   b_rs, cols, out_rows, out_rs);
+      else if (cols <= W)
+        long_k_rows_of<V, 1, false>(std::make_integer_sequence<int, kStrided>{}, rows, k, a_rows, a_rs, a_cs, b + j0,
+                                    b_rs, cols, out_rows, out_rs);
       else
-        long_k_rows_of<V, 2>(std::make_integer_sequence<int, kRows2>{}, rows, k, a + i0, a_cs, b + j0, b_rs, cols,
-                             out + i0 * n + j0, n);
+        long_k_rows_of<V, 2, false>(std::make_integer_sequence<int, kStrided>{}, rows, k, a_rows, a_rs, a_cs, b + j0,
+                                    b_rs, cols, out_rows, out_rs);
     }
   }
 }
