@@ -223,7 +223,8 @@ def test_tall_products_match_reference(rng, isa, shape, dtype):
 @pytest.mark.parametrize(
     "shape",
     [(1, 1, 512), (2, 16, 513), (16, 16, 1500), (5, 21, 2048), (13, 9, 1025), (16, 32, 700), (8, 349, 600),
-     (1, 349, 4087), (3, 70, 20), (9, 1, 5001), (1, 40, 3000), (1, 1000, 700), (1, 257, 9000)],
+     (1, 349, 4087), (3, 70, 20), (9, 1, 5001), (1, 40, 3000), (1, 1000, 700), (1, 257, 9000), (20, 30, 3000),
+     (30, 24, 2000), (19, 24, 1500)],
     ids=_shape_id,
 )  # fmt: skip
 def test_long_k_products_match_reference(rng, isa, shape, dtype):
@@ -256,6 +257,9 @@ def test_few_row_products_take_the_long_k_path(isa):
     for shape in [(2, 431, 279), (3, 700, 300), (4, 1000, 100)]:
         plan = _plan(np.float32, *shape, "row", "row")
         assert plan == ("blocked" if isa == "portable" else "long_k"), (shape, plan)
+    if isa == "avx512":  # a C of up to 32 rows in float32 (two vectors' lanes), of few columns with tile edges
+        assert _plan(np.float32, 20, 30, 3000, "col", "row") == "long_k"
+        assert _plan(np.float32, 30, 20, 3000, "col", "row") == "long_k_transposed"
 
 
 # k <= 8, C written row by row: k = 1 (outer products) to 8 and one past, every B layout (strided ones are copied
