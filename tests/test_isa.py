@@ -253,6 +253,23 @@ def test_few_row_products_match_reference(rng, isa, shape, dtype):
     _assert_same_bits_on_1_and_2_threads(rng, *shape, "row", "row", dtype)
 
 
+# A batch of one through the forward's Wᵀ runs as the column W x (dot products summed by transposes, the skinny
+# kernel for a short k), writing C's row in place: every epilogue (the bias put in first), C contiguous, strided and
+# reversed, k below, at and past a vector, many outputs split between two threads.
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [(1, 941, 6), (1, 883, 150), (1, 5, 3), (1, 300, 1), (1, 1024, 64), (1, 40, 17),
+                                   (1, 5000, 33)], ids=_shape_id)  # fmt: skip
+def test_row_vector_products_match_reference(rng, isa, shape, dtype):
+    for a_layout in ("row", "padded"):
+        for c_layout, epilogue in [("row", {}), ("padded", dict(bias="strided", accumulate=True)),
+                                   ("col", dict(bias="plain", step=True)), ("reversed", dict(step=True)),
+                                   ("strided", dict(bias="plain", accumulate=True, step=True))]:  # fmt: skip
+            _check(rng, *shape, dtype, a_layout, "col", c_layout=c_layout, **epilogue)
+    _assert_same_bits_on_1_and_2_threads(rng, *shape, "row", "col", dtype)
+    if isa != "portable":  # whose plan may prefer tiles (no short-k kernel)
+        assert _plan(dtype, *shape, "row").startswith("transposed "), _plan(dtype, *shape, "row")
+
+
 def test_few_row_products_take_the_long_k_path(isa):
     for shape in [(2, 431, 279), (3, 700, 300), (4, 1000, 100)]:
         plan = _plan(np.float32, *shape, "row", "row")

@@ -20,7 +20,8 @@
 //   tall    tall products with few outputs (n <= 16) and any k from a row-major A (52708 x 16 -> 2): vectors run
 //           along the batch too, made by transposing rows of A in registers, so A streams through once.
 // And any of these on the transposed product Cᵀ = Bᵀ Aᵀ, for a short batch through the forward's Wᵀ: W is read in
-// place instead of packed, and a transposing epilogue writes C (transposed_pays).
+// place instead of packed, and a transposing epilogue writes C (transposed_pays); for a batch of one, the column
+// W x written in place (row_vector_as_column).
 //
 // Threads form a tm x tn grid: each owns a contiguous, mr-aligned range of rows and a range of B slivers, so the
 // split is balanced to within one sliver. A shared B panel is packed by the whole team between two barriers.
@@ -803,6 +804,39 @@ void transposed_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan&
   });
 }
 
+// A row vector times Wᵀ (the forward of a batch of one, y = W x + b; W row-major, x contiguous) as the column
+// W x: its dot products then run W rows against the one x, summed by in-register transposes of W accumulators
+// rather than a horizontal sum each, and a short k goes to the skinny kernel. C's row is Cᵀ's column, so the
+// product writes it in place; bias and step follow in a pass over the row. Xeon against MKL, float64: 1 x 150 -> 883
+// 0.83 -> 1.0x, 1 x 25 -> 691 1.0 -> 1.5x; float32 1 x 6 -> 941 1.8 -> 4.3x.
+template <typename T>
+bool row_vector_as_column(const GemmArgs<T>& g, const Plan& plan) {
+  return g.m == 1 && g.a_cs == 1 && g.b_rs == 1 && (plan.dot || plan.short_k);
+}
+
+template <typename T>
+GemmArgs<T> column_product(const GemmArgs<T>& g) {
+  GemmArgs<T> t;
+  t.m = g.n, t.n = 1, t.k = g.k;
+  t.a = g.b, t.a_rs = g.b_cs, t.a_cs = 1;
+  t.b = g.a, t.b_rs = 1, t.b_cs = 1;
+  t.c = g.c, t.c_rs = g.c_cs, t.c_cs = 1;
+  t.accumulate = g.accumulate;
+  return t;
+}
+
+template <typename T>
+void row_vector_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
+  GemmArgs<T> t = column_product(g);
+  if (g.bias) {  // the bias goes into C first, and the product adds to it
+    for (int64_t j = 0; j < g.n; ++j) g.c[j * g.c_cs] = (g.accumulate ? g.c[j * g.c_cs] : T(0)) + g.bias[j * g.bias_stride];
+    t.accumulate = true;
+  }
+  run_plan(t, uk, make_plan(t, uk));
+  if (g.step)
+    for (int64_t j = 0; j < g.n; ++j) g.c[j * g.c_cs] = unit_step(g.c[j * g.c_cs]);
+}
+
 }  // namespace
 
 template <typename T>
@@ -815,7 +849,9 @@ void gemm(const GemmArgs<T>& g) {
   const MicroKernel<T>& uk = active_micro_kernel<T>();
   const Plan plan = make_plan(g, uk);
   Plan plan_t;
-  if (transposed_pays(g, uk, plan, plan_t))
+  if (row_vector_as_column(g, plan))
+    row_vector_gemm(g, uk);
+  else if (transposed_pays(g, uk, plan, plan_t))
     transposed_gemm(g, uk, plan_t);
   else
     run_plan(g, uk, plan);
@@ -837,6 +873,7 @@ std::string gemm_plan(const GemmArgs<T>& g) {
   const MicroKernel<T>& uk = active_micro_kernel<T>();
   const Plan plan = make_plan(g, uk);
   Plan plan_t;
+  if (row_vector_as_column(g, plan)) return "transposed " + name(make_plan(column_product(g), uk));
   return transposed_pays(g, uk, plan, plan_t) ? "transposed " + name(plan_t) : name(plan);
 }
 
