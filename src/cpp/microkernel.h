@@ -46,7 +46,8 @@ using SkinnyKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int
 // The most columns of C the `tall` kernels below are chosen for.
 constexpr int64_t kTallMaxCols = 16;
 
-// Long-k kernel for a C of few rows (m <= kLongKMaxRows, any n), A(i, p) = a[i*a_rs + p*a_cs] and B(p, j) =
+// Long-k kernel for a C of few rows (any m, in row groups; the plan takes it up to kLongKMaxRows rows or two
+// vectors' lanes of them, and any n), A(i, p) = a[i*a_rs + p*a_cs] and B(p, j) =
 // b[p*b_rs + j] (contiguous rows): writes the plain sums out[i*out_rs + j] = sum_{p < k} A(i, p) B(p, j), for the
 // driver to add up over k chunks and finish with the epilogue. The driver passes a_rs == 1 (a column-major A: dYᵀ)
 // or, for at most kLongKWideRows rows, any a_rs (a row-major A: the dX = dY W of a short batch).
