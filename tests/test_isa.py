@@ -166,12 +166,13 @@ def test_epilogues(rng, isa, shape, dtype, epilogue):
 
 
 # Edge tiles run the smallest register tile that covers them (a vector narrower, four rows shorter): every count of
-# edge rows (1 to 12 covers both families' mr of 12 and 6) against edge columns below, at and past one vector, read
-# in place (row- and column-major A) and packed (the panel driver of the larger products).
+# edge rows (1 to 12 covers the tiles' mr of 12, 8 and 6) against edge columns below, at and past one vector, and
+# into the third vector of a three-vector tile (AVX-512 float64: 24 columns; 47 and 70 leave 23 and 22), read in
+# place (row- and column-major A) and packed (the panel driver of the larger products).
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("edge_rows", range(1, 13))
 def test_edge_tiles_match_reference(rng, isa, edge_rows, dtype):
-    for n in (33, 40, 57, 63):
+    for n in (33, 40, 47, 57, 63, 70):
         for a_layout in ("row", "col"):
             _check(rng, 36 + edge_rows, n, 40, dtype, a_layout, "row", bias="plain")
     _check(rng, 204 + edge_rows, 203, 300, dtype, "row", "col", bias="plain", accumulate=True, step=edge_rows % 2 == 1)

@@ -199,20 +199,20 @@ template <typename T>
 double tile_cost(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   const double m = double(g.m), n = double(g.n), k = double(g.k);
   const double pack_b = g.b_cs == 1 ? 0.0 : (beyond_half_l2<T>(n * k) ? 21.0 : 12.0) * n * k;
-  const int64_t lanes = std::max<int64_t>(1, uk.nr / 2);  // vector width: tiles are two vectors wide
+  const int64_t lanes = uk.lanes;
   return double(padded_rows(g.m, uk.mr)) * double(padded_cols(g.n, uk.nr, lanes)) * k + pack_b + 2.0 * m * n;
 }
 
 template <typename T>
 double dot_cost(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
-  const double lanes = double(std::max<int64_t>(1, uk.nr / 2));  // vector width: tiles are two vectors wide
+  const double lanes = double(uk.lanes);
   const double m = double(g.m), n = double(g.n), k = double(g.k);
   return 1.5 * m * n * k + 8.0 * lanes * m * n;
 }
 
 template <typename T>
 double tall_cost(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
-  const int64_t lanes = std::max<int64_t>(1, uk.nr / 2);
+  const int64_t lanes = uk.lanes;
   int log2_lanes = 0;
   while ((int64_t(1) << (log2_lanes + 1)) <= lanes) ++log2_lanes;
   const double passes = double(ceil_div(g.n, std::max<int64_t>(1, uk.tall_cols)));
@@ -259,7 +259,7 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // With a row-major A the unpacked paths compete on cost. Few outputs of a tall product (2 <= n <= 16) may take
   // the tall kernel, which reads A once with no padding of n to the tile; one output is a dot product per row,
   // which needs no transposes.
-  const int64_t lanes = std::max<int64_t>(1, uk.nr / 2);
+  const int64_t lanes = uk.lanes;
   const bool tall_ok = !plan.skinny && !plan.short_k && uk.tall && g.a_cs == 1 && (g.b_rs == 1 || g.b_cs == 1) &&
                        2 <= g.n && g.n <= kTallMaxCols && g.m >= 4 * lanes;
   const bool dot_ok = !plan.skinny && !plan.short_k && g.a_cs == 1 && g.b_rs == 1;
@@ -344,7 +344,7 @@ void long_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads, b
   // column groups of the wide kernel, each part at least one group wide (so every part runs that kernel, in which
   // each output is one chain of FMAs wherever its group falls: the bits do not depend on the split).
   const int64_t rows = transposed ? g.n : g.m, cols = transposed ? g.m : g.n;
-  const int64_t group = rows <= kLongKWideRows ? long_k_wide_vectors(rows) * std::max<int64_t>(1, uk.nr / 2) : 0;
+  const int64_t group = rows <= kLongKWideRows ? long_k_wide_vectors(rows) * uk.lanes : 0;
   const int64_t col_parts = chunks < nthreads && group > 0 ? std::clamp<int64_t>(cols / group, 1, nthreads) : 1;
   auto part_start = [&](int64_t part) {
     return part == col_parts ? cols : part == 0 ? 0 : cols * part / col_parts / group * group;
@@ -735,7 +735,7 @@ template <typename T>
 double transpose_out_cost(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   const double elements = double(g.m) * double(g.n);
   const double cycles = (beyond_half_l2<T>(2.0 * elements) ? 2.0 : 0.5) * elements + 1000.0;
-  return cycles * 2.0 * double(std::max<int64_t>(1, uk.nr / 2));  // one cycle: 2 x lanes units
+  return cycles * 2.0 * double(uk.lanes);  // one cycle: 2 x lanes units
 }
 
 // A tile product's cost counts packing A like packing B from L2 (12 lanes an element).

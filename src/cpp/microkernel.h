@@ -69,6 +69,7 @@ template <typename T>
 struct MicroKernel {
   const char* isa;           // family name, as reported by linneuron.info()
   int64_t mr, nr;            // register tile
+  int64_t lanes;             // elements of one vector register (the tile is nr / lanes vectors wide)
   int64_t mc, kc, nc;        // reference blocking of the machine the family was first tuned on (Zen 5); the driver
                              // uses kernel_blocking() below, derived from the running CPU's caches
   MicroKernelFn<T> col_a;    // A with a_rs == 1 (packed slivers and column-major operands); a_rs is ignored

@@ -132,6 +132,7 @@ template <typename T>
 constexpr MicroKernel<T> kKernel{"avx2",
                                  kMR,
                                  kNV * Family<T>::V::kWidth,
+                                 Family<T>::V::kWidth,
                                  sizeof(T) == 4 ? 240 : 120,
                                  256,
                                  sizeof(T) == 4 ? 4096 : 2048,

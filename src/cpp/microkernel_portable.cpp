@@ -89,6 +89,7 @@ const MicroKernel<T>& portable_micro_kernel() {
   static const MicroKernel<T> kernel{"portable",
                                      kMR,
                                      kNR,
+                                     kNR / 2,  // no vectors: the plan's cost unit as if the tile were two wide
                                      128,
                                      256,
                                      4096,
