@@ -1,4 +1,4 @@
-// AVX-512F micro-kernels (float32 12 x 32, float64 12 x 16): 24 zmm accumulators, B loaded once per k step and
+// AVX-512F micro-kernels (float32 12 x 32, float64 8 x 24): 24 zmm accumulators, B loaded once per k step and
 // A broadcast from memory straight into the FMA. Compiled with -mavx512f and used only on CPUs that report it.
 #include <immintrin.h>
 

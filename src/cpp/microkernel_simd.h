@@ -139,7 +139,7 @@ void tile_kernel(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs,
 // vector narrower or four rows shorter at a time, instead of computing the whole tile and masking the stores. The
 // operands' layout does not change (a narrower tile reads the first vectors of each B row, a shorter one the first
 // rows of A), nor does any element's sum (the same FMA chain over k from zero), so results are the same bits. Xeon,
-// 68 x 484 -> 38 float64 (tiles of 12 x 16: the last sliver 6 columns wide, the last strip 8 rows tall): the whole
+// 68 x 484 -> 38 float64 (tiles of 12 x 16 then: the last sliver 6 columns wide, the last strip 8 rows tall): the whole
 // tile wasted a quarter of the FMAs.
 template <class V, int MR, int NV, bool kRowMajorA>
 void tile_edges(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs, const typename V::T* b, int64_t b_rs,
