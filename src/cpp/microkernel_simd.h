@@ -173,8 +173,11 @@ constexpr int kDotLocality = 3;
 
 // Sums of R x S dot products of length k: out[r][s] = sum_p a[r*a_rs + p] * b[s*b_cs + p]. Vectors run along k
 // (both operands are contiguous there); the last partial vector is read with a masked load, so nothing past
-// element k-1 of a row is touched. Each accumulator is reduced to a scalar once at the end.
-template <class V, int R, int S>
+// element k-1 of a row is touched. Each accumulator is reduced to a scalar once at the end. The operand that streams
+// through the block (kStreamB: B, whose rows are W's when the batch is short; else A) is prefetched kDotAhead bytes
+// ahead in each of its rows, the other one stays in L1 (Xeon, B prefetched too: 2 x 327 -> 1022 float32 and
+// 3 x 341 -> 444 float64 +8-10 %; A's rows of a tall product prefetched alone, as before).
+template <class V, int R, int S, bool kStreamB>
 inline void dot_tile(int64_t k, const typename V::T* a, int64_t a_rs, const typename V::T* b, int64_t b_cs,
                      typename V::T out[R][S]) {
   using R_ = typename V::R;
@@ -189,12 +192,12 @@ inline void dot_tile(int64_t k, const typename V::T* a, int64_t a_rs, const type
     R_ av[R];
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      // Long rows of a tall A come from memory: each of the R streams is prefetched kDotAhead bytes ahead.
-      if (kDotAhead) __builtin_prefetch(a + r * a_rs + p + kDotAhead / sizeof(typename V::T), 0, kDotLocality);
+      if (!kStreamB) __builtin_prefetch(a + r * a_rs + p + kDotAhead / sizeof(typename V::T), 0, kDotLocality);
       av[r] = V::load(a + r * a_rs + p);
     }
 #pragma GCC unroll 16
     for (int s = 0; s < S; ++s) {
+      if (kStreamB) __builtin_prefetch(b + s * b_cs + p + kDotAhead / sizeof(typename V::T), 0, kDotLocality);
       R_ bv = V::load(b + s * b_cs + p);
       // Kept in a register: GCC otherwise folds this load into each of the R FMAs, R loads of one vector, and the
       // tile turns load-bound (Xeon: 2x395->429 0.68 -> 0.89x MKL, 3x327->164 float64 0.66 -> 0.97x).
@@ -221,13 +224,13 @@ inline void dot_tile(int64_t k, const typename V::T* a, int64_t a_rs, const type
     for (int s = 0; s < S; ++s) out[r][s] = V::reduce(acc[r][s]);
 }
 
-template <class V, int R, int S>
+template <class V, int R, int S, bool kStreamB>
 inline void dot_tile_store(int64_t k, const typename V::T* a, int64_t a_rs, const typename V::T* b, int64_t b_cs,
                            typename V::T* c, int64_t c_rs, int64_t c_cs, bool load_c, const typename V::T* bias,
                            int64_t bias_stride, bool step) {
   using T = typename V::T;
   T sums[R][S];
-  dot_tile<V, R, S>(k, a, a_rs, b, b_cs, sums);
+  dot_tile<V, R, S, kStreamB>(k, a, a_rs, b, b_cs, sums);
   for (int r = 0; r < R; ++r)
     for (int s = 0; s < S; ++s) {
       T v = sums[r][s];
@@ -241,30 +244,31 @@ inline void dot_tile_store(int64_t k, const typename V::T* a, int64_t a_rs, cons
 
 // dot_tile_store with S = cols (1 <= cols <= S): the edge columns of a block in one tile rather than one tile each,
 // so that A's rows are read once for them (36327 x 152 -> 3 float32 read its 22 MB three times: 0.5x torch).
-template <class V, int R, int S>
+template <class V, int R, int S, bool kStreamB>
 inline void dot_tile_cols(int cols, int64_t k, const typename V::T* a, int64_t a_rs, const typename V::T* b,
                           int64_t b_cs, typename V::T* c, int64_t c_rs, int64_t c_cs, bool load_c,
                           const typename V::T* bias, int64_t bias_stride, bool step) {
   if constexpr (S > 1) {
-    if (cols < S) return dot_tile_cols<V, R, S - 1>(cols, k, a, a_rs, b, b_cs, c, c_rs, c_cs, load_c, bias, bias_stride,
-                                                    step);
+    if (cols < S)
+      return dot_tile_cols<V, R, S - 1, kStreamB>(cols, k, a, a_rs, b, b_cs, c, c_rs, c_cs, load_c, bias,
+                                                  bias_stride, step);
   }
-  dot_tile_store<V, R, S>(k, a, a_rs, b, b_cs, c, c_rs, c_cs, load_c, bias, bias_stride, step);
+  dot_tile_store<V, R, S, kStreamB>(k, a, a_rs, b, b_cs, c, c_rs, c_cs, load_c, bias, bias_stride, step);
 }
 
 // dot_tile_cols with R = rows (1 <= rows <= R) as well: the edge rows of a block in one tile, so that B's columns are
 // read once for them (3 x 327 -> 164 float64 on a Xeon, one row at a time: 0.61x MKL, in one tile 0.68x). Every
 // output is the same sum in any tile shape (its own accumulator over the same vectors, reduced the same way).
-template <class V, int R, int S>
+template <class V, int R, int S, bool kStreamB>
 inline void dot_tile_rows(int rows, int cols, int64_t k, const typename V::T* a, int64_t a_rs, const typename V::T* b,
                           int64_t b_cs, typename V::T* c, int64_t c_rs, int64_t c_cs, bool load_c,
                           const typename V::T* bias, int64_t bias_stride, bool step) {
   if constexpr (R > 1) {
     if (rows < R)
-      return dot_tile_rows<V, R - 1, S>(rows, cols, k, a, a_rs, b, b_cs, c, c_rs, c_cs, load_c, bias, bias_stride,
-                                        step);
+      return dot_tile_rows<V, R - 1, S, kStreamB>(rows, cols, k, a, a_rs, b, b_cs, c, c_rs, c_cs, load_c, bias,
+                                                  bias_stride, step);
   }
-  dot_tile_cols<V, R, S>(cols, k, a, a_rs, b, b_cs, c, c_rs, c_cs, load_c, bias, bias_stride, step);
+  dot_tile_cols<V, R, S, kStreamB>(cols, k, a, a_rs, b, b_cs, c, c_rs, c_cs, load_c, bias, bias_stride, step);
 }
 
 // One output column (n == 1: a matrix-vector product with a row-major A, the backward dX = dY W of a one-input
@@ -345,21 +349,21 @@ void dot_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t 
   // The last rows and the last columns each in one tile: no row or column is read more often than a full tile's.
   const int64_t m_full = m - m % R, n_full = n - n % S;
   const int edge_rows = static_cast<int>(m - m_full), edge_cols = static_cast<int>(n - n_full);
-  auto tile = [&](int64_t i, int64_t j) {
+  auto tile = [&](int64_t i, int64_t j, auto stream_b) {
     const int rows = i < m_full ? R : edge_rows;
     const int cols = j < n_full ? S : edge_cols;
     const auto* bj = b + j * b_cs;
     auto* cij = c + i * c_rs + j * c_cs;
     const auto* bias_j = bias ? bias + j * bias_stride : nullptr;
-    dot_tile_rows<V, R, S>(rows, cols, k, a + i * a_rs, a_rs, bj, b_cs, cij, c_rs, c_cs, load_c, bias_j, bias_stride,
-                           step);
+    dot_tile_rows<V, R, S, decltype(stream_b)::value>(rows, cols, k, a + i * a_rs, a_rs, bj, b_cs, cij, c_rs, c_cs,
+                                                      load_c, bias_j, bias_stride, step);
   };
   if (m < n) {
     for (int64_t j = 0; j < n; j += S)
-      for (int64_t i = 0; i < m; i += R) tile(i, j);
+      for (int64_t i = 0; i < m; i += R) tile(i, j, std::true_type{});
   } else {
     for (int64_t i = 0; i < m; i += R)
-      for (int64_t j = 0; j < n; j += S) tile(i, j);
+      for (int64_t j = 0; j < n; j += S) tile(i, j, std::false_type{});
   }
 }
 
