@@ -771,11 +771,11 @@ inline bool costed(const Plan& plan) {
 // float32 16 x 300 -> 500 0.88 -> 1.26x.
 template <typename T>
 bool transposed_pays(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& plan, Plan& plan_t) {
-  // W's rows contiguous (read in place as the broadcast operand), X's rows or columns contiguous (packed). A batch
-  // shorter than the register tile's rows stays with the dot products, which read W once with every row of the
-  // batch at hand (Xeon: batches of 6-11 rows ran 0.8-1.0x as fast transposed, 12-40 rows 1.0-1.5x).
+  // W's rows contiguous (read in place as the broadcast operand), X's rows or columns contiguous (packed). Batches
+  // shorter than the register tile's rows compete on cost too (Xeon, float64 against tiles over a packed W or dot
+  // products: 6 x 46 -> 674 +28 %, 7 x 662 -> 438 +17 %, 5 x 57 -> 433 +24 %; 30 batches of 2 to 11 rows +3.5 %).
   // Only SIMD families (the costs are theirs; the portable one ran 0.2-2.5x as fast transposed).
-  if (!uk.transpose_out || g.b_cs == 1 || g.b_rs != 1 || (g.a_cs != 1 && g.a_rs != 1) || g.m < uk.mr ||
+  if (!uk.transpose_out || g.b_cs == 1 || g.b_rs != 1 || (g.a_cs != 1 && g.a_rs != 1) || g.m < 2 ||
       !costed(plan))
     return false;
   const GemmArgs<T> t = transposed_product<T>(g, nullptr, g.m);
