@@ -32,6 +32,21 @@ struct F32x8 {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
+  // Lane q of the result: the sum of v[q]'s lanes, for 8 vectors at once, added in reduce's order (lanes j and j + 4,
+  // then j + 2, j + 1): 15 shuffles and 7 adds for 8 sums.
+  static R sum_lanes(const R v[8]) {
+    R w[4], x[2];
+    for (int p = 0; p < 4; ++p)  // 128-bit halves: [v2p (4), v2p+1 (4)]
+      w[p] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * p], v[2 * p + 1], 0x20),
+                           _mm256_permute2f128_ps(v[2 * p], v[2 * p + 1], 0x31));
+    for (int p = 0; p < 2; ++p) {  // 64-bit pairs: block i holds v[4p + i] and v[4p + 2 + i], 2 lanes each
+      const __m256d a = _mm256_castps_pd(w[2 * p]), b = _mm256_castps_pd(w[2 * p + 1]);
+      x[p] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(a, b)), _mm256_castpd_ps(_mm256_unpackhi_pd(a, b)));
+    }
+    // Lane 4i + t holds v[4(t / 2) + 2(t % 2) + i] (block 0: v0 v2 v4 v6, block 1: v1 v3 v5 v7).
+    const R z = _mm256_add_ps(_mm256_shuffle_ps(x[0], x[1], 0x88), _mm256_shuffle_ps(x[0], x[1], 0xDD));
+    return _mm256_permutevar8x32_ps(z, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  }
   static __m256i lane_times(int32_t stride) {
     return _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
   }
@@ -65,6 +80,13 @@ struct F64x4 {
   static T reduce(R x) {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(x), _mm256_extractf128_pd(x, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+  }
+  // F32x8::sum_lanes for 4 vectors of 4 lanes.
+  static R sum_lanes(const R v[4]) {
+    const R w0 = _mm256_add_pd(_mm256_permute2f128_pd(v[0], v[1], 0x20), _mm256_permute2f128_pd(v[0], v[1], 0x31));
+    const R w1 = _mm256_add_pd(_mm256_permute2f128_pd(v[2], v[3], 0x20), _mm256_permute2f128_pd(v[2], v[3], 0x31));
+    const R z = _mm256_add_pd(_mm256_unpacklo_pd(w0, w1), _mm256_unpackhi_pd(w0, w1));  // lanes: v0 v2 v1 v3
+    return _mm256_permute4x64_pd(z, 0xD8);
   }
   static __m128i lane_times(int32_t stride) {
     return _mm_mullo_epi32(_mm_setr_epi32(0, 1, 2, 3), _mm_set1_epi32(stride));
