@@ -297,6 +297,54 @@ def test_short_k_products_match_reference(rng, isa, shape, dtype):
     _check(rng, *shape, dtype, "row", "col", bias="plain")
 
 
+# A C from eight times L2 on is written with streaming stores, each row cut at its first aligned vector. With L2
+# declared as 64 KiB (LINNEURON_CACHES, read once per process, so in a child), C's of a few hundred KB stream: rows
+# whose start falls anywhere within a vector (n = 301, padded C), bias and step, two threads, and accumulate (which
+# reads C, so does not stream), in every family, against float64 NumPy.
+_STREAM_CHILD = """
+import numpy as np, linneuron
+from linneuron import _core
+codes = {np.dtype(np.float32): _core.FLOAT32, np.dtype(np.float64): _core.FLOAT64}
+rng = np.random.default_rng(5)
+for isa in _core.supported_isas():
+    assert _core.set_active_isa(isa)
+    for dtype in (np.float32, np.float64):
+        for m, n, k, pad, threads in ((700, 301, 3, 0, 1), (513, 300, 1, 3, 2), (520, 300, 8, 5, 1)):
+            for bias_on, step, acc in ((False, False, False), (True, False, False), (True, True, False),
+                                       (True, False, True)):
+                _core.set_num_threads(threads)
+                a = rng.standard_normal((m, k)).astype(dtype)
+                b = rng.standard_normal((k, n)).astype(dtype)
+                store = rng.standard_normal((m, n + pad + 2)).astype(dtype)
+                c = store[:, 1 : n + 1]  # rows n + pad + 2 apart, starting one element in
+                c0 = c.astype(np.float64).copy()
+                guard = store.copy()
+                bias = rng.standard_normal(n).astype(dtype) if bias_on else None
+                plan = _core.gemm_plan(codes[c.dtype], m, n, k, k, 1, n, 1, c.strides[0] // c.itemsize, 1)
+                assert plan == "short_k" or isa == "portable", plan
+                _core.gemm(codes[c.dtype], m, n, k, a.ctypes.data, k, 1, b.ctypes.data, n, 1,
+                           c.ctypes.data, c.strides[0] // c.itemsize, 1, 0 if bias is None else bias.ctypes.data, 1,
+                           acc, step)
+                z = a.astype(np.float64) @ b.astype(np.float64) + (0 if bias is None else bias) + (c0 if acc else 0)
+                if step:
+                    decided = np.abs(z) > 1e-3
+                    assert np.array_equal(c[decided], (z[decided] >= 0).astype(dtype)), (isa, dtype, m, n, k)
+                else:
+                    tol = (1e-4 if dtype == np.float32 else 1e-12) * (1 + np.abs(z))
+                    assert np.all(np.abs(c - z) <= tol), (isa, dtype, m, n, k, bias_on, acc)
+                outside = np.ones(store.shape, bool)
+                outside[:, 1 : n + 1] = False
+                assert np.array_equal(store[outside], guard[outside]), "write outside C"
+print("ok")
+"""
+
+
+def test_streaming_stores_of_a_large_c_match_reference():
+    proc = subprocess.run([sys.executable, "-c", _STREAM_CHILD], env={**os.environ, "LINNEURON_CACHES": "49152,65536,0"},
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
 # One output column of a row-major A (a matrix-vector product: dX = dY W of a layer with one input): the dot kernel's
 # column path, W rows at a time with a partial last block, short and long k, C contiguous, strided or reversed.
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])

@@ -62,7 +62,15 @@ constexpr int64_t kLongKWideRows = 4;
 constexpr int long_k_wide_vectors(int64_t rows) {
   return rows == 1 ? kLongKRowVectorNV : rows == 2 ? 12 : rows <= 4 ? 6 : 0;
 }
-// The longest k of the short_k kernels (a SkinnyKernelFn with b_cs == 1, c_cs == 1 and bias_stride == 1).
+// Short-k kernel: k <= kShortKMax, B's rows and C's rows contiguous (b_cs == c_cs == 1), a contiguous bias:
+//   C(i, j) = [C(i, j) if load_c] + sum_p A(i, p) B(p, j) [+ bias[j]] [then H(.)]   for i < m, j < n,
+// A(i, p) = a[i*a_rs + p*a_cs], B(p, j) = b[p*b_rs + j]. C is written row by row, each row one sequential stream;
+// with stream_c (and no load_c) rows wider than two vectors go out as non-temporal stores, which skip reading
+// each line of C before writing it (for a C larger than the caches).
+template <typename T>
+using ShortKKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_t a_cs, const T* b,
+                                int64_t b_rs, T* c, int64_t c_rs, bool load_c, const T* bias, bool step,
+                                bool stream_c);
 constexpr int64_t kShortKMax = 8;
 
 template <typename T>
@@ -82,7 +90,7 @@ struct MicroKernel {
   SkinnyKernelFn<T> tall;
   int64_t tall_cols;  // columns of C per pass of `tall` over A (its accumulators)
   LongKKernelFn<T> long_k;  // optional (may be null); see above
-  SkinnyKernelFn<T> short_k;  // optional (may be null): k <= kShortKMax, C written row by row; see kShortKMax
+  ShortKKernelFn<T> short_k;  // optional (may be null): k <= kShortKMax, C written row by row; see above
   // Peak-rate probe: `iterations` rounds of independent FMAs on registers of this family's width; returns the
   // floating-point operations done (2 per lane per FMA) and stores a result in *sink so none is optimised away.
   int64_t (*fma_probe)(int64_t iterations, T* sink);

@@ -15,6 +15,8 @@ struct F32x8 {
   static R zero() { return _mm256_setzero_ps(); }
   static R load(const T* p) { return _mm256_loadu_ps(p); }
   static void store(T* p, R x) { _mm256_storeu_ps(p, x); }
+  static void stream(T* p, R x) { _mm256_stream_ps(p, x); }  // p aligned to the vector
+  static void store_fence() { _mm_sfence(); }
   static R broadcast(const T* p) { return _mm256_broadcast_ss(p); }
   static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
   static R add(R a, R b) { return _mm256_add_ps(a, b); }
@@ -66,6 +68,8 @@ struct F64x4 {
   static R zero() { return _mm256_setzero_pd(); }
   static R load(const T* p) { return _mm256_loadu_pd(p); }
   static void store(T* p, R x) { _mm256_storeu_pd(p, x); }
+  static void stream(T* p, R x) { _mm256_stream_pd(p, x); }  // p aligned to the vector
+  static void store_fence() { _mm_sfence(); }
   static R broadcast(const T* p) { return _mm256_broadcast_sd(p); }
   static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
   static R add(R a, R b) { return _mm256_add_pd(a, b); }

@@ -15,6 +15,8 @@ struct F32x16 {
   static R zero() { return _mm512_setzero_ps(); }
   static R load(const T* p) { return _mm512_loadu_ps(p); }
   static void store(T* p, R x) { _mm512_storeu_ps(p, x); }
+  static void stream(T* p, R x) { _mm512_stream_ps(p, x); }  // p aligned to the vector
+  static void store_fence() { _mm_sfence(); }
   static R broadcast(const T* p) { return _mm512_set1_ps(*p); }
   static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
   static R add(R a, R b) { return _mm512_add_ps(a, b); }
@@ -64,6 +66,8 @@ struct F64x8 {
   static R zero() { return _mm512_setzero_pd(); }
   static R load(const T* p) { return _mm512_loadu_pd(p); }
   static void store(T* p, R x) { _mm512_storeu_pd(p, x); }
+  static void stream(T* p, R x) { _mm512_stream_pd(p, x); }  // p aligned to the vector
+  static void store_fence() { _mm_sfence(); }
   static R broadcast(const T* p) { return _mm512_set1_pd(*p); }
   static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
   static R add(R a, R b) { return _mm512_add_pd(a, b); }

@@ -821,52 +821,66 @@ void short_k_rows_narrow(int64_t m, int64_t n, const typename V::T* a, int64_t a
 
 template <class V, int K>
 void short_k_rows_k(int64_t m, int64_t n, const typename V::T* a, int64_t a_rs, int64_t a_cs, const typename V::T* b,
-                    int64_t b_rs, typename V::T* c, int64_t c_rs, bool load_c, const typename V::T* bias, bool step) {
+                    int64_t b_rs, typename V::T* c, int64_t c_rs, bool load_c, const typename V::T* bias, bool step,
+                    bool stream_c) {
+  using T = typename V::T;
   using R = typename V::R;
   constexpr int W = V::kWidth;
   if (n <= W) return short_k_rows_narrow<V, K, 1>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
   if (n <= 2 * W) return short_k_rows_narrow<V, K, 2>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
-  const int64_t n_full = n - n % W;
-  const int tail = static_cast<int>(n - n_full);
+  // Streaming stores need whole aligned vectors: each row is cut at the first aligned element (a partial vector
+  // before it, whole vectors, a partial one after). Plain stores keep the vectors where the row starts.
+  constexpr uintptr_t kVectorBytes = W * sizeof(T);
+  const bool stream = stream_c && !load_c && reinterpret_cast<uintptr_t>(c) % sizeof(T) == 0;
   for (int64_t i = 0; i < m; ++i) {
     R ai[K];
 #pragma GCC unroll 8
     for (int p = 0; p < K; ++p) ai[p] = V::broadcast(a + i * a_rs + p * a_cs);
-    typename V::T* row = c + i * c_rs;
+    T* row = c + i * c_rs;
     // The same order of operations as the register tiles: the sum over k, then [+ C], [+ bias], [H].
-    auto vector_at = [&](int64_t j, bool partial) {
+    auto vector_at = [&](int64_t j, int count, bool streamed) {
+      const bool partial = count < W;
       R x = V::zero();
 #pragma GCC unroll 8
       for (int p = 0; p < K; ++p)
-        x = V::fma(ai[p], partial ? V::load_partial(b + p * b_rs + j, tail) : V::load(b + p * b_rs + j), x);
-      if (load_c) x = V::add(x, partial ? V::load_partial(row + j, tail) : V::load(row + j));
-      if (bias) x = V::add(x, partial ? V::load_partial(bias + j, tail) : V::load(bias + j));
+        x = V::fma(ai[p], partial ? V::load_partial(b + p * b_rs + j, count) : V::load(b + p * b_rs + j), x);
+      if (load_c) x = V::add(x, partial ? V::load_partial(row + j, count) : V::load(row + j));
+      if (bias) x = V::add(x, partial ? V::load_partial(bias + j, count) : V::load(bias + j));
       if (step) x = V::step(x);
       if (partial)
-        V::store_partial(row + j, x, tail);
+        V::store_partial(row + j, x, count);
+      else if (streamed)
+        V::stream(row + j, x);
       else
         V::store(row + j, x);
     };
-    for (int64_t j = 0; j < n_full; j += W) vector_at(j, false);
-    if (tail) vector_at(n_full, true);
+    int64_t j = 0;
+    if (stream) {
+      const uintptr_t misalign = reinterpret_cast<uintptr_t>(row) % kVectorBytes;
+      const int head = misalign == 0 ? 0 : static_cast<int>((kVectorBytes - misalign) / sizeof(T));
+      if (head > 0) vector_at(0, head, false);
+      j = head;
+    }
+    for (; j + W <= n; j += W) vector_at(j, W, stream);
+    if (j < n) vector_at(j, static_cast<int>(n - j), false);
   }
+  if (stream) V::store_fence();  // streaming stores are weakly ordered: publish them before returning
 }
 
 template <class V>
 void short_k_rows(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t a_rs, int64_t a_cs,
-                  const typename V::T* b, int64_t b_rs, int64_t /*b_cs == 1*/, typename V::T* c, int64_t c_rs,
-                  int64_t /*c_cs == 1*/, bool load_c, const typename V::T* bias, int64_t /*bias_stride == 1*/,
-                  bool step) {
+                  const typename V::T* b, int64_t b_rs, typename V::T* c, int64_t c_rs, bool load_c,
+                  const typename V::T* bias, bool step, bool stream_c) {
   static_assert(kShortKMax == 8, "one instantiation per k");
   switch (k) {
-    case 1: return short_k_rows_k<V, 1>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
-    case 2: return short_k_rows_k<V, 2>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
-    case 3: return short_k_rows_k<V, 3>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
-    case 4: return short_k_rows_k<V, 4>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
-    case 5: return short_k_rows_k<V, 5>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
-    case 6: return short_k_rows_k<V, 6>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
-    case 7: return short_k_rows_k<V, 7>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
-    default: return short_k_rows_k<V, 8>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
+    case 1: return short_k_rows_k<V, 1>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step, stream_c);
+    case 2: return short_k_rows_k<V, 2>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step, stream_c);
+    case 3: return short_k_rows_k<V, 3>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step, stream_c);
+    case 4: return short_k_rows_k<V, 4>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step, stream_c);
+    case 5: return short_k_rows_k<V, 5>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step, stream_c);
+    case 6: return short_k_rows_k<V, 6>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step, stream_c);
+    case 7: return short_k_rows_k<V, 7>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step, stream_c);
+    default: return short_k_rows_k<V, 8>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step, stream_c);
   }
 }
 
