@@ -15,6 +15,17 @@ def test_sample_is_fixed_by_seed_and_in_range():
     assert max(m for m, _, _ in a) > 4096 and min(m for m, _, _ in a) < 16  # log-uniform covers the range
 
 
+def test_uniform_k_and_n_are_drawn_uniformly():
+    a = S.sample_shapes(400, seed=3, kn="uniform")
+    assert a == S.sample_shapes(400, seed=3, kn="uniform") and a != S.sample_shapes(400, seed=3)
+    ks = [k for _, k, _ in a] + [n for _, _, n in a]
+    assert all(1 <= v <= 1024 for v in ks)
+    assert 0.4 < sum(v > 512 for v in ks) / len(ks) < 0.6  # half above the middle (log-uniform: about a tenth)
+    assert max(m for m, _, _ in a) > 4096 and min(m for m, _, _ in a) < 16  # M stays log-uniform
+    with pytest.raises(ValueError, match="kn"):
+        S.sample_shapes(1, kn="normal")
+
+
 def test_summary_figures():
     rows = [{"speedup": s} for s in (0.5, 2.0, 1.0, 0.8)]
     s = S.summarize(rows, worst=2)

@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="random (M, K, N) sweep instead of the cases (see linneuron.bench.sweep)")  # fmt: skip
     parser.add_argument("--sweep-count", type=int, default=120, help="shapes in the sweep (default 120)")
     parser.add_argument("--sweep-seed", type=int, default=0, help="seed of the sweep's shapes (default 0)")
+    parser.add_argument("--sweep-kn", choices=["log", "uniform"], default="log",
+                        help="how the sweep draws K and N in 1..1024: log-uniform (default) or uniform")  # fmt: skip
     parser.add_argument("--sweep-budget", type=float, default=0.05, help="seconds per sweep timing (default 0.05)")
     parser.set_defaults(run=run)
 

@@ -1,7 +1,8 @@
 """`linneuron bench --sweep`: speed-ups over a random, fixed-seed sample of (M, K, N), end to end or kernel to kernel.
 
 Shapes: M log-uniform in 1..65536, K and N log-uniform in 1..1024 (each rounded to an integer), the same sample
-for every dtype and thread count. Two modes, each a ratio of medians of interleaved timings in one process at the
+for every dtype and thread count; ``--sweep-kn uniform`` draws K and N uniformly in 1..1024 instead, a sample of
+mostly mid-sized and large products (where MKL runs near the FMA peak, so ratios sit nearer 1). Two modes, each a ratio of medians of interleaved timings in one process at the
 same thread count (> 1 means linneuron is faster):
 
 - ``end-to-end``: ``linneuron.functional.linear(x, w, b)`` against ``torch.nn.functional.linear(x, w, b)``.
@@ -32,14 +33,24 @@ ALL_MODES = MODES + (TRAINING,)
 M_MAX, KN_MAX = 65536, 1024
 
 
-def sample_shapes(count: int, seed: int = 0, m_max: int = M_MAX, kn_max: int = KN_MAX) -> list[tuple[int, int, int]]:
-    """``count`` shapes (M, K, N), each log-uniform: M in 1..m_max, K and N in 1..kn_max; fixed by ``seed``."""
+KN_DISTRIBUTIONS = ("log", "uniform")
+
+
+def sample_shapes(count: int, seed: int = 0, m_max: int = M_MAX, kn_max: int = KN_MAX,
+                  kn: str = "log") -> list[tuple[int, int, int]]:  # fmt: skip
+    """``count`` shapes (M, K, N), fixed by ``seed``: M log-uniform in 1..m_max, K and N in 1..kn_max, log-uniform
+    (``kn="log"``) or uniform (``kn="uniform"``)."""
+    if kn not in KN_DISTRIBUTIONS:
+        raise ValueError(f"sample_shapes: kn must be one of {KN_DISTRIBUTIONS}, got {kn!r}")
     rng = random.Random(seed)
 
     def draw(top: int) -> int:
         return min(top, max(1, int(round(math.exp(rng.uniform(0.0, math.log(top)))))))
 
-    return [(draw(m_max), draw(kn_max), draw(kn_max)) for _ in range(count)]
+    def draw_kn() -> int:
+        return draw(kn_max) if kn == "log" else rng.randint(1, kn_max)
+
+    return [(draw(m_max), draw_kn(), draw_kn()) for _ in range(count)]
 
 
 def _median_pair(fn_a, fn_b, budget: float) -> tuple[float, float]:
@@ -199,7 +210,8 @@ def _format_row(r: dict[str, Any]) -> str:
 def run(args, threads: list[int], dtypes: list[str]) -> int:
     """The ``--sweep`` command: sample, time each mode, print the summary (and draw ``--plot``)."""
     modes = {"both": MODES, "all": ALL_MODES}.get(args.sweep, (args.sweep,))
-    shapes = sample_shapes(args.sweep_count, seed=args.sweep_seed)
+    kn = getattr(args, "sweep_kn", "log")
+    shapes = sample_shapes(args.sweep_count, seed=args.sweep_seed, kn=kn)
     total = len(shapes) * len(dtypes) * len(threads) * len(modes)
     try:
         from tqdm import tqdm
@@ -214,7 +226,7 @@ def run(args, threads: list[int], dtypes: list[str]) -> int:
         all_rows += rows
         s = summarize(rows)
         print(f"sweep {mode}: {s['count']} timings ({len(shapes)} shapes x {dtypes} x threads {threads}, "
-              f"seed {args.sweep_seed}): min x{s['min']:.2f}, geomean x{s['geomean']:.2f}, "
+              f"seed {args.sweep_seed}, K and N {kn}-uniform): min x{s['min']:.2f}, geomean x{s['geomean']:.2f}, "
               f"{s['under_0_9']} under 0.9")  # fmt: skip
         for r in s["worst"]:
             print(_format_row(r))
