@@ -11,11 +11,9 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #include "gemm.h"
+#include "memory_hints.h"
 #include "parallel_for.h"
 #include "runtime.h"
 #include "workspace.h"
@@ -81,22 +79,6 @@ LINNEURON_SURROGATE_LOOPS(float)
 LINNEURON_SURROGATE_LOOPS(double)
 #undef LINNEURON_SURROGATE_LOOPS
 
-// Outputs at least this large bypass the caches (they would evict everything else) and get huge-page advice.
-constexpr std::size_t kStreamingBytes = std::size_t(8) << 20;
-
-// Asks the kernel to back [p, p + bytes) with 2 MiB pages where it can (whole aligned 2 MiB blocks only). Purely
-// advisory: on memory already mapped or without transparent huge pages it changes nothing.
-void advise_huge_pages(void* p, std::size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr std::uintptr_t kHuge = std::uintptr_t(2) << 20;
-  const std::uintptr_t begin = (reinterpret_cast<std::uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-  const std::uintptr_t end = (reinterpret_cast<std::uintptr_t>(p) + bytes) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#else
-  (void)p, (void)bytes;
-#endif
-}
-
 // dst[i] = H(src[i]) for i < n, both contiguous.
 template <typename T>
 void step_contiguous(const T* src, T* dst, int64_t n, bool streaming) {
@@ -151,7 +133,7 @@ void step_forward(int64_t rows, int64_t cols, const T* in, int64_t in_rs, int64_
                   int64_t out_cs) {
   if (rows <= 0 || cols <= 0) return;
   const std::size_t out_bytes = std::size_t(rows) * std::size_t(cols) * sizeof(T);
-  const bool streaming = out_bytes >= kStreamingBytes;
+  const bool streaming = out_bytes >= kLargeOutputBytes;  // large outputs would evict everything else
   if (streaming && out_cs == 1 && (rows == 1 || out_rs == cols)) advise_huge_pages(out, out_bytes);
   for_each_row_range(rows, cols, [=](int64_t r, int64_t c0, int64_t c1) {
     const T* src = in + r * in_rs;
