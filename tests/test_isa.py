@@ -345,6 +345,59 @@ def test_streaming_stores_of_a_large_c_match_reference():
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
+# A C of a few rows over a B with long rows that does not stay in L2 (the weight gradient dYᵀ X of a layer with few
+# outputs): B's rows streamed into C's rows held in L1. With L2 declared as 64 KiB (in a child, as above) modest
+# shapes take that path: every family, A column- and row-major, C plain (written in place) and padded with
+# accumulate, bias and step (through the workspace), k not a multiple of the kernel's 4 rows, a last partial vector,
+# against float64 NumPy; and 2 threads bit-identical to 1.
+_STREAM_ROWS_CHILD = """
+import numpy as np
+from linneuron import _core
+codes = {np.dtype(np.float32): _core.FLOAT32, np.dtype(np.float64): _core.FLOAT64}
+rng = np.random.default_rng(9)
+for isa in _core.supported_isas():
+    assert _core.set_active_isa(isa)
+    for dtype, shapes in ((np.float32, ((3, 203, 1100), (7, 150, 1030), (5, 64, 1031))),
+                          (np.float64, ((5, 333, 530), (2, 97, 1025), (6, 41, 515)))):
+        for m, k, n in shapes:
+            for a_col, pad, bias_on, acc, step in ((True, 0, False, False, False), (False, 3, True, True, False),
+                                                   (True, 1, True, False, True)):
+                a = (np.asfortranarray if a_col else np.ascontiguousarray)(rng.standard_normal((m, k)).astype(dtype))
+                b = rng.standard_normal((k, n)).astype(dtype)
+                store = rng.standard_normal((m, n + pad)).astype(dtype)
+                c = store[:, :n]
+                c0 = c.astype(np.float64).copy()
+                bias = rng.standard_normal(n).astype(dtype) if bias_on else None
+                es = lambda x: [s // x.itemsize for s in x.strides]
+                args = (codes[c.dtype], m, n, k, a.ctypes.data, *es(a), b.ctypes.data, *es(b), c.ctypes.data, *es(c))
+                plan = _core.gemm_plan(codes[c.dtype], m, n, k, *es(a), *es(b), *es(c))
+                if isa == "avx512":
+                    assert plan == "stream_rows", (plan, dtype, m, k, n)
+                results = []
+                for threads in (1, 2):
+                    _core.set_num_threads(threads)
+                    c[...] = c0
+                    _core.gemm(*args, 0 if bias is None else bias.ctypes.data, 1, acc, step)
+                    results.append(c.copy())
+                assert np.array_equal(results[0], results[1]), (isa, plan, "2 threads differ from 1")
+                z = a.astype(np.float64) @ b.astype(np.float64) + (0 if bias is None else bias) + (c0 if acc else 0)
+                if step:
+                    decided = np.abs(z) > 1e-2
+                    assert np.array_equal(c[decided], (z[decided] >= 0).astype(dtype)), (isa, dtype, m, k, n)
+                else:
+                    tol = (2e-4 if dtype == np.float32 else 1e-11) * (np.abs(a) @ np.abs(b) + np.abs(c0) + 1)
+                    assert np.all(np.abs(c - z) <= tol), (isa, plan, dtype, m, k, n, acc)
+print("ok")
+"""
+
+
+def test_stream_rows_products_match_reference():
+    proc = subprocess.run([sys.executable, "-c", _STREAM_ROWS_CHILD],
+                          env={**os.environ, "LINNEURON_CACHES": "49152,65536,0"},
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
 # One output column of a row-major A (a matrix-vector product: dX = dY W of a layer with one input): the dot kernel's
 # column path, W rows at a time with a partial last block, short and long k, C contiguous, strided or reversed.
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])

@@ -62,6 +62,19 @@ constexpr int64_t kLongKWideRows = 4;
 constexpr int long_k_wide_vectors(int64_t rows) {
   return rows == 1 ? kLongKRowVectorNV : rows == 2 ? 12 : rows <= 4 ? 6 : 0;
 }
+// Row-streaming kernel for a C of few rows over a B far larger than the caches (the weight gradient dW = dYᵀ X of a
+// layer with few outputs: B is the batch X): adds, into C held in memory (a block that stays in L1),
+//   c[i*c_rs + j] += sum_{p < k} A(i, p) B(p, j)   for i < m, j < n,
+// A(i, p) = a[i*a_rs + p*a_cs], B(p, j) = b[p*b_rs + j] (contiguous rows). Each pass reads a few of B's rows front to
+// back and adds them into every row of C, so B streams in its own order; each sum runs over p in order.
+template <typename T>
+using StreamRowsKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_t a_cs,
+                                    const T* b, int64_t b_rs, T* c, int64_t c_rs);
+// The most rows of C the plan sends to it (and fewer than the register tile's rows: a whole tile of rows runs its
+// arithmetic better than this kernel, with half its loads and stores, so reading B in order pays only while the
+// tiles would compute padding rows too; and past 7 rows it lost on two threads, Xeon, 8 to 11 rows 0.72-0.8x).
+constexpr int64_t kStreamRowsMax = 7;
+
 // Short-k kernel: k <= kShortKMax, B's rows and C's rows contiguous (b_cs == c_cs == 1), a contiguous bias:
 //   C(i, j) = [C(i, j) if load_c] + sum_p A(i, p) B(p, j) [+ bias[j]] [then H(.)]   for i < m, j < n,
 // A(i, p) = a[i*a_rs + p*a_cs], B(p, j) = b[p*b_rs + j]. C is written row by row, each row one sequential stream;
@@ -91,6 +104,7 @@ struct MicroKernel {
   int64_t tall_cols;  // columns of C per pass of `tall` over A (its accumulators)
   LongKKernelFn<T> long_k;  // optional (may be null); see above
   ShortKKernelFn<T> short_k;  // optional (may be null): k <= kShortKMax, C written row by row; see above
+  StreamRowsKernelFn<T> stream_rows;  // optional (may be null); see above
   // Peak-rate probe: `iterations` rounds of independent FMAs on registers of this family's width; returns the
   // floating-point operations done (2 per lane per FMA) and stores a result in *sink so none is optimised away.
   int64_t (*fma_probe)(int64_t iterations, T* sink);

@@ -170,6 +170,7 @@ constexpr MicroKernel<T> kKernel{"avx2",
                                  kTallCols,
                                  &simd::long_k_block<typename Family<T>::V, kLongKRows1, kLongKRows2>,
                                  &simd::short_k_rows<typename Family<T>::V>,
+                                 &simd::stream_rows<typename Family<T>::V>,
                                  &simd::fma_probe<typename Family<T>::V>,
                                  &simd::pack_b_transposed<typename Family<T>::V, &transpose_block>,
                                  &simd::transpose_out<typename Family<T>::V, &transpose_block>};

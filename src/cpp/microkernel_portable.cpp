@@ -101,6 +101,7 @@ const MicroKernel<T>& portable_micro_kernel() {
                                      0,
                                      nullptr,
                                      nullptr,
+                                     nullptr,
                                      &portable_fma_probe<T>,
                                      nullptr,
                                      nullptr};

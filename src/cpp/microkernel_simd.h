@@ -884,6 +884,76 @@ void short_k_rows(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64
   }
 }
 
+// MicroKernel::stream_rows (microkernel.h): kRows of B's rows at a time are added into every row of C, kRowsC rows
+// of C at a time; per vector of those rows of C, kRows loads of B (from L1 after the first group of C's rows), a load
+// and a store of each row of C and kRows x kRowsC FMAs, with the A elements broadcast once a group. Every element of
+// C is one chain of FMAs over p in order, so the bits do not depend on how the driver splits C's columns or k.
+template <class V, int kRowsC, int kRows>
+void stream_rows_group(int64_t n, const typename V::T* a, int64_t a_rs, int64_t a_cs, const typename V::T* const* rows,
+                       typename V::T* c, int64_t c_rs) {
+  using R = typename V::R;
+  constexpr int W = V::kWidth;
+  const int64_t n_full = n - n % W;
+  const int tail = static_cast<int>(n - n_full);
+  R ar[kRowsC][kRows];
+#pragma GCC unroll 4
+  for (int i = 0; i < kRowsC; ++i)
+#pragma GCC unroll 4
+    for (int r = 0; r < kRows; ++r) ar[i][r] = V::broadcast(a + i * a_rs + r * a_cs);
+  auto columns = [&](int64_t j, int count) {
+    R bv[kRows];
+#pragma GCC unroll 4
+    for (int r = 0; r < kRows; ++r) bv[r] = count == W ? V::load(rows[r] + j) : V::load_partial(rows[r] + j, count);
+#pragma GCC unroll 4
+    for (int i = 0; i < kRowsC; ++i) {
+      typename V::T* ci = c + i * c_rs + j;
+      R acc = count == W ? V::load(ci) : V::load_partial(ci, count);
+#pragma GCC unroll 4
+      for (int r = 0; r < kRows; ++r) acc = V::fma(ar[i][r], bv[r], acc);
+      if (count == W)
+        V::store(ci, acc);
+      else
+        V::store_partial(ci, acc, count);
+    }
+  };
+  for (int64_t j = 0; j < n_full; j += W) columns(j, W);
+  if (tail) columns(n_full, tail);
+}
+
+// All of C's m rows for kRows rows of B: groups of kRowsC rows, the last ones in a group of half that, then singly.
+template <class V, int kRowsC, int kRows>
+void stream_rows_step(int64_t m, int64_t n, const typename V::T* a, int64_t a_rs, int64_t a_cs,
+                      const typename V::T* const* rows, typename V::T* c, int64_t c_rs) {
+  int64_t i = 0;
+  for (; i + kRowsC <= m; i += kRowsC)
+    stream_rows_group<V, kRowsC, kRows>(n, a + i * a_rs, a_rs, a_cs, rows, c + i * c_rs, c_rs);
+  if constexpr (kRowsC > 1) {
+    if (i < m)
+      stream_rows_step<V, kRowsC / 2, kRows>(m - i, n, a + i * a_rs, a_rs, a_cs, rows, c + i * c_rs, c_rs);
+  }
+}
+
+template <class V>
+void stream_rows(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t a_rs, int64_t a_cs,
+                 const typename V::T* b, int64_t b_rs, typename V::T* c, int64_t c_rs) {
+  using T = typename V::T;
+  constexpr int kRows = 4;
+  // Groups as large as the registers allow: with 32 vector registers (AVX-512) 4 rows x 4 broadcasts, 4 of B's
+  // vectors and an accumulator; with 16 (AVX2) 2 x 4.
+  constexpr int kRowsC = sizeof(typename V::R) == 64 ? 4 : 2;
+  int64_t p = 0;
+  for (; p + kRows <= k; p += kRows) {
+    const T* rows[kRows];
+#pragma GCC unroll 4
+    for (int r = 0; r < kRows; ++r) rows[r] = b + (p + r) * b_rs;
+    stream_rows_step<V, kRowsC, kRows>(m, n, a + p * a_cs, a_rs, a_cs, rows, c, c_rs);
+  }
+  for (; p < k; ++p) {  // the last rows of B one at a time
+    const T* row = b + p * b_rs;
+    stream_rows_step<V, kRowsC, 1>(m, n, a + p * a_cs, a_rs, a_cs, &row, c, c_rs);
+  }
+}
+
 // MicroKernel::pack_b_transposed: out[p*nr + j] = w[j*ld + p] for j < cols, zero for cols <= j < nr. W x W blocks
 // go through registers with the family's in-register transpose (passed in, so that it is compiled with the
 // caller's target flags like everything here); blocks cut by the edges read their valid part with masked loads
