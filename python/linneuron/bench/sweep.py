@@ -225,8 +225,9 @@ def run(args, threads: list[int], dtypes: list[str]) -> int:
         rows = sweep(shapes, dtypes, threads, mode, budget=args.sweep_budget, progress=progress)
         all_rows += rows
         s = summarize(rows)
+        kn_text = "log-uniform" if kn == "log" else "uniform"
         print(f"sweep {mode}: {s['count']} timings ({len(shapes)} shapes x {dtypes} x threads {threads}, "
-              f"seed {args.sweep_seed}, K and N {kn}-uniform): min x{s['min']:.2f}, geomean x{s['geomean']:.2f}, "
+              f"seed {args.sweep_seed}, K and N {kn_text}): min x{s['min']:.2f}, geomean x{s['geomean']:.2f}, "
               f"{s['under_0_9']} under 0.9")  # fmt: skip
         for r in s["worst"]:
             print(_format_row(r))
