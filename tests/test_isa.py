@@ -340,7 +340,8 @@ print("ok")
 
 
 def test_streaming_stores_of_a_large_c_match_reference():
-    proc = subprocess.run([sys.executable, "-c", _STREAM_CHILD], env={**os.environ, "LINNEURON_CACHES": "49152,65536,0"},
+    proc = subprocess.run([sys.executable, "-c", _STREAM_CHILD],
+                          env={**os.environ, "LINNEURON_CACHES": "49152,65536,0"},
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 

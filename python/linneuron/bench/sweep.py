@@ -2,8 +2,8 @@
 
 Shapes: M log-uniform in 1..65536, K and N log-uniform in 1..1024 (each rounded to an integer), the same sample
 for every dtype and thread count; ``--sweep-kn uniform`` draws K and N uniformly in 1..1024 instead, a sample of
-mostly mid-sized and large products (where MKL runs near the FMA peak, so ratios sit nearer 1). Two modes, each a ratio of medians of interleaved timings in one process at the
-same thread count (> 1 means linneuron is faster):
+mostly mid-sized and large products (where MKL runs near the FMA peak, so ratios sit nearer 1). Two modes, each a
+ratio of medians of interleaved timings in one process at the same thread count (> 1 means linneuron is faster):
 
 - ``end-to-end``: ``linneuron.functional.linear(x, w, b)`` against ``torch.nn.functional.linear(x, w, b)``.
 - ``kernel``: ``_core.gemm`` on raw pointers into a preallocated output against ``torch.addmm(b, x, w.T, out=)``.
