@@ -49,7 +49,6 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 constexpr int64_t kMaxPackRows = 32;
-
 // k steps per chunk of the long-k path: long enough that a chunk's kernel call and partial sums are noise next to
 // its FMAs, short enough that a batch of a few thousand rows still splits between threads; and at most
 // kLongKMaxPartial elements of partial sums in all (longer chunks for a wide C).
