@@ -139,8 +139,8 @@ void tile_kernel(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs,
 // vector narrower or four rows shorter at a time, instead of computing the whole tile and masking the stores. The
 // operands' layout does not change (a narrower tile reads the first vectors of each B row, a shorter one the first
 // rows of A), nor does any element's sum (the same FMA chain over k from zero), so results are the same bits. Xeon,
-// 68 x 484 -> 38 float64 (tiles of 12 x 16 then: the last sliver 6 columns wide, the last strip 8 rows tall): the whole
-// tile wasted a quarter of the FMAs.
+// 68 x 484 -> 38 float64 (tiles of 12 x 16 then: the last sliver 6 columns wide, the last strip 8 rows tall): the
+// whole tile wasted a quarter of the FMAs.
 template <class V, int MR, int NV, bool kRowMajorA>
 void tile_edges(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs, const typename V::T* b, int64_t b_rs,
                 typename V::T* c, int64_t c_rs, int64_t c_cs, int64_t m_valid, int64_t n_valid, bool load_c,
@@ -292,11 +292,11 @@ inline void dot_tile_rows(int rows, int cols, int64_t k, const typename V::T* a,
 
 // One output column (n == 1: a matrix-vector product with a row-major A, the backward dX = dY W of a one-input
 // layer) for `rows` <= W rows: out[i] = sum_p a[i*a_rs + p] * b[p]. One accumulator vector per row along k, then
-// the W accumulators are transposed in registers and added, so the W row sums come out as one vector: a horizontal
+// the family's sum_lanes adds up all W accumulators at once, so the W row sums come out as one vector: a horizontal
 // reduction per row (about 8 dependent instructions) was the whole cost when k is short (52502 x 9 -> 1 float32:
 // 2x torch's time). Rows past `rows` read as zeros and are not stored. Every row's lanes are added in the same
 // order wherever the row falls in a block, so results do not depend on how rows are split between threads.
-template <class V, void (*Transpose)(typename V::R*)>
+template <class V>
 inline void dot_column(int rows, int64_t k, const typename V::T* a, int64_t a_rs, const typename V::T* b,
                        typename V::T* c, int64_t c_rs, bool load_c, const typename V::T* bias, bool step) {
   using T = typename V::T;
@@ -324,12 +324,7 @@ inline void dot_column(int rows, int64_t k, const typename V::T* a, int64_t a_rs
       acc[i] = V::fma(V::load_partial(a + i * a_rs + p, count), bv, acc[i]);
     }
   }
-  Transpose(acc);  // acc[q], lane i: lane q of row i's accumulator
-#pragma GCC unroll 16
-  for (int step_width = W / 2; step_width >= 1; step_width /= 2)  // a fixed pairwise tree over q
-#pragma GCC unroll 16
-    for (int q = 0; q < step_width; ++q) acc[q] = V::add(acc[q], acc[q + step_width]);
-  R_ sum = acc[0];
+  R_ sum = V::sum_lanes(acc);
   alignas(64) T buf[W];
   if (c_rs == 1) {
     if (load_c) sum = V::add(sum, rows == W ? V::load(c) : V::load_partial(c, rows));
@@ -354,15 +349,15 @@ inline void dot_column(int rows, int64_t k, const typename V::T* a, int64_t a_rs
 // The smaller operand is the one re-read: with a short batch (m < n) the loop over W's rows is outermost, so W
 // streams through once while the few rows of A stay in cache; with few outputs it is the other way round. A single
 // column (n == 1) goes to dot_column in blocks of W rows.
-template <class V, int R, int S, void (*Transpose)(typename V::R*)>
+template <class V, int R, int S>
 void dot_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t a_rs, const typename V::T* b,
                int64_t b_cs, typename V::T* c, int64_t c_rs, int64_t c_cs, bool load_c, const typename V::T* bias,
                int64_t bias_stride, bool step) {
   constexpr int W = V::kWidth;
   if (n == 1) {
     for (int64_t i = 0; i < m; i += W)
-      dot_column<V, Transpose>(static_cast<int>(m - i < W ? m - i : W), k, a + i * a_rs, a_rs, b, c + i * c_rs, c_rs,
-                               load_c, bias, step);
+      dot_column<V>(static_cast<int>(m - i < W ? m - i : W), k, a + i * a_rs, a_rs, b, c + i * c_rs, c_rs, load_c,
+                    bias, step);
     return;
   }
   // The last rows and the last columns each in one tile: no row or column is read more often than a full tile's.
