@@ -339,11 +339,15 @@ print("ok")
 """
 
 
-def test_streaming_stores_of_a_large_c_match_reference():
-    proc = subprocess.run([sys.executable, "-c", _STREAM_CHILD],
-                          env={**os.environ, "LINNEURON_CACHES": "49152,65536,0"},
+def _run_with_small_l2(child: str) -> None:
+    """Runs `child` in a Python that sees a 64 KiB L2 (cache sizes are read once per process); it prints "ok"."""
+    proc = subprocess.run([sys.executable, "-c", child], env={**os.environ, "LINNEURON_CACHES": "49152,65536,0"},
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_streaming_stores_of_a_large_c_match_reference():
+    _run_with_small_l2(_STREAM_CHILD)
 
 
 # A C of a few rows over a B with long rows that does not stay in L2 (the weight gradient dYᵀ X of a layer with few
@@ -393,10 +397,7 @@ print("ok")
 
 
 def test_stream_rows_products_match_reference():
-    proc = subprocess.run([sys.executable, "-c", _STREAM_ROWS_CHILD],
-                          env={**os.environ, "LINNEURON_CACHES": "49152,65536,0"},
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+    _run_with_small_l2(_STREAM_ROWS_CHILD)
 
 
 # One output column of a row-major A (a matrix-vector product: dX = dY W of a layer with one input): the dot kernel's

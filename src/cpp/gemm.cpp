@@ -155,6 +155,16 @@ void epilogue_only(const GemmArgs<T>& g) {
     }
 }
 
+// The epilogue of the paths that add up their sums in a buffer first (long-k, stream-rows, transposed):
+// C(i, j) = [C(i, j) +] sum [+ bias[j]], then [H], in the register tiles' order. `bias` is contiguous.
+template <typename T>
+inline void finish_element(const GemmArgs<T>& g, const T* bias, int64_t i, int64_t j, T sum) {
+  T& c = g.c[i * g.c_rs + j * g.c_cs];
+  if (g.accumulate) sum += c;
+  if (bias) sum += bias[j];
+  c = g.step ? unit_step(sum) : sum;
+}
+
 struct Plan {
   bool skinny;  // k and n tiny, m large: vectors along m (gathered columns of A), no packing
   bool dot;     // both operands contiguous along k and the product small or skinny: dot-product kernel, no packing
@@ -386,10 +396,7 @@ void long_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads, b
       const int64_t at = transposed ? j * g.m + i : i * g.n + j;
       T v = partial[at];
       for (int64_t ch = 1; ch < chunks; ++ch) v += partial[ch * cell + at];
-      T& c = g.c[i * g.c_rs + j * g.c_cs];
-      if (g.accumulate) v += c;
-      if (bias) v += bias[j];
-      c = g.step ? unit_step(v) : v;
+      finish_element(g, bias, i, j, v);
     }
 }
 
@@ -427,13 +434,7 @@ void stream_rows_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthrea
   });
   if (direct) return;
   for (int64_t i = 0; i < g.m; ++i)
-    for (int64_t j = 0; j < g.n; ++j) {
-      T v = sums[i * ld + j];
-      T& c = g.c[i * g.c_rs + j * g.c_cs];
-      if (g.accumulate) v += c;
-      if (bias) v += bias[j];
-      c = g.step ? unit_step(v) : v;
-    }
+    for (int64_t j = 0; j < g.n; ++j) finish_element(g, bias, i, j, sums[i * ld + j]);
 }
 
 // The short-k path: rows split between threads (on multiples of 16); B's k rows copied contiguous first where its
@@ -876,13 +877,7 @@ void transposed_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan&
       return;
     }
     for (int64_t i = i0; i < i1; ++i)
-      for (int64_t j = j0; j < j1; ++j) {
-        T v = ct[j * ld + i];
-        T& c = g.c[i * g.c_rs + j * g.c_cs];
-        if (g.accumulate) v += c;
-        if (bias) v += bias[j];
-        c = g.step ? unit_step(v) : v;
-      }
+      for (int64_t j = j0; j < j1; ++j) finish_element(g, bias, i, j, ct[j * ld + i]);
   });
 }
 
