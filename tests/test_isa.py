@@ -281,12 +281,14 @@ def test_few_row_products_take_the_long_k_path(isa):
 
 
 # k <= 8, C written row by row: k = 1 (outer products) to 8 and one past, every B layout (strided ones are copied
-# first), n of one or two vectors (B kept in registers), n below, at and past a vector with a tail, a B past half of
-# L1 (the tile path), rows split between two threads.
+# first), n of one or two vectors (B kept in registers), of 3 to 32 vectors over 16 rows or more (B copied into a
+# zero-padded buffer: n a whole number of vectors or one element past, up to 32 AVX-512 float32 vectors and one
+# past), n below, at and past a vector with a tail, a B past half of L1 (the tile path), rows split between two
+# threads (a range shorter than 16 rows for the second).
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("shape", [(1, 550, 1), (97, 1030, 1), (300, 17, 2), (64, 40, 3), (129, 349, 4), (50, 33, 5),
                                    (300, 8, 5), (70, 2, 8), (129, 31, 7), (97, 9, 6), (33, 250, 8), (40, 1000, 8),
-                                   (67, 16, 9)],
+                                   (67, 16, 9), (20, 512, 8), (17, 513, 4), (40, 96, 6)],
                          ids=_shape_id)  # fmt: skip
 def test_short_k_products_match_reference(rng, isa, shape, dtype):
     for a_layout, b_layout in [("row", "col"), ("row", "row"), ("col", "row"), ("strided", "strided")]:
