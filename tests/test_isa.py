@@ -278,6 +278,10 @@ def test_few_row_products_take_the_long_k_path(isa):
     if isa == "avx512":  # a C of up to 32 rows in float32 (two vectors' lanes), of few columns with tile edges
         assert _plan(np.float32, 20, 30, 3000, "col", "row") == "long_k"
         assert _plan(np.float32, 30, 20, 3000, "col", "row") == "long_k_transposed"
+        # but not where its transposing epilogue outweighs the FMAs it saves (a short k, columns the tiles fill)
+        assert _plan(np.float32, 9546, 24, 19, "col", "row") == "blocked"
+        assert _plan(np.float32, 300, 16, 60, "col", "row") == "blocked"
+        assert _plan(np.float32, 100, 3, 120, "col", "row") == "long_k_transposed"
 
 
 # k <= 8, C written row by row: k = 1 (outer products) to 8 and one past, every B layout (strided ones are copied

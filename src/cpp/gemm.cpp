@@ -314,8 +314,15 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   const bool long_k_ok =
       long_k_base && a_rows_ok && g.b_cs == 1 && g.m <= long_k_rows && b_rows_in_band &&
       ((edges && g.n <= 2 * lanes) || tile_lanes > 1.25 * double(g.m) * double(round_up(g.n, lanes)));
+  // On Cᵀ the FMAs saved must also pay for the transposing epilogue, about 2.5 cycles (5 vectors' lanes) an output.
+  // Xeon, A column-major, float32, tiles against long-k on Cᵀ: 9546 x 19 -> 24 4.0x, 5000 x 40 -> 24 2.4x,
+  // 300 x 60 -> 16 2.9x, 700 x 64 -> 9 1.7x faster (float64 64 x 40 -> 8 2.0x), but 100 x 120 -> 3 2.7x slower,
+  // where the tiles pad 3 columns to 16.
+  const double long_k_t_lanes =
+      double(g.n) * double(round_up(g.m, lanes)) * double(g.k) + 5.0 * double(lanes) * double(g.m) * double(g.n);
   const bool long_k_t_ok =
       long_k_base && (g.b_cs == 1 || g.n == 1) && g.a_rs == 1 && g.n <= long_k_rows && a_cols_in_band &&
+      tile_lanes * double(g.k) > long_k_t_lanes &&
       ((edges && g.m <= 2 * lanes) || tile_lanes > 1.25 * double(g.n) * double(round_up(g.m, lanes)));
   auto long_k_step = [&](int64_t rows, int64_t cols) {
     const double vectors = double(ceil_div(cols, lanes));
