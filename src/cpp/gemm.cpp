@@ -235,9 +235,10 @@ double tall_cost(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
 // Waking a second thread and meeting it at a barrier costs about a microsecond while OpenMP's workers still spin
 // (as they do between back-to-back calls), tens of microseconds once they sleep (on a Xeon VM: 40-70 us), and a
 // whole scheduler slice on a busy machine. Each thread gets at least a few times the first, counted two ways:
-// arithmetic (1 MFLOP, about 5 us of one core; at 2 MFLOP a thread, products of 1-2 MFLOP such as 43 x 708 -> 39
-// ran on one thread in 22-25 us against 18 us on two) and memory traffic (kBytesPerThread of operands and result,
-// about 5 us of a core's stream). Short-k products are nothing but their traffic: 856 x 2 -> 84 in float64 is
+// arithmetic (1 MFLOP of float32, about 5 us of one core, half that of float64; at 2 MFLOP a thread, products of
+// 1-2 MFLOP such as 43 x 708 -> 39 ran on one thread in 22-25 us against 18 us on two; float64 74 x 163 -> 56, 1.35
+// MFLOP, ran 1.39x faster on two) and memory traffic (kBytesPerThread of operands and result, about 5 us of a
+// core's stream). Short-k products are nothing but their traffic: 856 x 2 -> 84 in float64 is
 // 0.3 MFLOP but writes 575 KB, and the second core halves that time (Zen 5: 14 -> 8 us); a matrix-vector product
 // likewise reads W at nearly twice the rate on two cores.
 constexpr double kFlopsPerThread = 1e6;
@@ -248,7 +249,9 @@ int threads_for(const GemmArgs<T>& g) {
   const double m = double(g.m), n = double(g.n), k = double(g.k);
   const double flops = 2.0 * m * n * k;
   const double bytes = double(sizeof(T)) * (m * k + k * n + (g.accumulate ? 2.0 : 1.0) * m * n);
-  const double units = std::max(flops / kFlopsPerThread, bytes / kBytesPerThread);
+  // kFlopsPerThread counts float32 FLOPs; a float64 one takes twice the time (half the lanes a vector).
+  const double float32_flops = flops * double(sizeof(T)) / 4.0;
+  const double units = std::max(float32_flops / kFlopsPerThread, bytes / kBytesPerThread);
   return static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), units)));
 }
 
