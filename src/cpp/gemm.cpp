@@ -235,13 +235,13 @@ double tall_cost(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
 // Waking a second thread and meeting it at a barrier costs about a microsecond while OpenMP's workers still spin
 // (as they do between back-to-back calls), tens of microseconds once they sleep (on a Xeon VM: 40-70 us), and a
 // whole scheduler slice on a busy machine. Each thread gets at least a few times the first, counted two ways:
-// arithmetic (1 MFLOP of float32, about 5 us of one core, half that of float64; at 2 MFLOP a thread, products of
-// 1-2 MFLOP such as 43 x 708 -> 39 ran on one thread in 22-25 us against 18 us on two; float64 74 x 163 -> 56, 1.35
-// MFLOP, ran 1.39x faster on two) and memory traffic (kBytesPerThread of operands and result, about 5 us of a
-// core's stream). Short-k products are nothing but their traffic: 856 x 2 -> 84 in float64 is
-// 0.3 MFLOP but writes 575 KB, and the second core halves that time (Zen 5: 14 -> 8 us); a matrix-vector product
-// likewise reads W at nearly twice the rate on two cores.
-constexpr double kFlopsPerThread = 1e6;
+// arithmetic (0.5 MFLOP of float32, 2-3 us of one core, half that of float64: Xeon, 2 threads against 1 with the
+// workers spinning, float32 700 x 40 -> 30 (1.7 MFLOP) 1.54x, 18 x 220 -> 245 1.43x, 20 x 200 -> 200 1.50x,
+// 60 x 100 -> 100 (1.2 MFLOP) 1.13x, float64 50 x 60 -> 100 (0.6 MFLOP) 1.22x, 74 x 163 -> 56 1.39x) and memory
+// traffic (kBytesPerThread of operands and result, about 5 us of a core's stream). Short-k products are nothing
+// but their traffic: 856 x 2 -> 84 in float64 is 0.3 MFLOP but writes 575 KB, and the second core halves that time
+// (Zen 5: 14 -> 8 us); a matrix-vector product likewise reads W at nearly twice the rate on two cores.
+constexpr double kFlopsPerThread = 5e5;
 constexpr double kBytesPerThread = 128.0 * 1024;
 
 template <typename T>
