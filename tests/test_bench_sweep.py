@@ -55,6 +55,10 @@ def test_every_mode_computes_what_torch_computes(mode):
     if mode == S.TRAINING:  # the gradients of input, weight and bias
         for got, want in zip(ours(), theirs(), strict=True):
             torch.testing.assert_close(got, want)
+    if mode in S.BACKWARD:  # dX (5, 7) or dW (3, 7), linneuron's kernel against torch.mm
+        got, want = ours().clone(), theirs()
+        assert got.shape == ((5, 7) if mode == "kernel-dx" else (3, 7))
+        torch.testing.assert_close(got, want)
     rows = S.sweep([(5, 7, 3), (2, 1, 9)], dtypes=("float32",), threads=(1,), mode=mode, budget=0.001)
     assert len(rows) == 2 and all(r["speedup"] > 0 and r["mode"] == mode for r in rows)
     with pytest.raises(ValueError, match="mode"):

@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", help="write the raw figures as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="draw the speed-ups (needs matplotlib)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--sweep", nargs="?", const="both", choices=["both", "all", "end-to-end", "kernel", "training"],
+    sweeps = ["both", "all", "end-to-end", "kernel", "training", "backward", "kernel-dx", "kernel-dw"]
+    parser.add_argument("--sweep", nargs="?", const="both", choices=sweeps,
                         help="random (M, K, N) sweep instead of the cases (see linneuron.bench.sweep)")  # fmt: skip
     parser.add_argument("--sweep-count", type=int, default=120, help="shapes in the sweep (default 120)")
     parser.add_argument("--sweep-seed", type=int, default=0, help="seed of the sweep's shapes (default 0)")

@@ -9,7 +9,10 @@ ratio of medians of interleaved timings in one process at the same thread count 
 - ``kernel``: ``_core.gemm`` on raw pointers into a preallocated output against ``torch.addmm(b, x, w.T, out=)``.
 - ``training``: forward and backward (gradients of input, weight and bias) of ``functional.linear`` against
   ``F.linear``: the forward product and the two backward ones (dX = dY W, dW = dYᵀ X) and the bias gradient.
-  (``--sweep both`` runs the first two; ``--sweep all`` all three.)
+- ``kernel-dx`` and ``kernel-dw``: the two backward products kernel against kernel, each as linneuron's autograd
+  calls ``_core.gemm`` (dX = dY W with W row-major; dW = dYᵀ X with dY read transposed in place) against the
+  ``torch.mm(out=)`` of torch's autograd; M is the batch, K the layer's inputs, N its outputs, as in the other modes.
+  (``--sweep both`` runs the first two; ``--sweep backward`` the last two; ``--sweep all`` all five.)
 
 The function API (used by other tools, e.g. kernel work that wants the kernel mode alone)::
 
@@ -29,7 +32,8 @@ from typing import Any
 
 MODES = ("end-to-end", "kernel")  # what ``--sweep both`` runs
 TRAINING = "training"
-ALL_MODES = MODES + (TRAINING,)
+BACKWARD = ("kernel-dx", "kernel-dw")  # what ``--sweep backward`` runs
+ALL_MODES = MODES + (TRAINING,) + BACKWARD
 M_MAX, KN_MAX = 65536, 1024
 
 
@@ -103,9 +107,30 @@ def pair(mode: str, m: int, k: int, n: int, dtype: str):
             return step
 
         return training(LF.linear), training(F.linear)
+    code = {torch.float32: _core.FLOAT32, torch.float64: _core.FLOAT64}[dt]
+    if mode in BACKWARD:
+        grad_out = torch.randn(m, n, generator=g, dtype=dt)
+        rows, cols = (m, k) if mode == "kernel-dx" else (n, k)
+        out_ours = torch.empty(rows, cols, dtype=dt)
+        out_torch = torch.empty(rows, cols, dtype=dt)
+        keep = (grad_out, w, x, out_ours)  # the closure holds the tensors: the raw pointers below must stay valid
+        dy, wp, xp, cp = (t.data_ptr() for t in keep)
+
+        def backward_ours():
+            assert keep  # noqa: S101 - keeps the operands alive as long as this callable
+            if mode == "kernel-dx":  # dX (m, k) = dY (m, n) W (n, k)
+                _core.gemm(code, m, k, n, dy, n, 1, wp, k, 1, cp, k, 1, 0, 1, False, False)
+            else:  # dW (n, k) = dYᵀ (n, m) X (m, k), dY read transposed in place
+                _core.gemm(code, n, k, m, dy, 1, n, xp, k, 1, cp, k, 1, 0, 1, False, False)
+            return out_ours
+
+        def backward_torch():
+            a = grad_out if mode == "kernel-dx" else grad_out.t()
+            return torch.mm(a, w if mode == "kernel-dx" else x, out=out_torch)
+
+        return backward_ours, backward_torch
     out_ours = torch.empty(m, n, dtype=dt)
     out_torch = torch.empty(m, n, dtype=dt)
-    code = {torch.float32: _core.FLOAT32, torch.float64: _core.FLOAT64}[dt]
     keep = (x, w, out_ours, b)  # the closure holds the tensors: the raw pointers below must stay valid
     ptrs = tuple(t.data_ptr() for t in keep)
     wt = w.t()
@@ -209,7 +234,7 @@ def _format_row(r: dict[str, Any]) -> str:
 
 def run(args, threads: list[int], dtypes: list[str]) -> int:
     """The ``--sweep`` command: sample, time each mode, print the summary (and draw ``--plot``)."""
-    modes = {"both": MODES, "all": ALL_MODES}.get(args.sweep, (args.sweep,))
+    modes = {"both": MODES, "backward": BACKWARD, "all": ALL_MODES}.get(args.sweep, (args.sweep,))
     kn = getattr(args, "sweep_kn", "log")
     shapes = sample_shapes(args.sweep_count, seed=args.sweep_seed, kn=kn)
     total = len(shapes) * len(dtypes) * len(threads) * len(modes)
