@@ -376,6 +376,8 @@ def default_cases(quick: bool = False) -> list[Case]:
         cases.append(Case("neuron", s, f32, GOAL_NEURON_SMALL_K if s[1] <= 64 else GOAL_NEURON))
     cases += [Case("neuron+bwd", (8192, 64, 64), f32, None), Case("linear+bwd", (8192, 64, 64), f32, None)]
     cases += [Case("linear", s, f64, GOAL_F64, numpy_peer=True) for s in LARGE + [LARGE_ODD]]
+    # The matrix-vector product, rated in GB/s against the measured read bandwidth (W: 64 MB float32, 128 MB float64).
+    cases += [Case("linear-bw", MATVEC, dt, None) for dt in (f32, f64)]
     cases += [Case("linear+bwd", LARGE[0], f64, GOAL_F64, numpy_peer=True)]
     cases += low_precision_cases()
     return cases
