@@ -525,7 +525,8 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
   // k blocks of 128, 80-85 in row strips of 360; 336 columns, whose panel fits at 384, ran at 80 already). Equal k
   // blocks instead of a remainder lost 13 % on 12523 x 823 -> 38 float64.
   const int64_t panel_cols = round_up(nc_max, nr);
-  const int64_t fitting_kc = cpu_caches().l2 / (2 * panel_cols * int64_t(sizeof(T))) / 8 * 8;
+  // Not rounded down: a k block that fitted before this shortening still does, unchanged.
+  const int64_t fitting_kc = cpu_caches().l2 / (2 * panel_cols * int64_t(sizeof(T)));
   const int64_t long_kc = std::min({std::max(blk.kc, blk.panel_kc), fitting_kc, g.k});
   const bool long_k_blocks = long_kc >= std::min(2 * blk.kc, g.k);
   const int64_t kc_max = long_k_blocks ? long_kc : std::min(blk.kc, g.k);
