@@ -63,3 +63,13 @@ def test_every_mode_computes_what_torch_computes(mode):
     assert len(rows) == 2 and all(r["speedup"] > 0 and r["mode"] == mode for r in rows)
     with pytest.raises(ValueError, match="mode"):
         S.pair("nope", 1, 1, 1, "float32")
+
+
+def test_rerun_times_the_row_again_at_its_thread_count():
+    import torch
+
+    row = S.sweep([(6, 5, 4)], dtypes=("float64",), threads=(1,), mode="kernel", budget=0.001)[0]
+    before = torch.get_num_threads()
+    again = S.rerun(row, times=3, budget=0.001)
+    assert len(again) == 3 and all(x > 0 for x in again)
+    assert torch.get_num_threads() == before  # restored
