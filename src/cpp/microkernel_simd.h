@@ -866,6 +866,7 @@ void short_k_rows_k(int64_t m, int64_t n, const typename V::T* a, int64_t a_rs, 
   constexpr int W = V::kWidth;
   if (n <= W) return short_k_rows_narrow<V, K, 1>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
   if (n <= 2 * W) return short_k_rows_narrow<V, K, 2>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
+  // The copy (k x n loads and stores) is paid back over 16 rows or more; streamed rows keep their aligned cut below.
   if (n <= kShortKPackedVectors * W && m >= 16 && !stream_c)
     return short_k_rows_packed<V, K>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step);
   // Streaming stores need whole aligned vectors: each row is cut at the first aligned element (a partial vector

@@ -170,28 +170,13 @@ def sweep(shapes, dtypes=("float32", "float64"), threads=(1, 2), mode: str = "en
 
 
 def rerun(row: dict[str, Any], times: int = 2, budget: float = 0.05) -> list[float]:
-    """``times`` fresh speed-ups of one sweep row (operands made anew, its thread count set, interleaved medians).
+    """``times`` fresh speed-ups of one sweep row: its shape swept again, alone, at its dtype and thread count.
 
     Shared machines throw single timings off (a neighbour takes a core for a few milliseconds); the worst rows of a
     sweep are shown with these beside them, and the sweep's own figures are left as they were measured.
     """
-    import torch
-
-    from linneuron._info import set_num_threads
-
-    saved = torch.get_num_threads()
-    try:
-        torch.set_num_threads(row["threads"])
-        set_num_threads(row["threads"])
-        ours, theirs = pair(row["mode"], row["m"], row["k"], row["n"], row["dtype"])
-        speedups = []
-        for _ in range(times):
-            t_ours, t_torch = _median_pair(ours, theirs, budget)
-            speedups.append(t_torch / t_ours)
-        return speedups
-    finally:
-        torch.set_num_threads(saved)
-        set_num_threads(None)
+    shape = [(row["m"], row["k"], row["n"])]
+    return [sweep(shape, (row["dtype"],), (row["threads"],), row["mode"], budget)[0]["speedup"] for _ in range(times)]
 
 
 def summarize(rows: list[dict[str, Any]], worst: int = 5) -> dict[str, Any]:
