@@ -549,16 +549,17 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
   constexpr int64_t kAlign = 64 / sizeof(T);
   const int64_t panel_elems = plan.pack_b ? round_up(kc_max * nc_max, kAlign) : 0;
   const int64_t b_elems = private_b ? 0 : panel_elems;
+  // Unpacked A is read in place by the kernel matching its layout; packed slivers are column-major. Edge tiles read
+  // a row-major A, and B, in place too where the family reads only their valid rows and columns (exact_edges).
+  const bool a_row_major = !plan.pack_a && g.a_cs == 1;
+  const bool a_edge_in_place = a_row_major && uk.exact_edges;
+  const MicroKernelFn<T> direct_a_kernel = a_row_major ? uk.row_a : uk.col_a;
   const int64_t a_elems = plan.pack_a ? round_up(kc_max * mc_max, kAlign) : 0;
-  const int64_t a_edge_elems = plan.pack_a ? 0 : round_up(kc_max * mr, kAlign);
-  const int64_t b_edge_elems = plan.pack_b ? 0 : round_up(kc_max * nr, kAlign);
+  const int64_t a_edge_elems = plan.pack_a || a_edge_in_place ? 0 : round_up(kc_max * mr, kAlign);
+  const int64_t b_edge_elems = plan.pack_b || uk.exact_edges ? 0 : round_up(kc_max * nr, kAlign);
   const int64_t per_thread = a_elems + a_edge_elems + b_edge_elems + (private_b ? panel_elems : 0);
   const T* bias = nullptr;
   T* const workspace = gemm_workspace(g, b_elems + nthreads * per_thread, bias);
-
-  // Unpacked A is read in place by the kernel matching its layout; packed slivers are column-major.
-  const bool a_row_major = !plan.pack_a && g.a_cs == 1;
-  const MicroKernelFn<T> direct_a_kernel = a_row_major ? uk.row_a : uk.col_a;
 
   // Loop order inside a block. By default the sliver loop is outside the row loop: each kc x nr B sliver stays in
   // L1 while the A slivers stream from the L2-resident A block. When all of B's slivers in the panel fit in half of
@@ -626,7 +627,7 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
           const T* a_block = g.a + ic * g.a_rs + pc * g.a_cs;
           if (plan.pack_a) {
             pack_a_block(mc, kc, a_block, g.a_rs, g.a_cs, mr, a_packed, uk);
-          } else if (mc % mr != 0) {
+          } else if (mc % mr != 0 && !a_edge_in_place) {
             // The partial last tile is copied (zero-padded) so that the kernel never reads past row m.
             pack_a_block(mc % mr, kc, a_block + (mc - mc % mr) * g.a_rs, g.a_rs, g.a_cs, mr, a_edge, uk);
           }
@@ -639,7 +640,7 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
             if (plan.pack_a) {
               uk.col_a(kc, a_packed + ir * kc, 1, mr, b_sliver, b_rs, c_tile, g.c_rs, g.c_cs, m_valid, n_valid, load_c,
                        tile_bias_j, tile_step);
-            } else if (m_valid < mr) {
+            } else if (m_valid < mr && !a_edge_in_place) {
               uk.col_a(kc, a_edge, 1, mr, b_sliver, b_rs, c_tile, g.c_rs, g.c_cs, m_valid, n_valid, load_c,
                        tile_bias_j, tile_step);
             } else {
@@ -647,9 +648,11 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
                               m_valid, n_valid, load_c, tile_bias_j, tile_step);
             }
           };
-          // Where sliver s of B lies: the packed panel, B itself (full slivers of a B with contiguous rows), or the
-          // edge buffer, into which the one partial sliver of an unpacked B is copied (zero-padded) when asked.
-          const int64_t s_partial = nc - (n_slivers - 1) * nr < nr ? n_slivers - 1 : n_slivers;
+          // Where sliver s of B lies: the packed panel, B itself (full slivers of a B with contiguous rows, and the
+          // partial one with exact_edges), or the edge buffer, into which the one partial sliver of an unpacked B is
+          // copied (zero-padded) when asked.
+          const int64_t s_partial =
+              nc - (n_slivers - 1) * nr < nr && !uk.exact_edges ? n_slivers - 1 : n_slivers;
           auto b_sliver = [&](int64_t s, bool copy_edge) -> std::pair<const T*, int64_t> {
             if (plan.pack_b) return {b_packed + s * nr * kc, nr};
             if (s != s_partial) return {b_block + s * nr, g.b_rs};

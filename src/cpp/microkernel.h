@@ -9,7 +9,8 @@
 // a column-major A (a_rs = 1, any a_cs) to `col_a`, a row-major A (a_cs = 1, any a_rs) to `row_a`, and a B whose
 // rows are contiguous (b_cs = 1) with its own row stride, so small and skinny products need no packing at all.
 // The driver pads partial edge slivers of unpacked operands into small buffers, so kernels never read out of
-// bounds and never need masked loads in their inner loop.
+// bounds -- except for families with `exact_edges`, whose tiles read B only in columns j < n_valid (the last vector
+// masked) and a row-major A only in rows i < m_valid: there an edge of B, or of a row-major A, is read in place.
 #pragma once
 
 #include <cstdint>
@@ -117,6 +118,8 @@ struct MicroKernel {
   // ct's rows are read in whole vectors, up to m rounded up to the vector width (ld must allow that).
   void (*transpose_out)(int64_t m, int64_t n, const T* ct, int64_t ld, T* c, int64_t c_rs, bool load_c, const T* bias,
                         bool step);
+  // col_a and row_a read B only in columns j < n_valid, and row_a reads A only in rows i < m_valid (see above).
+  bool exact_edges = false;
 };
 
 // One accessor per compiled family; each lives in its own translation unit with its own target flags.

@@ -295,7 +295,8 @@ constexpr MicroKernel<T> kKernel{"avx512",
                                  &simd::stream_rows<typename Family<T>::V>,
                                  &simd::fma_probe<typename Family<T>::V>,
                                  &simd::pack_b_transposed<typename Family<T>::V, &transpose_block>,
-                                 &simd::transpose_out<typename Family<T>::V, &transpose_block>};
+                                 &simd::transpose_out<typename Family<T>::V, &transpose_block>,
+                                 true};
 
 }  // namespace
 

@@ -20,7 +20,7 @@
 namespace linneuron {
 namespace simd {
 
-template <class V, int MR, int NV, bool kRowMajorA>
+template <class V, int MR, int NV, bool kRowMajorA, bool kPartialB>
 void tile_kernel(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs, const typename V::T* b, int64_t b_rs,
                  typename V::T* c, int64_t c_rs, int64_t c_cs, int64_t m_valid, int64_t n_valid, bool load_c,
                  const typename V::T* bias, bool step) {
@@ -60,9 +60,14 @@ void tile_kernel(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs,
   // a packed A sliver wider than a cache line (float64: 96 bytes) gets a second prefetch for its last element, or
   // every third line of the stream would be left to the hardware prefetcher.
   constexpr int64_t kAheadA = 16, kAheadB = 8;  // k steps; measured on Zen 3 (AVX2) with 6 x 16 tiles
+  // Rows past m_valid of a row-major A repeat the last valid one: their sums are never stored, and no row of A
+  // outside the tile is read (so an edge tile runs on A in place, not on a padded copy).
   const T* rows[MR];
 #pragma GCC unroll 32
-  for (int i = 0; i < MR; ++i) rows[i] = a + i * a_rs;
+  for (int i = 0; i < MR; ++i) rows[i] = a + (i < m_valid ? i : m_valid - 1) * a_rs;
+  // kPartialB: the last vector of B's row is cut at n_valid (masked loads, which read nothing past it), so the
+  // edge sliver of a B read in place needs no padded copy.
+  const int last_lanes = static_cast<int>(n_valid - int64_t(NV - 1) * W);
   auto steps = [&](int64_t p, int64_t p_end, auto spread) {
 #pragma GCC unroll 4
     for (; p < p_end; ++p) {
@@ -77,7 +82,8 @@ void tile_kernel(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs,
       }
       R bv[NV];
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) bv[v] = V::load(b + v * W);
+      for (int v = 0; v < NV; ++v)
+        bv[v] = kPartialB && v == NV - 1 ? V::load_partial(b + v * W, last_lanes) : V::load(b + v * W);
 #pragma GCC unroll 32
       for (int i = 0; i < MR; ++i) {
         const R ai = kRowMajorA ? V::broadcast(rows[i] + p) : V::broadcast(a + i);
@@ -156,7 +162,12 @@ void tile_edges(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs, 
       return tile_edges<V, MR - kStep, NV, kRowMajorA>(kc, a, a_rs, a_cs, b, b_rs, c, c_rs, c_cs, m_valid, n_valid,
                                                        load_c, bias, step);
   }
-  tile_kernel<V, MR, NV, kRowMajorA>(kc, a, a_rs, a_cs, b, b_rs, c, c_rs, c_cs, m_valid, n_valid, load_c, bias, step);
+  if (n_valid < NV * V::kWidth)
+    tile_kernel<V, MR, NV, kRowMajorA, true>(kc, a, a_rs, a_cs, b, b_rs, c, c_rs, c_cs, m_valid, n_valid, load_c, bias,
+                                             step);
+  else
+    tile_kernel<V, MR, NV, kRowMajorA, false>(kc, a, a_rs, a_cs, b, b_rs, c, c_rs, c_cs, m_valid, n_valid, load_c,
+                                              bias, step);
 }
 
 }  // namespace simd
