@@ -465,10 +465,12 @@ void short_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads) 
   // A C far larger than L2 that is already in memory (an output written before, not a fresh one: see
   // pages_resident) goes out with streaming stores, which skip reading each line before it is written. Xeon (2 MiB
   // L2), k = 2, streaming against plain stores into a C written before: 2 MB 0.64x, 11 MB 0.73-0.89x, 22 MB
-  // 1.09-1.4x, 44 MB and more 1.75-1.9x; so from 8 times L2 on (a VM's cpuid shows the L3 of the whole socket,
-  // which tells nothing). Into a fresh output they lose: 10715 x 4 -> 521 float64 end to end 15.6 ms against 9.6.
+  // 1.09-1.4x, 44 MB and more 1.75-1.9x; k = 3 between calls of another product as large (MKL's, in a sweep), 1
+  // thread: 12 MB 0.93-1.07x, 14 MB 0.96-1.04x, 15.2 MB 1.02-1.13x, 16.7 MB 1.24-1.5x. So from 6 times L2 on (a VM's
+  // cpuid shows the L3 of the whole socket, which tells nothing). Into a fresh output they lose: 10715 x 4 -> 521
+  // float64 end to end 15.6 ms against 9.6.
   const double c_bytes = double(g.m) * double(g.n) * double(sizeof(T));
-  const bool stream_c = c_bytes >= 8.0 * double(cpu_caches().l2) && g.c_rs == g.n &&
+  const bool stream_c = c_bytes >= 6.0 * double(cpu_caches().l2) && g.c_rs == g.n &&
                         pages_resident(g.c, static_cast<std::size_t>(c_bytes));
   run_team(nthreads, [&](int64_t t, int64_t team) {
     const int64_t units = ceil_div(g.m, 16);
