@@ -453,6 +453,19 @@ def test_blocked_packing_modes_do_not_depend_on_the_thread_count(rng, isa, m, n,
     _check(rng, m, n, k, np.float64, "row", "col", bias="plain", accumulate=True)
 
 
+# Columns split over two threads, each packing its own slivers of one shared B panel, with a short last k block
+# (1000 = 5 x 192 + 40 with AVX-512): a thread that reached that block first once packed its slivers at the block's
+# shorter spacing, over slivers of the other thread still in use a block behind (wrong sums, from timing alone:
+# hence the repeats).
+def test_blocked_split_columns_with_a_short_last_k_block(rng, isa):
+    if isa == "portable":
+        pytest.skip("the SIMD families' plan")
+    mr = _core.gemm_blocking()["float32"]["mr"]  # one row strip, A read in place
+    assert _plan(np.float32, mr, 4096, 1000, "row", "row") == "blocked"
+    for _ in range(40):
+        _assert_same_bits_on_1_and_2_threads(rng, mr, 4096, 1000, "row", "row")
+
+
 def _plan(dtype, m, n, k, a_layout, b_layout="col"):
     a = _matrix(np.random.default_rng(0), m, k, dtype, a_layout)
     b = _matrix(np.random.default_rng(0), k, n, dtype, b_layout)

@@ -118,6 +118,9 @@ struct MicroKernel {
   // ct's rows are read in whole vectors, up to m rounded up to the vector width (ld must allow that).
   void (*transpose_out)(int64_t m, int64_t n, const T* ct, int64_t ld, T* c, int64_t c_rs, bool load_c, const T* bias,
                         bool step);
+  // Optional (may be null): packs a kc x cols block of a row-major B (b_cs = 1) into nr-slivers `stride` apart,
+  // out[s*stride + p*nr + j] = b[p*b_rs + s*nr + j], the last sliver zero-padded to nr; reads B row by row.
+  void (*pack_b_rows)(int64_t kc, int64_t cols, const T* b, int64_t b_rs, T* out, int64_t stride);
   // col_a and row_a read B only in columns j < n_valid, and row_a reads A only in rows i < m_valid (see above).
   bool exact_edges = false;
 };

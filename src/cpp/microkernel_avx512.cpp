@@ -296,6 +296,7 @@ constexpr MicroKernel<T> kKernel{"avx512",
                                  &simd::fma_probe<typename Family<T>::V>,
                                  &simd::pack_b_transposed<typename Family<T>::V, &transpose_block>,
                                  &simd::transpose_out<typename Family<T>::V, &transpose_block>,
+                                 &simd::pack_b_rows<typename Family<T>::V, kNV<T>>,
                                  true};
 
 }  // namespace

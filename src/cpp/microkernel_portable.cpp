@@ -104,6 +104,7 @@ const MicroKernel<T>& portable_micro_kernel() {
                                      nullptr,
                                      &portable_fma_probe<T>,
                                      nullptr,
+                                     nullptr,
                                      nullptr};
   return kernel;
 }

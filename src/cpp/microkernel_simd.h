@@ -1040,6 +1040,34 @@ void pack_b_transposed(int64_t kc, int64_t cols, const typename V::T* w, int64_t
       for (int64_t j = padded; j < nr; ++j) out[p * nr + j] = T(0);
 }
 
+// MicroKernel::pack_b_rows: a kc x cols block of a row-major B into nr-slivers (nr = NV vectors) `stride` apart,
+// out[s*stride + p*nr + j] = b[p*b_rs + s*nr + j], the last sliver zero-padded past cols. Row by row: each of B's rows
+// is read front to back (a block as wide as B is one sequential stream), while the kc x nr slivers are written a
+// row of nr at a time. Sliver by sliver instead, every row of a sliver is a short run on another page (the weight
+// gradient's B is the batch X, far larger than the caches, rows kilobytes apart).
+template <class V, int NV>
+void pack_b_rows(int64_t kc, int64_t cols, const typename V::T* b, int64_t b_rs, typename V::T* out, int64_t stride) {
+  constexpr int W = V::kWidth;
+  constexpr int64_t nr = int64_t(NV) * W;
+  const int64_t full = cols / nr, tail = cols - full * nr;
+  const int64_t sliver = stride;
+  for (int64_t p = 0; p < kc; ++p) {
+    const typename V::T* row = b + p * b_rs;
+    typename V::T* dst = out + p * nr;
+    for (int64_t s = 0; s < full; ++s)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) V::store(dst + s * sliver + v * W, V::load(row + s * nr + v * W));
+    if (tail > 0)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        const int64_t lanes = tail - int64_t(v) * W;
+        V::store(dst + full * sliver + v * W,
+                 lanes >= W ? V::load(row + full * nr + v * W)
+                            : lanes > 0 ? V::load_partial(row + full * nr + v * W, static_cast<int>(lanes)) : V::zero());
+      }
+  }
+}
+
 // MicroKernel::transpose_out: C = [C +] ctᵀ [+ bias] [then H], W x W blocks through the in-register transpose. Each
 // line of ct is read once (a block's W rows of ct hold W columns of C's W rows); each row of C's block is one
 // (masked) vector store.
