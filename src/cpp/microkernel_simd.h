@@ -156,8 +156,12 @@ void tile_edges(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs, 
       return tile_edges<V, MR, NV - 1, kRowMajorA>(kc, a, a_rs, a_cs, b, b_rs, c, c_rs, c_cs, m_valid, n_valid, load_c,
                                                    bias, step);
   }
-  constexpr int kStep = kTileEdgeRowStep;
-  if constexpr (MR > kStep) {
+  // A row-major A is read in place to its last valid row (the driver copies no edge of it), so its edge tiles can
+  // have exactly the valid rows (a batch of 5 rows: 5 broadcasts a k step, not 8) -- down to the tile whose
+  // accumulators still cover the FMA latency (kMinChains); fewer rows would wait on their chains as long.
+  constexpr int kMinChains = 8;
+  constexpr int kStep = kRowMajorA ? 1 : kTileEdgeRowStep;
+  if constexpr (MR > kStep && (!kRowMajorA || (MR - 1) * NV >= kMinChains)) {
     if (m_valid <= MR - kStep)
       return tile_edges<V, MR - kStep, NV, kRowMajorA>(kc, a, a_rs, a_cs, b, b_rs, c, c_rs, c_cs, m_valid, n_valid,
                                                        load_c, bias, step);
