@@ -385,14 +385,17 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // in place), while float32 was alike either way (so it keeps the threshold measured on Zen 5).
   const int64_t slivers_to_pack_a = sizeof(T) == 8 ? 16 : 4;
   plan.pack_a = !a_direct || (g.n > slivers_to_pack_a * uk.nr && g.m > uk.mr && g.k > 16);
-  // B is reused once per A sliver. A B read in place that does not stay in L2, in rows longer than 1 KiB, is packed
+  // B is reused once per A sliver. A B read in place that does not fit in L2, in rows longer than 1 KiB, is packed
   // from a whole tile of rows on: its blocks are then read from memory row by row, in long runs, where the tiles
   // would read them in bands of nr columns, rows kilobytes apart (a new page every few rows). Xeon, 1 thread, against
   // MKL, the weight gradient dW = dYᵀ X over a large batch (B = X): 62 x 42590 -> 563 float32 0.40 -> 0.70x, 77 x
   // 57617 -> 775 0.59 -> 0.73x, 18 x 41270 -> 291 0.71 -> 0.87x, 62 x 42590 -> 563 float64 0.73 -> 0.83x; dX = dY W
   // of a short batch (B = W): 90 x 4096 -> 4096 float32 0.88 -> 1.45x; 12 rows alike (12 x 4096 -> 1024 float32 -5 %
   // in process, 12 x 45231 -> 490 +7 %).
-  plan.pack_b = !b_direct || g.m > 8 * uk.mr || (g.m >= uk.mr && b_rows_stream<T>(g));
+  // (A B within L2 stays there between calls and reads well in place: 18 x 294 -> 527 float64, 1.2 MB, ran 0.83x
+  // packed, 16 x 700 -> 700 float32, 2 MB, 0.83x; 2.4 MB 1.02-1.13x, 4 MB 1.06-1.22x.)
+  const bool b_beyond_l2 = double(g.k) * double(g.n) * double(sizeof(T)) > double(cpu_caches().l2);
+  plan.pack_b = !b_direct || g.m > 8 * uk.mr || (g.m >= uk.mr && b_rows_stream<T>(g) && b_beyond_l2);
   plan.nthreads = threads_for(g);
   return plan;
 }
