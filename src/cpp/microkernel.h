@@ -23,7 +23,8 @@ using MicroKernelFn = void (*)(int64_t kc, const T* a, int64_t a_rs, int64_t a_c
                                bool step);
 
 // Edge tiles of the register-tile kernels run a tile this many rows shorter at a time, down from mr, until it
-// still covers the valid rows (microkernel_simd.h's tile_edges; the plan's cost model counts rows the same way).
+// still covers the valid rows (microkernel_simd.h's tile_edges; the plan's cost model counts rows the same way, which
+// overestimates an edge of a row-major A read in place: that one has exactly its rows, down to 8 accumulators).
 constexpr int kTileEdgeRowStep = 4;
 
 // Dot-product block kernel for the case where both operands are contiguous along k (A row-major, a_cs = 1, and

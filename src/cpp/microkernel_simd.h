@@ -142,7 +142,8 @@ void tile_kernel(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs,
 
 // The micro-kernel entry of the tile drivers: an edge tile (the last columns of a product whose n is not a multiple
 // of nr, the last rows of one whose m is not a multiple of mr) runs the smallest register tile that covers it, one
-// vector narrower or four rows shorter at a time, instead of computing the whole tile and masking the stores. The
+// vector narrower or four rows shorter at a time (one row with a row-major A, see below), instead of computing the
+// whole tile and masking the stores. The
 // operands' layout does not change (a narrower tile reads the first vectors of each B row, a shorter one the first
 // rows of A), nor does any element's sum (the same FMA chain over k from zero), so results are the same bits. Xeon,
 // 68 x 484 -> 38 float64 (tiles of 12 x 16 then: the last sliver 6 columns wide, the last strip 8 rows tall): the
@@ -1054,18 +1055,17 @@ void pack_b_rows(int64_t kc, int64_t cols, const typename V::T* b, int64_t b_rs,
   constexpr int W = V::kWidth;
   constexpr int64_t nr = int64_t(NV) * W;
   const int64_t full = cols / nr, tail = cols - full * nr;
-  const int64_t sliver = stride;
   for (int64_t p = 0; p < kc; ++p) {
     const typename V::T* row = b + p * b_rs;
     typename V::T* dst = out + p * nr;
     for (int64_t s = 0; s < full; ++s)
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) V::store(dst + s * sliver + v * W, V::load(row + s * nr + v * W));
+      for (int v = 0; v < NV; ++v) V::store(dst + s * stride + v * W, V::load(row + s * nr + v * W));
     if (tail > 0)
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
         const int64_t lanes = tail - int64_t(v) * W;
-        V::store(dst + full * sliver + v * W,
+        V::store(dst + full * stride + v * W,
                  lanes >= W ? V::load(row + full * nr + v * W)
                             : lanes > 0 ? V::load_partial(row + full * nr + v * W, static_cast<int>(lanes)) : V::zero());
       }
