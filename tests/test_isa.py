@@ -272,9 +272,16 @@ def test_row_vector_products_match_reference(rng, isa, shape, dtype):
 
 
 def test_few_row_products_take_the_long_k_path(isa):
-    for shape in [(2, 431, 279), (3, 700, 300), (4, 1000, 100)]:
+    # (m, n, k): B's rows read in at most 8 column groups of the kernel (AVX2 float32: 48 columns for 3 or 4 rows).
+    for shape in [(2, 431, 279), (3, 380, 700), (4, 300, 1000)]:
         plan = _plan(np.float32, *shape, "row", "row")
         assert plan == ("blocked" if isa == "portable" else "long_k"), (shape, plan)
+    # Wider rows of B only while B stays in L2 (half of it): read in many narrow bands from L3 or memory, the register
+    # tiles win (Zen 3, 4 x 100 -> 1000 float32: the long-k kernel 0.72x of the tiles, 3 x 300 -> 700 0.85x).
+    half_l2_floats = _core.cpu_caches()["l2"] // 8
+    for k, fits in [(half_l2_floats // 900, True), (2 * half_l2_floats // 900 + 16, False)]:
+        plan = _plan(np.float32, 3, 900, max(k, 16), "row", "row")
+        assert plan == ("blocked" if isa == "portable" or not fits else "long_k"), (k, fits, plan)
     if isa == "avx512":  # a C of up to 32 rows in float32 (two vectors' lanes), of few columns with tile edges
         assert _plan(np.float32, 20, 30, 3000, "col", "row") == "long_k"
         assert _plan(np.float32, 30, 20, 3000, "col", "row") == "long_k_transposed"

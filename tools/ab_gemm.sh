@@ -24,11 +24,17 @@ build_lib() {  # source dir, build dir
   cmake --build "$2" --target linneuron_cpu >> "$2.log" 2>&1 || { cat "$2.log" >&2; exit 1; }
 }
 
-rm -rf "$out/base-src"
-git worktree prune
-git worktree add --detach -f "$out/base-src" "$base_rev" > /dev/null
-trap 'git worktree remove --force "$out/base-src" > /dev/null 2>&1 || true' EXIT
-build_lib "$out/base-src" "$out/base"
+# The baseline's library is kept between runs for the same commit (build/ab/base.rev), so that a series of A/Bs
+# against one revision builds it once.
+base_sha=$(git rev-parse "$base_rev^{commit}")
+if [ "$(cat "$out/base.rev" 2> /dev/null)" != "$base_sha" ] || [ ! -f "$out/base/liblinneuron_cpu.a" ]; then
+  rm -rf "$out/base-src" "$out/base.rev"
+  git worktree prune
+  git worktree add --detach -f "$out/base-src" "$base_sha" > /dev/null
+  trap 'git worktree remove --force "$out/base-src" > /dev/null 2>&1 || true' EXIT
+  build_lib "$out/base-src" "$out/base"
+  echo "$base_sha" > "$out/base.rev"
+fi
 build_lib . "$out/new"
 nm "$out/base/liblinneuron_cpu.a" 2> /dev/null | awk '{print $NF}' | grep 9linneuron | sort -u |
   awk '{new = $0; gsub(/9linneuron/, "9linneurob", new); print $0, new}' > "$out/rename.txt"
