@@ -310,10 +310,11 @@ def test_short_k_products_match_reference(rng, isa, shape, dtype):
     _check(rng, *shape, dtype, "row", "col", bias="plain")
 
 
-# A C from eight times L2 on is written with streaming stores, each row cut at its first aligned vector. With L2
-# declared as 64 KiB (LINNEURON_CACHES, read once per process, so in a child), C's of a few hundred KB stream: rows
-# whose start falls anywhere within a vector (n = 301, padded C), bias and step, two threads, and accumulate (which
-# reads C, so does not stream), in every family, against float64 NumPy.
+# A C from six times L2 on is written with streaming stores to whole cache lines, each row cut at its first and last
+# line boundary. With L2 declared as 64 KiB (LINNEURON_CACHES, read once per process, so in a child), C's of a few
+# hundred KB stream: rows whose start falls anywhere within a line (n = 301, padded C), rows shorter than two lines
+# (n = 19), bias and step, two threads, and accumulate (which reads C, so does not stream), in every family, against
+# float64 NumPy.
 _STREAM_CHILD = """
 import numpy as np, linneuron
 from linneuron import _core
@@ -322,7 +323,8 @@ rng = np.random.default_rng(5)
 for isa in _core.supported_isas():
     assert _core.set_active_isa(isa)
     for dtype in (np.float32, np.float64):
-        for m, n, k, pad, threads in ((700, 301, 3, 0, 1), (513, 300, 1, 3, 2), (520, 300, 8, 5, 1)):
+        for m, n, k, pad, threads in ((700, 301, 3, 0, 1), (513, 300, 1, 3, 2), (520, 300, 8, 5, 1),
+                                         (6000, 19, 2, 1, 1)):
             for bias_on, step, acc in ((False, False, False), (True, False, False), (True, True, False),
                                        (True, False, True)):
                 _core.set_num_threads(threads)
