@@ -254,6 +254,22 @@ def test_few_row_products_match_reference(rng, isa, shape, dtype):
     _assert_same_bits_on_1_and_2_threads(rng, *shape, "row", "row", dtype)
 
 
+# Tall products of k <= 8 and n <= 8 outputs with a dense row-major A (the forward 65536 x 2 -> 1): the skinny
+# kernel, whose AVX2 and AVX-512 families form A's columns from whole rows in registers, for every k, with the rows
+# past the last full vector (and, on AVX2, the blocks whose loads would reach past A) done by gathers; one output
+# (C a contiguous column) and three (C strided), every epilogue, against float64 NumPy.
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("k", range(1, 9))
+def test_skinny_products_of_a_dense_a_match_reference(rng, isa, k, dtype):
+    for m, n in [(64, 1), (71, 1), (1003, 1), (203, 3)]:
+        c_layout = "row" if n == 1 else "col"
+        if n == 1:  # (a C of three columns written row by row would take the short-k kernel)
+            assert _plan(dtype, m, n, k, "row") == "skinny", (m, n, k)
+        _check(rng, m, n, k, dtype, "row", "col", c_layout=c_layout)
+        _check(rng, m, n, k, dtype, "row", "col", c_layout=c_layout, bias="strided", accumulate=True, step=True)
+        _check(rng, m, n, k, dtype, "row", "col", c_layout=c_layout, bias="plain", step=True)
+
+
 # A batch of one through the forward's Wᵀ runs as the column W x (dot products summed by transposes, the skinny
 # kernel for a short k), writing C's row in place: every epilogue (the bias put in first), C contiguous, strided and
 # reversed, k below, at and past a vector, many outputs split between two threads.
@@ -709,7 +725,8 @@ def ptr(a):
 _core.set_active_isa(sys.argv[1])
 for dtype, code in [(np.float32, _core.FLOAT32), (np.float64, _core.FLOAT64)]:
     for m, n, k in [(1, 37, 5), (13, 33, 17), (7, 70, 300), (100, 5, 2), (250, 40, 3), (130, 150, 300), (3, 1, 1),
-                    (77, 9, 20), (70, 16, 33), (5, 21, 1100), (16, 16, 600), (35, 173, 798), (70, 66, 900)]:
+                    (77, 9, 20), (70, 16, 33), (5, 21, 1100), (16, 16, 600), (35, 173, 798), (70, 66, 900),
+                    (131, 1, 3), (67, 1, 7), (200, 3, 5), (64, 1, 8), (97, 1, 1), (72, 2, 6)]:
         for at_end in (True, False):
             x = guarded(m, k, dtype, at_end, 1)
             w = guarded(n, k, dtype, at_end, 2)
