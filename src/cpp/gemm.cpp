@@ -509,11 +509,17 @@ void short_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads) 
   // pages_resident) goes out with streaming stores, which skip reading each line before it is written. Xeon (2 MiB
   // L2), k = 2, streaming against plain stores into a C written before: 2 MB 0.64x, 11 MB 0.73-0.89x, 22 MB
   // 1.09-1.4x, 44 MB and more 1.75-1.9x; k = 3 between calls of another product as large (MKL's, in a sweep), 1
-  // thread: 12 MB 0.93-1.07x, 14 MB 0.96-1.04x, 15.2 MB 1.02-1.13x, 16.7 MB 1.24-1.5x. So from 6 times L2 on (a VM's
-  // cpuid shows the L3 of the whole socket, which tells nothing). Into a fresh output they lose: 10715 x 4 -> 521
-  // float64 end to end 15.6 ms against 9.6.
+  // thread: 12 MB 0.93-1.07x, 14 MB 0.96-1.04x, 15.2 MB 1.02-1.13x, 16.7 MB 1.24-1.5x. So from 6 times L2 on, or
+  // from the core's L3 share where cpuid reports one a core can have (up to 64 times L2, as Zen 3's 32 MiB over
+  // 512 KiB; a VM's cpuid may show the L3 of the whole socket, shared with cores it does not see: the Xeon's 480 MiB
+  // for two vCPUs, which tells nothing). Zen 3, whose L3 holds such a C between calls: 10000 x 2 -> 300 float32
+  // (12 MB) 1.47x faster with plain stores, 1234 x 2 -> 951 (4.7 MB) 1.5x, 18912 x 1 -> 44 (3.3 MB) 1.8x; 16000 x
+  // 4 -> 1000 (64 MB) 1.56x faster streamed. Into a fresh output they lose: 10715 x 4 -> 521 float64 end to end
+  // 15.6 ms against 9.6.
   const double c_bytes = double(g.m) * double(g.n) * double(sizeof(T));
-  const bool stream_c = c_bytes >= 6.0 * double(cpu_caches().l2) && g.c_rs == g.n &&
+  const CacheSizes& caches = cpu_caches();
+  const double l3_kept = caches.l3_share <= 64 * caches.l2 ? double(caches.l3_share) : 0.0;
+  const bool stream_c = c_bytes >= std::max(6.0 * double(caches.l2), l3_kept) && g.c_rs == g.n &&
                         pages_resident(g.c, static_cast<std::size_t>(c_bytes));
   run_team(nthreads, [&](int64_t t, int64_t team) {
     const int64_t units = ceil_div(g.m, 16);
