@@ -287,6 +287,23 @@ def test_row_vector_products_match_reference(rng, isa, shape, dtype):
         assert _plan(dtype, *shape, "row").startswith("transposed "), _plan(dtype, *shape, "row")
 
 
+# A column of C over a column-major A (the weight gradient dW = dYᵀ X of a layer with one input) that register tiles
+# would take runs as the row Cᵀ = Bᵀ Aᵀ, written into C's column in place: every epilogue (the bias put in first),
+# C contiguous, strided and reversed, a k short (the short-k kernel) and long (A's rows streamed), two threads.
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [(703, 1, 13826), (5000, 1, 64), (2100, 1, 9), (97, 1, 2000), (2, 1, 40)], ids=_shape_id)
+def test_column_products_of_a_column_major_a_match_reference(rng, isa, shape, dtype):
+    for c_layout, epilogue in [("row", {}), ("padded", dict(bias="strided", accumulate=True)),
+                               ("col", dict(bias="plain", step=True)), ("reversed", dict(step=True)),
+                               ("strided", dict(bias="plain", accumulate=True, step=True))]:  # fmt: skip
+        _check(rng, *shape, dtype, "col", "row", c_layout=c_layout, **epilogue)
+        _check(rng, *shape, dtype, "col", "col", c_layout=c_layout, **epilogue)
+    _assert_same_bits_on_1_and_2_threads(rng, *shape, "col", "row", dtype)
+    m, n, k = shape
+    if isa != "portable" and (m == 5000 or (m == 703 and dtype == np.float64)):  # register tiles before
+        assert _plan(dtype, m, n, k, "col", "row") == "transposed stream_rows"
+
+
 def test_few_row_products_take_the_long_k_path(isa):
     # (m, n, k): B's rows read in at most 8 column groups of the kernel (AVX2 float32: 48 columns for 3 or 4 rows).
     for shape in [(2, 431, 279), (3, 380, 700), (4, 300, 1000)]:
