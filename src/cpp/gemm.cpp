@@ -374,9 +374,13 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // +54-59 %, 5 x 5000 -> 700 +28-46 %, 7 x 12000 -> 800 +23-29 %, 2 x 9000 -> 3000 float32 2.5x; shorter rows lost
   // (6 x 10000 -> 400 float64, 3.2 KiB: 0.85x; 6 x 30000 -> 256 on two threads, whose halves of a row are short runs,
   // 0.74x). Against MKL, dW of 3 x 2086 -> 1001 float64 0.67 -> 1.02x (two threads 1.39x), 7 x 12000 -> 800 1.73x.
+  // With an L2 of 1 MiB or less the tiles' bands of B fare worse, and rows from 1 KiB on stream better: Zen 3
+  // (512 KiB), against the tiles, 2 x 30000 -> 500 float64 (4 KB rows) 1.4-1.8x, 5 x 31962 -> 226 (1.8 KB) 1.45-1.5x,
+  // 5 x 20000 -> 150 1.28x, 3 x 20000 -> 300 float32 (1.2 KB) 1.03x; 5 x 20000 -> 100 float64 (800 B) 0.76x.
+  const int64_t stream_row_bytes = cpu_caches().l2 <= (int64_t(1) << 20) ? 1024 : 4096;
   plan.stream_rows = uk.stream_rows && !plan.short_k && !plan.skinny && !plan.tall && !plan.dot && !plan.long_k &&
                      !plan.long_k_transposed && g.m <= kStreamRowsMax && g.m < uk.mr && g.b_cs == 1 &&
-                     g.n * int64_t(sizeof(T)) >= 4096 && beyond_half_l2<T>(double(g.k) * double(g.n));
+                     g.n * int64_t(sizeof(T)) >= stream_row_bytes && beyond_half_l2<T>(double(g.k) * double(g.n));
   const bool a_direct = g.a_cs == 1 || g.a_rs == 1;
   const bool b_direct = g.b_cs == 1;
   // A is reused once per B sliver: pack it only when there are enough slivers to amortise the copy.
