@@ -510,6 +510,29 @@ def test_blocked_split_columns_with_a_short_last_k_block(rng, isa):
         _assert_same_bits_on_1_and_2_threads(rng, mr, 4096, 1000, "row", "row")
 
 
+# Columns split over two threads, each packing its own slivers without a barrier, over a B wider than one column block
+# (nc): the last block has fewer slivers, so sliver indices pass to the other thread. Packed in one shared place, a
+# thread packing that block overwrote slivers the other still read (wrong sums, from timing alone: hence the repeats);
+# each thread's slivers now have their own region.
+def test_blocked_split_columns_over_a_narrower_last_column_block(rng, isa):
+    if isa == "portable":
+        pytest.skip("the SIMD families' plan")
+    # A read in place, B packed; 8500 and 10000 columns are wider than one block of 8192 (the most nc can be).
+    for dtype, m, n, k in [(np.float32, 14, 8500, 300), (np.float64, 14, 8500, 300), (np.float64, 50, 10000, 100)]:
+        assert _core.gemm_blocking()[np.dtype(dtype).name]["nc"] < n
+        assert _plan(dtype, m, n, k, "row", "row") == "blocked"
+        a, b = _matrix(rng, m, k, dtype, "row"), _matrix(rng, k, n, dtype, "row")
+        c = np.zeros((m, n), dtype)  # one C, written again and again (a fresh one's page faults change the timing)
+        linneuron.set_num_threads(1)  # restored by conftest
+        _gemm(a, b, c)
+        one_thread = c.copy()
+        linneuron.set_num_threads(2)
+        for _ in range(40):
+            c[...] = 0
+            _gemm(a, b, c)
+            assert np.array_equal(c, one_thread), (dtype, m, n, k)
+
+
 def _plan(dtype, m, n, k, a_layout, b_layout="col"):
     a = _matrix(np.random.default_rng(0), m, k, dtype, a_layout)
     b = _matrix(np.random.default_rng(0), k, n, dtype, b_layout)

@@ -605,7 +605,15 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
   // Workspace (elements, each part a multiple of 64 bytes): [bias copy][B panel][per thread: A block, A edge
   // tile, B edge sliver, private B panel].
   constexpr int64_t kAlign = 64 / sizeof(T);
-  const int64_t panel_elems = plan.pack_b ? round_up(kc_max * nc_max, kAlign) : 0;
+  // Threads that split the columns pack and read only their own slivers, so no barrier separates one block's
+  // reads from the next block's packing: each thread's slivers get a region of their own (sliver_base below), as a
+  // block of fewer slivers -- the last of a B wider than nc -- hands sliver indices to other threads. (In one place,
+  // a thread packing the next block's slivers overwrote slivers the other thread still read: wrong sums on two
+  // threads, 14 x 300 -> 8500 float32.)
+  // A team of t threads over the columns needs t regions of ceil(n_slivers_max / t) slivers, at most t - 1 more
+  // slivers than the panel.
+  const int64_t panel_slivers = n_slivers_max + (split_rows ? 0 : nthreads - 1);
+  const int64_t panel_elems = plan.pack_b ? round_up(sliver_stride * panel_slivers, kAlign) : 0;
   const int64_t b_elems = private_b ? 0 : panel_elems;
   // Unpacked A is read in place by the kernel matching its layout; packed slivers are column-major. Edge tiles read
   // a row-major A, and B, in place too where the family reads only their valid rows and columns (exact_edges).
@@ -652,6 +660,9 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
       const int64_t nc = std::min(nc_max, g.n - jc);
       const int64_t n_slivers = ceil_div(nc, nr);
       const int64_t s_begin = n_slivers * tj / tn, s_end = n_slivers * (tj + 1) / tn;
+      // Sliver s of this block sits at b_packed + (sliver_base + s) * sliver_stride: in this thread's own region
+      // where the threads split the columns (s_begin <= tj * slivers_per_thread, so the base is not negative).
+      const int64_t sliver_base = tn > 1 ? tj * ceil_div(n_slivers_max, int64_t(tn)) - s_begin : 0;
       for (int64_t pc = 0; pc < g.k; pc += kc_max) {
         const int64_t kc = std::min(kc_max, g.k - pc);
         const bool load_c = g.accumulate || pc > 0;
@@ -662,7 +673,8 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
 
         if (plan.pack_b) {
           auto pack = [&](int64_t s0, int64_t s1) {
-            pack_b_block(uk, kc, nc, b_block, g.b_rs, g.b_cs, s0, s1, b_packed, sliver_stride);
+            pack_b_block(uk, kc, nc, b_block, g.b_rs, g.b_cs, s0, s1, b_packed + sliver_base * sliver_stride,
+                         sliver_stride);
           };
           if (shared_b && team > 1) {
 #pragma omp for schedule(static)
@@ -706,7 +718,7 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
           const int64_t s_partial =
               nc - (n_slivers - 1) * nr < nr && !uk.exact_edges ? n_slivers - 1 : n_slivers;
           auto b_sliver = [&](int64_t s, bool copy_edge) -> std::pair<const T*, int64_t> {
-            if (plan.pack_b) return {b_packed + s * sliver_stride, nr};
+            if (plan.pack_b) return {b_packed + (sliver_base + s) * sliver_stride, nr};
             if (s != s_partial) return {b_block + s * nr, g.b_rs};
             if (copy_edge) pack_b_sliver(kc, std::min(nr, nc - s * nr), b_block + s * nr, g.b_rs, g.b_cs, nr, b_edge);
             return {b_edge, nr};
