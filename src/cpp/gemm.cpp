@@ -387,8 +387,12 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // float64 needs more of them: on a Xeon, packing a row-major A (12-row slivers cut from 8 x 8 transposes) cost
   // 10-20 % of products with 5-16 B slivers (292x649->75 0.81 -> 1.02x MKL, 4361x395->133 0.89 -> 1.00x with A read
   // in place), while float32 was alike either way (so it keeps the threshold measured on Zen 5).
+  // And only over a k longer than the panel driver's k block: within one block the A rows read in place cost no
+  // more than the packed sliver, and packing is an extra pass over A (Zen 3, row-major A float32, against the panel
+  // driver: 2576 x 28 -> 80 1.3-1.45x, 50983 x 41 -> 240 1.26x, 3000 x 64 -> 200 on two threads 1.2x, 1000 x 256 ->
+  // 500 1.07x, float64 2000 x 200 -> 600 1.03x; k 512 alike; 1024 x 1024 -> 1024 0.95x in place, so packed).
   const int64_t slivers_to_pack_a = sizeof(T) == 8 ? 16 : 4;
-  plan.pack_a = !a_direct || (g.n > slivers_to_pack_a * uk.nr && g.m > uk.mr && g.k > 16);
+  plan.pack_a = !a_direct || (g.n > slivers_to_pack_a * uk.nr && g.m > uk.mr && g.k > kernel_blocking(uk).panel_kc);
   // B is reused once per A sliver. A B read in place that does not fit in L2, in rows longer than 1 KiB, is packed
   // from a whole tile of rows on: its blocks are then read from memory row by row, in long runs, where the tiles
   // would read them in bands of nr columns, rows kilobytes apart (a new page every few rows). Xeon, 1 thread, against
