@@ -402,9 +402,9 @@ def test_streaming_stores_of_a_large_c_match_reference():
 
 # A C of a few rows over a B with long rows that does not stay in L2 (the weight gradient dYᵀ X of a layer with few
 # outputs): B's rows streamed into C's rows held in L1. With L2 declared as 64 KiB (in a child, as above) modest
-# shapes take that path: every family, A column- and row-major, C plain (written in place) and padded with
-# accumulate, bias and step (through the workspace), k not a multiple of the kernel's 4 rows, a last partial vector,
-# against float64 NumPy; and 2 threads bit-identical to 1.
+# shapes take that path (a row vector too, on an L2 that small): every family, A column- and row-major, C plain
+# (written in place) and padded with accumulate, bias and step (through the workspace), k not a multiple of the
+# kernel's 4 rows, a last partial vector, against float64 NumPy; and 2 threads bit-identical to 1.
 _STREAM_ROWS_CHILD = """
 import numpy as np
 from linneuron import _core
@@ -412,8 +412,8 @@ codes = {np.dtype(np.float32): _core.FLOAT32, np.dtype(np.float64): _core.FLOAT6
 rng = np.random.default_rng(9)
 for isa in _core.supported_isas():
     assert _core.set_active_isa(isa)
-    for dtype, shapes in ((np.float32, ((3, 203, 1100), (7, 150, 1030), (5, 64, 1031))),
-                          (np.float64, ((5, 333, 530), (2, 97, 1025), (6, 41, 515)))):
+    for dtype, shapes in ((np.float32, ((3, 203, 1100), (7, 150, 1030), (5, 64, 1031), (1, 150, 700))),
+                          (np.float64, ((5, 333, 530), (2, 97, 1025), (6, 41, 515), (1, 97, 300)))):
         for m, k, n in shapes:
             for a_col, pad, bias_on, acc, step in ((True, 0, False, False, False), (False, 3, True, True, False),
                                                    (True, 1, True, False, True)):

@@ -365,7 +365,15 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
     const double vectors = double(ceil_div(cols, lanes));
     return double(rows) * vectors + vectors + double(rows);
   };
-  plan.long_k = long_k_ok && (!long_k_t_ok || long_k_step(g.m, g.n) <= long_k_step(g.n, g.m));
+  // With an L2 of 1 MiB or less (see stream_rows below), a row vector over a B that does not stay in L2, in rows of
+  // 1 KiB or more, streams B's rows rather than reading it in column groups of 16 vectors: Zen 3, against the long-k
+  // kernel, 1 x 4087 -> 349 float64 1.48-1.67x, float32 1.21x, 1 x 20000 -> 1000 float32 1.33x, 1 x 10000 -> 200
+  // float64 1.31x, 1 x 50000 -> 300 float32 1.10x. (Not measured where L2 is larger: the long-k kernel stays there.)
+  const bool small_l2 = cpu_caches().l2 <= (int64_t(1) << 20);
+  const bool row_vector_streams = small_l2 && g.m == 1 && uk.stream_rows && g.b_cs == 1 &&
+                                  g.n * int64_t(sizeof(T)) >= 1024 && beyond_half_l2<T>(double(g.k) * double(g.n));
+  plan.long_k =
+      !row_vector_streams && long_k_ok && (!long_k_t_ok || long_k_step(g.m, g.n) <= long_k_step(g.n, g.m));
   plan.long_k_transposed = long_k_t_ok && !plan.long_k;
   // A C of a few rows over a B with rows of 4 KiB or more that does not stay in L2 (the weight gradient dYᵀ X of a
   // layer with few outputs over a large batch): B's rows are read in long runs, a chunk that stays in L2 at a time,
@@ -377,7 +385,7 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // With an L2 of 1 MiB or less the tiles' bands of B fare worse, and rows from 1 KiB on stream better: Zen 3
   // (512 KiB), against the tiles, 2 x 30000 -> 500 float64 (4 KB rows) 1.4-1.8x, 5 x 31962 -> 226 (1.8 KB) 1.45-1.5x,
   // 5 x 20000 -> 150 1.28x, 3 x 20000 -> 300 float32 (1.2 KB) 1.03x; 5 x 20000 -> 100 float64 (800 B) 0.76x.
-  const int64_t stream_row_bytes = cpu_caches().l2 <= (int64_t(1) << 20) ? 1024 : 4096;
+  const int64_t stream_row_bytes = small_l2 ? 1024 : 4096;
   plan.stream_rows = uk.stream_rows && !plan.short_k && !plan.skinny && !plan.tall && !plan.dot && !plan.long_k &&
                      !plan.long_k_transposed && g.m <= kStreamRowsMax && g.m < uk.mr && g.b_cs == 1 &&
                      g.n * int64_t(sizeof(T)) >= stream_row_bytes && beyond_half_l2<T>(double(g.k) * double(g.n));
