@@ -673,7 +673,7 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
       const int64_t n_slivers = ceil_div(nc, nr);
       const int64_t s_begin = n_slivers * tj / tn, s_end = n_slivers * (tj + 1) / tn;
       // Sliver s of this block sits at b_packed + (sliver_base + s) * sliver_stride: in this thread's own region
-      // where the threads split the columns (s_begin <= tj * slivers_per_thread, so the base is not negative).
+      // where the threads split the columns (s_begin <= tj * ceil(n_slivers_max / tn), so the base is not negative).
       const int64_t sliver_base = tn > 1 ? tj * ceil_div(n_slivers_max, int64_t(tn)) - s_begin : 0;
       for (int64_t pc = 0; pc < g.k; pc += kc_max) {
         const int64_t kc = std::min(kc_max, g.k - pc);

@@ -105,8 +105,8 @@ void tile_kernel(int64_t kc, const typename V::T* a, int64_t a_rs, int64_t a_cs,
 
   // Epilogue, in registers: [+ C] [+ bias] [then H]. Vectors of a unit-stride C go straight to memory (partial
   // ones masked); strided ones pass through a small buffer so that nothing past the valid tile is touched.
-  // A whole tile of a unit-stride C takes a path without the per-vector checks of edges and strides, whose
-  // instructions outnumber the FMAs of a short k block (Zen 3, k = 9: 48 of them against 12 FMAs a step).
+  // A whole tile of a unit-stride C takes a path without the per-vector checks of edges and strides, which cost as
+  // much as a short k block's FMAs (Zen 3, 239 x 9 -> 336 float32: 1.13x with this path, 1.02-1.04x at k 21-37).
   if (!kPartialB && c_cs == 1 && m_valid == MR && n_valid == NV * W) {
     R bias_v[NV];
 #pragma GCC unroll 4
