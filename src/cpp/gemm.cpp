@@ -1004,19 +1004,26 @@ GemmArgs<T> column_product(const GemmArgs<T>& g) {
   return t;
 }
 
+// Runs the product t, which writes C's one row or column (count elements, stride apart) in place: the bias goes into
+// C first (element i gets bias[i * bias_stride]) and the product adds to it; the step follows in a pass over C.
 template <typename T>
-void row_vector_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
-  GemmArgs<T> t = column_product(g);
-  if (g.bias) {  // the bias goes into C first, and the product adds to it
-    for (int64_t j = 0; j < g.n; ++j) {
-      T& c = g.c[j * g.c_cs];
-      c = (g.accumulate ? c : T(0)) + g.bias[j * g.bias_stride];
+void vector_gemm(const GemmArgs<T>& g, GemmArgs<T> t, int64_t count, int64_t stride, int64_t bias_stride,
+                 const MicroKernel<T>& uk) {
+  if (g.bias) {
+    for (int64_t i = 0; i < count; ++i) {
+      T& c = g.c[i * stride];
+      c = (g.accumulate ? c : T(0)) + g.bias[i * bias_stride];
     }
     t.accumulate = true;
   }
   run_plan(t, uk, make_plan(t, uk));
   if (g.step)
-    for (int64_t j = 0; j < g.n; ++j) g.c[j * g.c_cs] = unit_step(g.c[j * g.c_cs]);
+    for (int64_t i = 0; i < count; ++i) g.c[i * stride] = unit_step(g.c[i * stride]);
+}
+
+template <typename T>
+void row_vector_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
+  vector_gemm(g, column_product(g), g.n, g.c_cs, g.bias_stride, uk);
 }
 
 // A column times a column-major A (the weight gradient dW = dYᵀ X of a layer with one input: C is m x 1, A = dYᵀ
@@ -1042,17 +1049,7 @@ GemmArgs<T> row_product(const GemmArgs<T>& g) {
 
 template <typename T>
 void column_vector_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
-  GemmArgs<T> t = row_product(g);
-  if (g.bias) {  // the bias goes into C first, and the product adds to it
-    for (int64_t i = 0; i < g.m; ++i) {
-      T& c = g.c[i * g.c_rs];
-      c = (g.accumulate ? c : T(0)) + g.bias[0];
-    }
-    t.accumulate = true;
-  }
-  run_plan(t, uk, make_plan(t, uk));
-  if (g.step)
-    for (int64_t i = 0; i < g.m; ++i) g.c[i * g.c_rs] = unit_step(g.c[i * g.c_rs]);
+  vector_gemm(g, row_product(g), g.m, g.c_rs, 0, uk);  // one column: every element gets bias[0]
 }
 
 }  // namespace

@@ -199,7 +199,6 @@ template <class V, int K>
 void skinny_dense_k(int64_t m, int64_t n, const typename V::T* a, const typename V::T* b, int64_t b_rs, int64_t b_cs,
                     typename V::T* c, int64_t c_rs, int64_t c_cs, bool load_c, const typename V::T* bias,
                     int64_t bias_stride, bool step) {
-  using T = typename V::T;
   using R = typename V::R;
   constexpr int W = V::kWidth;
   // Elements read from a block's start: up to row W - 1's start plus a whole number of vectors.
@@ -212,24 +211,7 @@ void skinny_dense_k(int64_t m, int64_t n, const typename V::T* a, const typename
       R x = V::zero();
 #pragma GCC unroll 8
       for (int p = 0; p < K; ++p) x = V::fma(col[p], V::broadcast(b + p * b_rs + j * b_cs), x);
-      T* dst = c + i0 * c_rs + j * c_cs;
-      alignas(32) T buf[W];
-      if (load_c) {
-        if (c_rs == 1) {
-          x = V::add(x, V::load(dst));
-        } else {
-          for (int l = 0; l < W; ++l) buf[l] = dst[l * c_rs];
-          x = V::add(x, V::load(buf));
-        }
-      }
-      if (bias) x = V::add(x, V::broadcast(bias + j * bias_stride));
-      if (step) x = V::step(x);
-      if (c_rs == 1) {
-        V::store(dst, x);
-      } else {
-        V::store(buf, x);
-        for (int l = 0; l < W; ++l) dst[l * c_rs] = buf[l];
-      }
+      simd::finish_column<V>(c + i0 * c_rs + j * c_cs, c_rs, x, load_c, bias ? bias + j * bias_stride : nullptr, step);
     }
   }
   if (m_dense < m)

@@ -166,23 +166,7 @@ void skinny_dense_k(int64_t m, int64_t n, const typename V::T* a, const typename
           column = V::merge(column, in_pair[p][t], V::permute2(v[2 * t], index[p], v[2 * t + 1]));
         x = V::fma(column, w_vec[p], x);
       }
-      T* dst = c_col + i0 * c_rs;
-      alignas(64) T buf[W];
-      if (load_c) {
-        if (c_rs == 1) {
-          x = V::add(x, V::load(dst));
-        } else {
-          for (int l = 0; l < W; ++l) buf[l] = dst[l * c_rs];
-          x = V::add(x, V::load(buf));
-        }
-      }
-      if (step) x = V::step(x);
-      if (c_rs == 1) {
-        V::store(dst, x);
-      } else {
-        V::store(buf, x);
-        for (int l = 0; l < W; ++l) dst[l * c_rs] = buf[l];
-      }
+      simd::finish_column<V>(c_col + i0 * c_rs, c_rs, x, load_c, nullptr, step);  // the bias is in x already
     }
   }
   if (m_full < m)  // the last rows, one at a time

@@ -449,6 +449,32 @@ int64_t fma_probe(int64_t iterations, typename V::T* sink) {
   return iterations * kChains * V::kWidth * 2;
 }
 
+// The epilogue of V::kWidth consecutive rows of one column of C (rows c_rs apart; a strided column passes through a
+// buffer): [+ C] [+ the bias element] [then H], then stored.
+template <class V>
+inline void finish_column(typename V::T* column, int64_t c_rs, typename V::R x, bool load_c, const typename V::T* bias,
+                          bool step) {
+  using T = typename V::T;
+  constexpr int W = V::kWidth;
+  alignas(64) T buf[W];
+  if (load_c) {
+    if (c_rs == 1) {
+      x = V::add(x, V::load(column));
+    } else {
+      for (int l = 0; l < W; ++l) buf[l] = column[l * c_rs];
+      x = V::add(x, V::load(buf));
+    }
+  }
+  if (bias) x = V::add(x, V::broadcast(bias));
+  if (step) x = V::step(x);
+  if (c_rs == 1) {
+    V::store(column, x);
+  } else {
+    V::store(buf, x);
+    for (int l = 0; l < W; ++l) column[l * c_rs] = buf[l];
+  }
+}
+
 // MicroKernel::skinny: vectors of V::kWidth rows; up to four columns of C per pass over A's rows. A column of A
 // is gathered (lane l reads row i0 + l), B's elements are broadcast. Rows past the last full vector are done
 // one at a time, so nothing outside A, B or C's valid elements is read or written.
@@ -479,25 +505,8 @@ void skinny_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64
 #pragma GCC unroll 4
       for (int jj = 0; jj < kCols; ++jj) {
         if (jj >= cols) break;
-        T* c_col = c + i0 * c_rs + (j0 + jj) * c_cs;
-        R x = acc[jj];
-        alignas(64) T buf[W];
-        if (load_c) {
-          if (c_rs == 1) {
-            x = V::add(x, V::load(c_col));
-          } else {
-            for (int l = 0; l < W; ++l) buf[l] = c_col[l * c_rs];
-            x = V::add(x, V::load(buf));
-          }
-        }
-        if (bias) x = V::add(x, V::broadcast(bias + (j0 + jj) * bias_stride));
-        if (step) x = V::step(x);
-        if (c_rs == 1) {
-          V::store(c_col, x);
-        } else {
-          V::store(buf, x);
-          for (int l = 0; l < W; ++l) c_col[l * c_rs] = buf[l];
-        }
+        finish_column<V>(c + i0 * c_rs + (j0 + jj) * c_cs, c_rs, acc[jj], load_c,
+                         bias ? bias + (j0 + jj) * bias_stride : nullptr, step);
       }
     }
   }
