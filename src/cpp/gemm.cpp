@@ -369,9 +369,12 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // 1 KiB or more, streams B's rows rather than reading it in column groups of 16 vectors: Zen 3, against the long-k
   // kernel, 1 x 4087 -> 349 float64 1.48-1.67x, float32 1.21x, 1 x 20000 -> 1000 float32 1.33x, 1 x 10000 -> 200
   // float64 1.31x, 1 x 50000 -> 300 float32 1.10x. (Not measured where L2 is larger: the long-k kernel stays there.)
+  // B's rows stream (stream_rows below) from 1 KiB rows on where L2 is at most 1 MiB, from 4 KiB elsewhere.
   const bool small_l2 = cpu_caches().l2 <= (int64_t(1) << 20);
-  const bool row_vector_streams = small_l2 && g.m == 1 && uk.stream_rows && g.b_cs == 1 &&
-                                  g.n * int64_t(sizeof(T)) >= 1024 && beyond_half_l2<T>(double(g.k) * double(g.n));
+  const int64_t stream_row_bytes = small_l2 ? 1024 : 4096;
+  const bool b_rows_streamable = uk.stream_rows && g.b_cs == 1 && g.n * int64_t(sizeof(T)) >= stream_row_bytes &&
+                                 beyond_half_l2<T>(double(g.k) * double(g.n));
+  const bool row_vector_streams = small_l2 && g.m == 1 && b_rows_streamable;
   plan.long_k =
       !row_vector_streams && long_k_ok && (!long_k_t_ok || long_k_step(g.m, g.n) <= long_k_step(g.n, g.m));
   plan.long_k_transposed = long_k_t_ok && !plan.long_k;
@@ -385,10 +388,8 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // With an L2 of 1 MiB or less the tiles' bands of B fare worse, and rows from 1 KiB on stream better: Zen 3
   // (512 KiB), against the tiles, 2 x 30000 -> 500 float64 (4 KB rows) 1.4-1.8x, 5 x 31962 -> 226 (1.8 KB) 1.45-1.5x,
   // 5 x 20000 -> 150 1.28x, 3 x 20000 -> 300 float32 (1.2 KB) 1.03x; 5 x 20000 -> 100 float64 (800 B) 0.76x.
-  const int64_t stream_row_bytes = small_l2 ? 1024 : 4096;
-  plan.stream_rows = uk.stream_rows && !plan.short_k && !plan.skinny && !plan.tall && !plan.dot && !plan.long_k &&
-                     !plan.long_k_transposed && g.m <= kStreamRowsMax && g.m < uk.mr && g.b_cs == 1 &&
-                     g.n * int64_t(sizeof(T)) >= stream_row_bytes && beyond_half_l2<T>(double(g.k) * double(g.n));
+  plan.stream_rows = b_rows_streamable && !plan.short_k && !plan.skinny && !plan.tall && !plan.dot && !plan.long_k &&
+                     !plan.long_k_transposed && g.m <= kStreamRowsMax && g.m < uk.mr;
   const bool a_direct = g.a_cs == 1 || g.a_rs == 1;
   const bool b_direct = g.b_cs == 1;
   // A is reused once per B sliver: pack it only when there are enough slivers to amortise the copy.
