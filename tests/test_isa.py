@@ -348,11 +348,12 @@ def test_short_k_products_match_reference(rng, isa, shape, dtype):
     _check(rng, *shape, dtype, "row", "col", bias="plain")
 
 
-# A C from six times L2 on is written with streaming stores to whole cache lines, each row cut at its first and last
-# line boundary. With L2 declared as 64 KiB (LINNEURON_CACHES, read once per process, so in a child), C's of a few
-# hundred KB stream: rows whose start falls anywhere within a line (n = 301, padded C), rows shorter than two lines
-# (n = 19), bias and step, two threads, and accumulate (which reads C, so does not stream), in every family, against
-# float64 NumPy.
+# A contiguous C from six times L2 on, of rows that are mostly whole cache lines (a multiple of 64 bytes or 1 KiB and
+# more), is written with streaming stores to whole lines, each row cut at its first and last line boundary. With L2
+# declared as 64 KiB (LINNEURON_CACHES, read once per process, so in a child), C's of a few hundred KB stream: rows
+# starting anywhere within a line (C starts 1 to 6 elements past an allocation, n = 301 rows of odd length), rows
+# of three lines (n = 48 float32), bias and step, two threads, and accumulate (which reads C, so does not stream), in
+# every family, against float64 NumPy.
 _STREAM_CHILD = """
 import numpy as np, linneuron
 from linneuron import _core
@@ -362,14 +363,14 @@ for isa in _core.supported_isas():
     assert _core.set_active_isa(isa)
     for dtype in (np.float32, np.float64):
         for m, n, k, pad, threads in ((700, 301, 3, 0, 1), (513, 300, 1, 3, 2), (520, 300, 8, 5, 1),
-                                         (6000, 19, 2, 1, 1)):
+                                         (2000, 48, 2, 1, 1)):
             for bias_on, step, acc in ((False, False, False), (True, False, False), (True, True, False),
                                        (True, False, True)):
                 _core.set_num_threads(threads)
                 a = rng.standard_normal((m, k)).astype(dtype)
                 b = rng.standard_normal((k, n)).astype(dtype)
-                store = rng.standard_normal((m, n + pad + 2)).astype(dtype)
-                c = store[:, 1 : n + 1]  # rows n + pad + 2 apart, starting one element in
+                store = rng.standard_normal(m * n + pad + 2).astype(dtype)
+                c = store[1 + pad : 1 + pad + m * n].reshape(m, n)  # contiguous, starting 1 + pad elements in
                 c0 = c.astype(np.float64).copy()
                 guard = store.copy()
                 bias = rng.standard_normal(n).astype(dtype) if bias_on else None
@@ -386,7 +387,7 @@ for isa in _core.supported_isas():
                     tol = (1e-4 if dtype == np.float32 else 1e-12) * (1 + np.abs(z))
                     assert np.all(np.abs(c - z) <= tol), (isa, dtype, m, n, k, bias_on, acc)
                 outside = np.ones(store.shape, bool)
-                outside[:, 1 : n + 1] = False
+                outside[1 + pad : 1 + pad + m * n] = False
                 assert np.array_equal(store[outside], guard[outside]), "write outside C"
 print("ok")
 """
