@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -54,6 +55,17 @@ def test_time_pair_interleaves_and_returns_medians():
     a_s, b_s, reps = time_pair(lambda: calls.append("a"), lambda: calls.append("b"), budget=0.01, min_reps=3)
     assert a_s > 0 and b_s > 0 and reps >= 3
     assert "a" in calls and "b" in calls
+
+
+def test_time_pair_settles_before_switching_sides():
+    """With ``settle``, the timed calls of one function start at least that long after the other's last call."""
+    calls = []
+    record = {side: (lambda side=side: calls.append((side, time.perf_counter()))) for side in "ab"}
+    _, _, reps = time_pair(record["a"], record["b"], budget=0.01, min_reps=3, settle=0.02)
+    switches = [t1 - t0 for (s0, t0), (s1, t1) in zip(calls, calls[1:]) if s0 != s1]
+    # calibration (a then b, no pause), then a pause before the first sample and at each switch of side in the
+    # repeats (a b | b a | a b ...: one a repeat)
+    assert [gap >= 0.02 for gap in switches] == [False] + [True] * (reps + 1), (reps, switches)
 
 
 def test_cuda_device_without_gpu_module_exits_cleanly(capsys):

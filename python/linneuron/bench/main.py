@@ -168,8 +168,14 @@ def _calibrate(fn, target: float) -> tuple[int, float]:
         inner *= 4
 
 
-def time_pair(fn_a, fn_b, budget: float, min_reps: int = 5, max_reps: int = 41) -> tuple[float, float, int]:
-    """Median seconds per call of fn_a and fn_b, sampled alternately (a b b a a b ...) within about `budget` s."""
+def time_pair(fn_a, fn_b, budget: float, min_reps: int = 5, max_reps: int = 41,
+              settle: float = 0.0) -> tuple[float, float, int]:  # fmt: skip
+    """Median seconds per call of fn_a and fn_b, sampled alternately (a b b a a b ...) within about `budget` s.
+
+    ``settle`` > 0: before each sample that follows the other function's, wait that long and make one untimed call,
+    so that the other library's idle threads have stopped spinning (OpenBLAS's spin about 0.1 s after each call,
+    taking the cores a threaded call of the other library needs) and this one's are awake.
+    """
     sample_target = 2e-3
     inner_a, one_a = _calibrate(fn_a, sample_target)
     inner_b, one_b = _calibrate(fn_b, sample_target)
@@ -180,7 +186,13 @@ def time_pair(fn_a, fn_b, budget: float, min_reps: int = 5, max_reps: int = 41) 
     samples_a: list[float] = []
     samples_b: list[float] = []
 
+    last = [None]
+
     def sample(fn, inner, out):
+        if settle > 0 and last[0] is not fn:
+            time.sleep(settle)
+            fn()
+        last[0] = fn
         t0 = time.perf_counter()
         for _ in range(inner):
             fn()
@@ -290,8 +302,10 @@ def _time_numpy(built, n: int, budget: float, peak: float, problem: str | None) 
     limit = _blas_thread_limit(n)
     if limit is None:
         return {"numpy_note": "not timed (needs threadpoolctl to run numpy's BLAS on the same thread count)"}
+    # Threaded OpenBLAS and linneuron each keep their idle threads spinning for a while after a call, on the cores the
+    # other needs next: interleaved without a pause, each ran up to 2x slower on 2 threads (Xeon, 1024^3 float32).
     with limit:
-        t_ln, t_np, _ = time_pair(built.linneuron, built.numpy, budget)
+        t_ln, t_np, _ = time_pair(built.linneuron, built.numpy, budget, settle=0.2 if n > 1 else 0.0)
     numpy_rate = built.work / t_np / 1e9
     return {"numpy_s": t_np, "vs_numpy": t_np / t_ln, "linneuron_s_vs_numpy": t_ln,
             "numpy_percent_of_peak": 100.0 * numpy_rate / peak if peak > 0 else None}  # fmt: skip
