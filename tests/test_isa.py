@@ -393,9 +393,10 @@ print("ok")
 """
 
 
-def _run_with_small_l2(child: str) -> None:
-    """Runs `child` in a Python that sees a 64 KiB L2 (cache sizes are read once per process); it prints "ok"."""
-    proc = subprocess.run([sys.executable, "-c", child], env={**os.environ, "LINNEURON_CACHES": "49152,65536,0"},
+def _run_with_small_l2(child: str, caches: str = "49152,65536,0") -> None:
+    """Runs `child` in a Python that sees a small L2 (cache sizes are read once per process; the library takes an
+    L2 under 128 KiB as 128 KiB); it prints "ok"."""
+    proc = subprocess.run([sys.executable, "-c", child], env={**os.environ, "LINNEURON_CACHES": caches},
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
@@ -452,6 +453,58 @@ print("ok")
 
 def test_stream_rows_products_match_reference():
     _run_with_small_l2(_STREAM_ROWS_CHILD)
+
+
+# A C from six times L2 on, through the blocked driver, is written in row strips: over B's whole panel where it fits
+# in L2, else in equal column blocks whose panel takes half of it. With L2 declared as 128 KiB (in a child, as above),
+# C's of 0.5-3 MB take that path: B column-major (the forward's Wᵀ) and row-major (dX's W), n cut into blocks with a
+# partial last sliver, C plain and padded with bias, accumulate and step, every family, against float64 NumPy; and
+# 2 threads bit-identical to 1. (The Xeon's sliver order wrote such a C in bands of nr columns: 57225 x 318 -> 1010
+# float64 ran 0.7x MKL.)
+_LARGE_C_CHILD = """
+import numpy as np
+from linneuron import _core
+codes = {np.dtype(np.float32): _core.FLOAT32, np.dtype(np.float64): _core.FLOAT64}
+rng = np.random.default_rng(13)
+for isa in _core.supported_isas():
+    assert _core.set_active_isa(isa)
+    for dtype in (np.float32, np.float64):
+        for m, k, n in ((700, 300, 1000), (400, 150, 333), (250, 260, 701)):
+            for b_col, pad, bias_on, acc, step in ((True, 0, False, False, False), (False, 5, True, True, False),
+                                                   (True, 3, True, False, True)):
+                a = rng.standard_normal((m, k)).astype(dtype)
+                b = (np.asfortranarray if b_col else np.ascontiguousarray)(rng.standard_normal((k, n)).astype(dtype))
+                store = rng.standard_normal((m, n + pad)).astype(dtype)
+                c = store[:, :n]
+                c0 = c.astype(np.float64).copy()
+                guard = store[:, n:].copy()
+                bias = rng.standard_normal(n).astype(dtype) if bias_on else None
+                args = (a.ctypes.data, k, 1, b.ctypes.data, b.strides[0] // b.itemsize, b.strides[1] // b.itemsize)
+                plan = _core.gemm_plan(codes[c.dtype], m, n, k, k, 1, *args[4:], n + pad, 1)
+                assert plan == "blocked" or isa == "portable", (isa, plan)
+                results = []
+                for threads in (1, 2):
+                    _core.set_num_threads(threads)
+                    store[:, :n] = c0
+                    _core.gemm(codes[c.dtype], m, n, k, *args, c.ctypes.data, n + pad, 1,
+                               0 if bias is None else bias.ctypes.data, 1, acc, step)
+                    results.append(store.copy())
+                assert np.array_equal(results[0], results[1]), (isa, plan, "2 threads differ from 1")
+                assert np.array_equal(store[:, n:], guard), "write outside C"
+                z = a.astype(np.float64) @ b.astype(np.float64) + (0 if bias is None else bias) + (c0 if acc else 0)
+                if step:
+                    decided = np.abs(z) > 1e-2
+                    assert np.array_equal(c[decided], (z[decided] >= 0).astype(dtype)), (isa, dtype, m, k, n)
+                else:
+                    tol = (2e-4 if dtype == np.float32 else 1e-11) * (np.abs(a) @ np.abs(b) + np.abs(c0) + 1)
+                    assert np.all(np.abs(c - z) <= tol), (isa, plan, dtype, m, k, n, acc)
+print("ok")
+"""
+
+
+def test_large_c_products_in_row_strips_match_reference():
+    _run_with_small_l2(_LARGE_C_CHILD)  # no L3: column blocks of 4 slivers, whose panels fit in L2
+    _run_with_small_l2(_LARGE_C_CHILD, "49152,131072,67108864")  # columns in one block but for B's panel
 
 
 # One output column of a row-major A (a matrix-vector product: dX = dY W of a layer with one input): the dot kernel's

@@ -507,6 +507,16 @@ void stream_rows_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthrea
     for (int64_t j = 0; j < g.n; ++j) finish_element(g, bias, i, j, sums[i * ld + j]);
 }
 
+// The size from which a C written before is taken to come from memory, not from a cache: six times L2, or this
+// core's share of L3 where cpuid reports one a core can have (up to 64 times L2, as Zen 3's 32 MiB over 512 KiB; a
+// VM's cpuid may show the L3 of the whole socket, shared with cores it does not see: the Xeon's 480 MiB for two
+// vCPUs, which tells nothing).
+inline double c_beyond_caches_bytes() {
+  const CacheSizes& caches = cpu_caches();
+  const double l3_kept = caches.l3_share <= 64 * caches.l2 ? double(caches.l3_share) : 0.0;
+  return std::max(6.0 * double(caches.l2), l3_kept);
+}
+
 // The short-k path: rows split between threads (on multiples of 16); B's k rows copied contiguous first where its
 // columns are strided (the forward's Wᵀ with k = 2..4: k x n elements), and a strided bias gathered.
 template <typename T>
@@ -526,16 +536,12 @@ void short_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads) 
   // pages_resident) goes out with streaming stores, which skip reading each line before it is written. Xeon (2 MiB
   // L2), k = 2, streaming against plain stores into a C written before: 2 MB 0.64x, 11 MB 0.73-0.89x, 22 MB
   // 1.09-1.4x, 44 MB and more 1.75-1.9x; k = 3 between calls of another product as large (MKL's, in a sweep), 1
-  // thread: 12 MB 0.93-1.07x, 14 MB 0.96-1.04x, 15.2 MB 1.02-1.13x, 16.7 MB 1.24-1.5x. So from 6 times L2 on, or
-  // from the core's L3 share where cpuid reports one a core can have (up to 64 times L2, as Zen 3's 32 MiB over
-  // 512 KiB; a VM's cpuid may show the L3 of the whole socket, shared with cores it does not see: the Xeon's 480 MiB
-  // for two vCPUs, which tells nothing). Zen 3, whose L3 holds such a C between calls: 10000 x 2 -> 300 float32
+  // thread: 12 MB 0.93-1.07x, 14 MB 0.96-1.04x, 15.2 MB 1.02-1.13x, 16.7 MB 1.24-1.5x. So from
+  // c_beyond_caches_bytes() on (six times L2, or a plausible L3 share). Zen 3, whose L3 holds such a C between calls: 10000 x 2 -> 300 float32
   // (12 MB) 1.47x faster with plain stores, 1234 x 2 -> 951 (4.7 MB) 1.5x, 18912 x 1 -> 44 (3.3 MB) 1.8x; 16000 x
   // 4 -> 1000 (64 MB) 1.56x faster streamed. Into a fresh output they lose: 10715 x 4 -> 521 float64 end to end
   // 15.6 ms against 9.6.
   const double c_bytes = double(g.m) * double(g.n) * double(sizeof(T));
-  const CacheSizes& caches = cpu_caches();
-  const double l3_kept = caches.l3_share <= 64 * caches.l2 ? double(caches.l3_share) : 0.0;
   // And only rows that are mostly whole cache lines: a multiple of 64 bytes, or 1 KiB and more. The head and tail
   // of other rows share lines with the rows beside them and take plain stores, which read their lines from memory
   // between the streamed ones (Xeon, 13 MB C written before, streamed against plain stores: 54025 x 8 -> 62
@@ -543,7 +549,7 @@ void short_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads) 
   // -> 64, whole lines, 2.2-2.3x against 2.0-2.5x; 30000 x 4 -> 520 float32 2.2-3.0 against 1.4-1.6x).
   const int64_t row_bytes = g.n * int64_t(sizeof(T));
   const bool rows_mostly_lines = row_bytes % 64 == 0 || row_bytes >= 1024;
-  const bool stream_c = c_bytes >= std::max(6.0 * double(caches.l2), l3_kept) && g.c_rs == g.n &&
+  const bool stream_c = c_bytes >= c_beyond_caches_bytes() && g.c_rs == g.n &&
                         rows_mostly_lines && pages_resident(g.c, static_cast<std::size_t>(c_bytes));
   run_team(nthreads, [&](int64_t t, int64_t team) {
     const int64_t units = ceil_div(g.m, 16);
@@ -589,7 +595,7 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
   const int64_t mr = uk.mr, nr = uk.nr;
   const Blocking& blk = kernel_blocking(uk);
   const int64_t mc_max = std::min(blk.mc, round_up(g.m, mr));
-  const int64_t nc_max = std::min(blk.nc, round_up(g.n, nr));
+  int64_t nc_max = std::min(blk.nc, round_up(g.n, nr));
   // k blocks: in the sliver order (below) the kc x nr B sliver stays in L1, so they are blk.kc long; in the row-strip
   // order, taken when all of a panel's B slivers fit in half of L2, the A sliver does instead, as in the panel
   // driver, so they are as long as there (blk.panel_kc) and C is loaded and stored fewer times. Xeon, C written once
@@ -605,6 +611,19 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
   const int64_t long_kc = std::min({std::max(blk.kc, blk.panel_kc), fitting_kc, g.k});
   const bool long_k_blocks = long_kc >= std::min(2 * blk.kc, g.k);
   const int64_t kc_max = long_k_blocks ? long_kc : std::min(blk.kc, g.k);
+  // A C that comes from memory is written in row strips (the row-strip order below), not in bands of nr columns
+  // across mc rows, each a run of 64-192 bytes a row: with B's panel up to all of L2 (B slivers then come from L2
+  // a little less often), beyond that in column blocks whose panel takes half of L2. Xeon, float64 against the
+  // sliver order: row strips 57225 x 318 -> 1010 1.40x (2 threads 1.32x), 20000 x 300 -> 2000 1.16x, 10000 x 200 ->
+  // 1500 1.36x, float32 30000 x 300 -> 1500 1.31x; narrower column blocks 20000 x 318 -> 4000 1.39x (row strips
+  // over its 4 MB panel 0.86x), float32 20000 x 200 -> 8000 1.29x.
+  const double c_bytes = double(g.m) * double(g.n) * double(sizeof(T));
+  const double panel_bytes = double(kc_max) * double(round_up(nc_max, nr)) * double(sizeof(T));
+  const bool c_strips = c_bytes >= c_beyond_caches_bytes() && !long_k_blocks;
+  if (c_strips && panel_bytes > double(cpu_caches().l2)) {
+    const int64_t fitting_nc = std::max(nr, cpu_caches().l2 / 2 / (kc_max * int64_t(sizeof(T))) / nr * nr);
+    nc_max = round_up(ceil_div(g.n, ceil_div(g.n, fitting_nc)), nr);  // equal blocks
+  }
   // Packed B slivers sit kc_max x nr apart whatever the block's length, so that a thread packing the shorter last k
   // block of its slivers never writes over slivers another thread, a block behind, still reads.
   const int64_t sliver_stride = kc_max * nr;
@@ -654,7 +673,7 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
   // of a C whose row stride is a multiple of 4 KiB all fall into the same two L1 sets (every x86 L1 has 64 sets of
   // 64 bytes), so every store missed: 64 x 1 -> 1024 took 30 us instead of 7 us. A short-k product is bound by
   // writing C (a K = 1 outer product is nothing else), so this order is what matters there.
-  const bool rows_outer = 2 * kc_max * round_up(nc_max, nr) * int64_t(sizeof(T)) <= cpu_caches().l2;
+  const bool rows_outer = 2 * kc_max * round_up(nc_max, nr) * int64_t(sizeof(T)) <= cpu_caches().l2 || c_strips;
   // B read in place, too large to stay in L2 between calls, in rows wider than 1 KiB (many slivers of rows far
   // apart): its blocks are streamed in ahead (see below). Narrower rows the hardware prefetchers follow well enough.
   const bool stream_b = !plan.pack_b && b_rows_stream<T>(g);
