@@ -317,9 +317,8 @@ def test_few_row_products_take_the_long_k_path(isa):
     half_l2_floats = _core.cpu_caches()["l2"] // 8
     for k, fits in [(half_l2_floats // 900, True), (2 * half_l2_floats // 900 + 16, False)]:
         plan = _plan(np.float32, 3, 900, max(k, 16), "row", "row")
-        # (rows of 3.6 KB stream from 1 KiB on where L2 is at most 1 MiB, from 4 KiB on elsewhere)
-        beside = "stream_rows" if _core.cpu_caches()["l2"] <= 1 << 20 else "blocked"
-        assert plan == ("blocked" if isa == "portable" else "long_k" if fits else beside), (k, fits, plan)
+        # (rows of 3.6 KB: B's rows stream, from 1 KiB on)
+        assert plan == ("blocked" if isa == "portable" else "long_k" if fits else "stream_rows"), (k, fits, plan)
     if isa == "avx512":  # a C of up to 32 rows in float32 (two vectors' lanes), of few columns with tile edges
         assert _plan(np.float32, 20, 30, 3000, "col", "row") == "long_k"
         assert _plan(np.float32, 30, 20, 3000, "col", "row") == "long_k_transposed"
@@ -409,7 +408,8 @@ def test_streaming_stores_of_a_large_c_match_reference():
 # outputs): B's rows streamed into C's rows held in L1. With L2 declared as 64 KiB (in a child, as above) modest
 # shapes take that path (a row vector too, on an L2 that small): every family, A column- and row-major, C plain
 # (written in place) and padded with accumulate, bias and step (through the workspace), k not a multiple of the
-# kernel's 4 rows, a last partial vector, against float64 NumPy; and 2 threads bit-identical to 1.
+# kernel's 4 rows, a last partial vector, k in one part (threads split the columns) and in 3 parts of 2048 rows or
+# fewer (threads take whole parts, the last one shorter), against float64 NumPy; and 2 threads bit-identical to 1.
 _STREAM_ROWS_CHILD = """
 import numpy as np
 from linneuron import _core
@@ -417,8 +417,9 @@ codes = {np.dtype(np.float32): _core.FLOAT32, np.dtype(np.float64): _core.FLOAT6
 rng = np.random.default_rng(9)
 for isa in _core.supported_isas():
     assert _core.set_active_isa(isa)
-    for dtype, shapes in ((np.float32, ((3, 203, 1100), (7, 150, 1030), (5, 64, 1031), (1, 150, 700))),
-                          (np.float64, ((5, 333, 530), (2, 97, 1025), (6, 41, 515), (1, 97, 300)))):
+    for dtype, shapes in ((np.float32, ((3, 203, 1100), (7, 150, 1030), (5, 64, 1031), (1, 150, 700),
+                                        (5, 4500, 270))),
+                          (np.float64, ((5, 333, 530), (2, 97, 1025), (6, 41, 515), (1, 97, 300), (7, 5001, 131)))):
         for m, k, n in shapes:
             for a_col, pad, bias_on, acc, step in ((True, 0, False, False, False), (False, 3, True, True, False),
                                                    (True, 1, True, False, True)):

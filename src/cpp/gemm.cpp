@@ -57,6 +57,9 @@ constexpr int64_t kLongKChunk = 512;
 // each k block would cost more than the longer runs save).
 constexpr int64_t kMinRowKc = 128;
 constexpr int64_t kLongKMaxPartial = 64 * 1024;
+// Rows of B a part of the stream-rows path (its unit of work for a thread) takes: enough that its partial sums and
+// their addition are noise next to its FMAs, few enough that a batch of a few thousand rows splits between threads.
+constexpr int64_t kStreamRowsPart = 2048;
 
 // This thread's workspace for one product: `elems` elements after a contiguous copy of a strided bias (the
 // micro-kernels read the bias contiguously; gathering n elements is cheap). Every part starts on 64 bytes.
@@ -369,25 +372,26 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // 1 KiB or more, streams B's rows rather than reading it in column groups of 16 vectors: Zen 3, against the long-k
   // kernel, 1 x 4087 -> 349 float64 1.48-1.67x, float32 1.21x, 1 x 20000 -> 1000 float32 1.33x, 1 x 10000 -> 200
   // float64 1.31x, 1 x 50000 -> 300 float32 1.10x. (Not measured where L2 is larger: the long-k kernel stays there.)
-  // B's rows stream (stream_rows below) from 1 KiB rows on where L2 is at most 1 MiB, from 4 KiB elsewhere.
+  // B's rows stream (stream_rows below) from 1 KiB rows on.
   const bool small_l2 = cpu_caches().l2 <= (int64_t(1) << 20);
-  const int64_t stream_row_bytes = small_l2 ? 1024 : 4096;
-  const bool b_rows_streamable = uk.stream_rows && g.b_cs == 1 && g.n * int64_t(sizeof(T)) >= stream_row_bytes &&
+  const bool b_rows_streamable = uk.stream_rows && g.b_cs == 1 && g.n * int64_t(sizeof(T)) >= 1024 &&
                                  beyond_half_l2<T>(double(g.k) * double(g.n));
   const bool row_vector_streams = small_l2 && g.m == 1 && b_rows_streamable;
   plan.long_k =
       !row_vector_streams && long_k_ok && (!long_k_t_ok || long_k_step(g.m, g.n) <= long_k_step(g.n, g.m));
   plan.long_k_transposed = long_k_t_ok && !plan.long_k;
-  // A C of a few rows over a B with rows of 4 KiB or more that does not stay in L2 (the weight gradient dYᵀ X of a
+  // A C of a few rows over a B with rows of 1 KiB or more that does not stay in L2 (the weight gradient dYᵀ X of a
   // layer with few outputs over a large batch): B's rows are read in long runs, a chunk that stays in L2 at a time,
   // and added into C's rows held in L1 (stream_rows). Tiles read such a B in bands of nr columns, rows far apart,
   // which the prefetchers follow poorly. Xeon, against the tiles, 1 and 2 threads: 3 x 2086 -> 1001 float64
-  // +54-59 %, 5 x 5000 -> 700 +28-46 %, 7 x 12000 -> 800 +23-29 %, 2 x 9000 -> 3000 float32 2.5x; shorter rows lost
-  // (6 x 10000 -> 400 float64, 3.2 KiB: 0.85x; 6 x 30000 -> 256 on two threads, whose halves of a row are short runs,
-  // 0.74x). Against MKL, dW of 3 x 2086 -> 1001 float64 0.67 -> 1.02x (two threads 1.39x), 7 x 12000 -> 800 1.73x.
-  // With an L2 of 1 MiB or less the tiles' bands of B fare worse, and rows from 1 KiB on stream better: Zen 3
-  // (512 KiB), against the tiles, 2 x 30000 -> 500 float64 (4 KB rows) 1.4-1.8x, 5 x 31962 -> 226 (1.8 KB) 1.45-1.5x,
-  // 5 x 20000 -> 150 1.28x, 3 x 20000 -> 300 float32 (1.2 KB) 1.03x; 5 x 20000 -> 100 float64 (800 B) 0.76x.
+  // +54-59 %, 5 x 5000 -> 700 +28-46 %, 7 x 12000 -> 800 +23-29 %, 2 x 9000 -> 3000 float32 2.5x. Rows of 1-4 KiB
+  // lost while two threads read halves of each row (6 x 30000 -> 256 float32 0.74x), and won once each read whole
+  // rows of its own parts of k (stop 27; 1 thread, then 2: 6 x 10000 -> 400 float64 1.58x, 1.74x; 5 x 31962 -> 226
+  // 1.57x, 2.14x; 7 x 53928 -> 423 float32 1.28x, 1.70x; 7 x 30000 -> 300 2 threads 1.80x). Against MKL, dW of 3 x
+  // 2086 -> 1001 float64 0.67 -> 1.02x (two threads 1.39x), 7 x 12000 -> 800 1.73x. Zen 3 (512 KiB L2), against the
+  // tiles, with threads on halves of rows: 2 x 30000 -> 500 float64 (4 KB rows) 1.4-1.8x, 5 x 31962 -> 226 (1.8 KB)
+  // 1.45-1.5x, 5 x 20000 -> 150 1.28x, 3 x 20000 -> 300 float32 (1.2 KB) 1.03x; 5 x 20000 -> 100 float64 (800 B)
+  // 0.76x.
   plan.stream_rows = b_rows_streamable && !plan.short_k && !plan.skinny && !plan.tall && !plan.dot && !plan.long_k &&
                      !plan.long_k_transposed && g.m <= kStreamRowsMax && g.m < uk.mr;
   const bool a_direct = g.a_cs == 1 || g.a_rs == 1;
@@ -470,41 +474,65 @@ void long_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads, b
     }
 }
 
-// The stream-rows path (MicroKernel::stream_rows): threads split C's columns; each goes over k in chunks whose rows
-// of B (its columns of them) stay in half of L2, and within a chunk over column panels whose rows of C take most of
-// half of L1. So B comes from memory once, in runs of kilobytes of its rows, and C from L1. The sums go into C
-// itself where it is written plain, else into a workspace that the epilogue adds in ([C +] sums [+ bias] [then H]).
+// The stream-rows path (MicroKernel::stream_rows): k is cut into parts fixed by the shape alone, each summed into
+// its own slot of the workspace, the slots added in order before the epilogue ([C +] sums [+ bias] [then H]). Threads
+// take whole parts where there are enough of them, so that each reads whole rows of B, front to back; else they
+// split C's columns within each part. Within a part, k goes in chunks whose rows of B (the thread's columns of them)
+// stay in half of L2, and within a chunk over column panels whose rows of C take most of half of L1. So B comes from
+// memory once, in runs of kilobytes of its rows, and C from L1. Every sum is one chain of FMAs over its part's rows
+// in order whichever way the threads split, so the bits do not depend on the thread count. A single part on one
+// thread sums into C itself where it is written plain.
 template <typename T>
 void stream_rows_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads) {
   const int64_t lanes = uk.lanes;
-  // Threads write their columns of the workspace (rows a whole number of cache lines, column ranges on lines), not
-  // of C: in C, rows that do not start on a line would share lines between threads, each written every 4 rows of B
-  // (10 x 8192 -> 784 float32 on 2 threads ran at half the speed of 1).
-  const bool direct = nthreads == 1 && g.c_cs == 1 && !g.accumulate && !g.bias && !g.step;
-  const int64_t ld = direct ? g.c_rs : round_up(g.n, lanes);
+  // Threads that split the columns write them in the workspace (rows a whole number of cache lines, column ranges
+  // on lines), not in C: in C, rows that do not start on a line would share lines between threads, each written every
+  // 4 rows of B (10 x 8192 -> 784 float32 on 2 threads ran at half the speed of 1).
+  const int64_t ld = round_up(g.n, lanes);
+  const int64_t slot = g.m * ld;
+  const int64_t parts =
+      std::clamp<int64_t>(ceil_div(g.k, kStreamRowsPart), 1, std::max<int64_t>(1, kLongKMaxPartial / slot));
+  const int64_t part_rows = round_up(ceil_div(g.k, parts), 4);
+  const bool direct = parts == 1 && nthreads == 1 && g.c_cs == 1 && !g.accumulate && !g.bias && !g.step;
   const T* bias = nullptr;
-  T* const sums = direct ? g.c : gemm_workspace(g, g.m * ld, bias);
+  T* const sums = direct ? g.c : gemm_workspace(g, parts * slot, bias);
+  const int64_t sums_rs = direct ? g.c_rs : ld;
+  const bool split_parts = parts >= nthreads;
+  const int64_t team_cols = split_parts ? 1 : nthreads;
   // Column panels whose rows of C, with the kernel's 4 rows of B, take half of L1; k chunks whose rows of B (the
   // thread's columns of them) take half of L2, a multiple of the kernel's 4 rows a pass.
   const int64_t panel =
       std::max(lanes, cpu_caches().l1d / 2 / ((g.m + 4) * int64_t(sizeof(T))) / lanes * lanes);
-  const int64_t row_bytes = std::max<int64_t>(1, ceil_div(g.n, nthreads) * int64_t(sizeof(T)));
+  const int64_t row_bytes = std::max<int64_t>(1, ceil_div(g.n, team_cols) * int64_t(sizeof(T)));
   const int64_t chunk = std::max<int64_t>(4, cpu_caches().l2 / 2 / row_bytes / 4 * 4);
+  auto run_part = [&](int64_t part, int64_t j0, int64_t j1) {
+    T* const out = sums + part * slot;
+    for (int64_t i = 0; i < g.m; ++i) std::fill(out + i * sums_rs + j0, out + i * sums_rs + j1, T(0));
+    const int64_t p_end = std::min(g.k, (part + 1) * part_rows);
+    for (int64_t p0 = part * part_rows; p0 < p_end; p0 += chunk) {
+      const int64_t kk = std::min(chunk, p_end - p0);
+      for (int64_t j = j0; j < j1; j += panel)
+        uk.stream_rows(g.m, std::min(panel, j1 - j), kk, g.a + p0 * g.a_cs, g.a_rs, g.a_cs, g.b + p0 * g.b_rs + j,
+                       g.b_rs, out + j, sums_rs);
+    }
+  };
   run_team(nthreads, [&](int64_t t, int64_t team) {
+    if (split_parts) {
+      for (int64_t part = parts * t / team; part < parts * (t + 1) / team; ++part) run_part(part, 0, g.n);
+      return;
+    }
     const int64_t units = ceil_div(g.n, lanes);
     const int64_t j0 = std::min(g.n, units * t / team * lanes), j1 = std::min(g.n, units * (t + 1) / team * lanes);
     if (j0 >= j1) return;
-    for (int64_t i = 0; i < g.m; ++i) std::fill(sums + i * ld + j0, sums + i * ld + j1, T(0));
-    for (int64_t p0 = 0; p0 < g.k; p0 += chunk) {
-      const int64_t kk = std::min(chunk, g.k - p0);
-      for (int64_t j = j0; j < j1; j += panel)
-        uk.stream_rows(g.m, std::min(panel, j1 - j), kk, g.a + p0 * g.a_cs, g.a_rs, g.a_cs, g.b + p0 * g.b_rs + j,
-                       g.b_rs, sums + j, ld);
-    }
+    for (int64_t part = 0; part < parts; ++part) run_part(part, j0, j1);
   });
   if (direct) return;
   for (int64_t i = 0; i < g.m; ++i)
-    for (int64_t j = 0; j < g.n; ++j) finish_element(g, bias, i, j, sums[i * ld + j]);
+    for (int64_t j = 0; j < g.n; ++j) {
+      T v = sums[i * ld + j];
+      for (int64_t part = 1; part < parts; ++part) v += sums[part * slot + i * ld + j];
+      finish_element(g, bias, i, j, v);
+    }
 }
 
 // The size from which a C written before is taken to come from memory, not from a cache: six times L2, or this
