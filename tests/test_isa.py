@@ -418,7 +418,7 @@ rng = np.random.default_rng(9)
 for isa in _core.supported_isas():
     assert _core.set_active_isa(isa)
     for dtype, shapes in ((np.float32, ((3, 203, 1100), (7, 150, 1030), (5, 64, 1031), (1, 150, 700),
-                                        (5, 4500, 270))),
+                                        (5, 4500, 270), (10, 4500, 270), (9, 203, 1100))),
                           (np.float64, ((5, 333, 530), (2, 97, 1025), (6, 41, 515), (1, 97, 300), (7, 5001, 131)))):
         for m, k, n in shapes:
             for a_col, pad, bias_on, acc, step in ((True, 0, False, False, False), (False, 3, True, True, False),

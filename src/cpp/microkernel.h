@@ -74,8 +74,11 @@ using StreamRowsKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a,
                                     const T* b, int64_t b_rs, T* c, int64_t c_rs);
 // The most rows of C the plan sends to it (and fewer than the register tile's rows: a whole tile of rows runs its
 // arithmetic better than this kernel, with half its loads and stores, so reading B in order pays only while the
-// tiles would compute padding rows too; and past 7 rows it lost on two threads, Xeon, 8 to 11 rows 0.72-0.8x).
-constexpr int64_t kStreamRowsMax = 7;
+// tiles would compute padding rows too). Xeon, float32 against the tiles, 1 thread then 2 (threads on parts of k):
+// 8 x 45231 -> 490 1.21x, 1.59x; 10 x 30000 -> 400 1.43x, 1.76x; 9 x 30000 -> 685 1.03x; 10 x 30000 -> 700
+// 0.96x; 11 rows 0.90-1.28x on 1 thread (11 x 30038 -> 685 0.90x). (With threads on halves of rows, past 7 rows it
+// lost on two threads, 0.72-0.8x.)
+constexpr int64_t kStreamRowsMax = 10;
 
 // Short-k kernel: k <= kShortKMax, B's rows and C's rows contiguous (b_cs == c_cs == 1), a contiguous bias:
 //   C(i, j) = [C(i, j) if load_c] + sum_p A(i, p) B(p, j) [+ bias[j]] [then H(.)]   for i < m, j < n,
