@@ -406,7 +406,7 @@ def test_streaming_stores_of_a_large_c_match_reference():
 
 # A C of a few rows over a B with long rows that does not stay in L2 (the weight gradient dYᵀ X of a layer with few
 # outputs): B's rows streamed into C's rows held in L1. With L2 declared as 64 KiB (in a child, as above) modest
-# shapes take that path (a row vector too, on an L2 that small): every family, A column- and row-major, C plain
+# shapes take that path (a row vector too): every family, A column- and row-major, C plain
 # (written in place) and padded with accumulate, bias and step (through the workspace), k not a multiple of the
 # kernel's 4 rows, a last partial vector, k in one part (threads split the columns) and in 3 parts of 2048 rows or
 # fewer (threads take whole parts, the last one shorter), against float64 NumPy; and 2 threads bit-identical to 1.

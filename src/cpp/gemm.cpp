@@ -368,15 +368,14 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
     const double vectors = double(ceil_div(cols, lanes));
     return double(rows) * vectors + vectors + double(rows);
   };
-  // With an L2 of 1 MiB or less (see stream_rows below), a row vector over a B that does not stay in L2, in rows of
-  // 1 KiB or more, streams B's rows rather than reading it in column groups of 16 vectors: Zen 3, against the long-k
-  // kernel, 1 x 4087 -> 349 float64 1.48-1.67x, float32 1.21x, 1 x 20000 -> 1000 float32 1.33x, 1 x 10000 -> 200
-  // float64 1.31x, 1 x 50000 -> 300 float32 1.10x. (Not measured where L2 is larger: the long-k kernel stays there.)
-  // B's rows stream (stream_rows below) from 1 KiB rows on.
-  const bool small_l2 = cpu_caches().l2 <= (int64_t(1) << 20);
+  // B's rows stream (stream_rows below) from 1 KiB rows on. So does a row vector's B, rather than going to the
+  // long-k kernel in column groups of 16 vectors: Zen 3 (512 KiB L2), against the long-k kernel, 1 x 4087 -> 349
+  // float64 1.48-1.67x, float32 1.21x, 1 x 20000 -> 1000 float32 1.33x, 1 x 10000 -> 200 float64 1.31x, 1 x 50000
+  // -> 300 float32 1.10x; Xeon (2 MiB), threads on parts of k, 1 x 20000 -> 1000 float32 1.13x (2 threads 1.14x),
+  // 1 x 13826 -> 703 float64 1.09x (1.13x), 1 x 4087 -> 349 1.12x, 1 x 50000 -> 300 float32 1.06x.
   const bool b_rows_streamable = uk.stream_rows && g.b_cs == 1 && g.n * int64_t(sizeof(T)) >= 1024 &&
                                  beyond_half_l2<T>(double(g.k) * double(g.n));
-  const bool row_vector_streams = small_l2 && g.m == 1 && b_rows_streamable;
+  const bool row_vector_streams = g.m == 1 && b_rows_streamable;
   plan.long_k =
       !row_vector_streams && long_k_ok && (!long_k_t_ok || long_k_step(g.m, g.n) <= long_k_step(g.n, g.m));
   plan.long_k_transposed = long_k_t_ok && !plan.long_k;
@@ -490,8 +489,11 @@ void stream_rows_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthrea
   // 4 rows of B (10 x 8192 -> 784 float32 on 2 threads ran at half the speed of 1).
   const int64_t ld = round_up(g.n, lanes);
   const int64_t slot = g.m * ld;
-  const int64_t parts =
-      std::clamp<int64_t>(ceil_div(g.k, kStreamRowsPart), 1, std::max<int64_t>(1, kLongKMaxPartial / slot));
+  // Several parts come in multiples of 4, so that 2 and 4 threads take equal shares (3 x 2086 -> 1001 float32 on
+  // 2 threads: 5 parts ran 0.84x as fast as 2), at most kLongKMaxPartial elements of sums in all.
+  int64_t parts = ceil_div(g.k, kStreamRowsPart);
+  if (parts > 1) parts = round_up(parts, 4);
+  if (parts * slot > kLongKMaxPartial) parts = std::max<int64_t>(1, kLongKMaxPartial / slot / 4 * 4);
   const int64_t part_rows = round_up(ceil_div(g.k, parts), 4);
   const bool direct = parts == 1 && nthreads == 1 && g.c_cs == 1 && !g.accumulate && !g.bias && !g.step;
   const T* bias = nullptr;
