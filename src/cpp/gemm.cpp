@@ -368,18 +368,22 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
     const double vectors = double(ceil_div(cols, lanes));
     return double(rows) * vectors + vectors + double(rows);
   };
-  // B's rows stream (stream_rows below) from 1 KiB rows on. So does a row vector's B, rather than going to the
-  // long-k kernel in column groups of 16 vectors: Zen 3 (512 KiB L2), against the long-k kernel, 1 x 4087 -> 349
-  // float64 1.48-1.67x, float32 1.21x, 1 x 20000 -> 1000 float32 1.33x, 1 x 10000 -> 200 float64 1.31x, 1 x 50000
-  // -> 300 float32 1.10x; Xeon (2 MiB), threads on parts of k, 1 x 20000 -> 1000 float32 1.13x (2 threads 1.14x),
-  // 1 x 13826 -> 703 float64 1.09x (1.13x), 1 x 4087 -> 349 1.12x, 1 x 50000 -> 300 float32 1.06x.
+  // B's rows stream (stream_rows below) from 1 KiB rows on, where B is larger than L2: one that stays there between
+  // calls the tiles read well (Xeon, dX 6 x 663 -> 330 float64, 1.75 MB, ran 1.15x, on 2 threads 2.2x as fast in
+  // tiles as streamed). So does a row vector's B from half of L2 on, rather than going to the long-k kernel in column
+  // groups of 16 vectors or to tiles padding its one row: Zen 3 (512 KiB L2), against the long-k kernel, 1 x 4087 ->
+  // 349 float64 1.48-1.67x, float32 1.21x, 1 x 20000 -> 1000 float32 1.33x, 1 x 10000 -> 200 float64 1.31x, 1 x
+  // 50000 -> 300 float32 1.10x; Xeon (2 MiB), threads on parts of k, 1 x 20000 -> 1000 float32 1.13x (2 threads
+  // 1.14x), 1 x 13826 -> 703 float64 1.09x (1.13x), 1 x 4087 -> 349 1.12x; against tiles, the column 5000 x 64 -> 1
+  // float32 as a row (1.3 MB) 1.5x.
+  const double b_bytes = double(g.k) * double(g.n) * double(sizeof(T));
   const bool b_rows_streamable = uk.stream_rows && g.b_cs == 1 && g.n * int64_t(sizeof(T)) >= 1024 &&
-                                 beyond_half_l2<T>(double(g.k) * double(g.n));
+                                 b_bytes > (g.m == 1 ? 0.5 : 1.0) * double(cpu_caches().l2);
   const bool row_vector_streams = g.m == 1 && b_rows_streamable;
   plan.long_k =
       !row_vector_streams && long_k_ok && (!long_k_t_ok || long_k_step(g.m, g.n) <= long_k_step(g.n, g.m));
   plan.long_k_transposed = long_k_t_ok && !plan.long_k;
-  // A C of a few rows over a B with rows of 1 KiB or more that does not stay in L2 (the weight gradient dYᵀ X of a
+  // A C of a few rows over a B with rows of 1 KiB or more, larger than L2 (the weight gradient dYᵀ X of a
   // layer with few outputs over a large batch): B's rows are read in long runs, a chunk that stays in L2 at a time,
   // and added into C's rows held in L1 (stream_rows). Tiles read such a B in bands of nr columns, rows far apart,
   // which the prefetchers follow poorly. Xeon, against the tiles, 1 and 2 threads: 3 x 2086 -> 1001 float64
