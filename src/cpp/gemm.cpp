@@ -370,16 +370,18 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   };
   // B's rows stream (stream_rows below) from 1 KiB rows on, where B is larger than L2: one that stays there between
   // calls the tiles read well (Xeon, dX 6 x 663 -> 330 float64, 1.75 MB, ran 1.15x, on 2 threads 2.2x as fast in
-  // tiles as streamed). So does a row vector's B from half of L2 on, rather than going to the long-k kernel in column
-  // groups of 16 vectors or to tiles padding its one row: Zen 3 (512 KiB L2), against the long-k kernel, 1 x 4087 ->
-  // 349 float64 1.48-1.67x, float32 1.21x, 1 x 20000 -> 1000 float32 1.33x, 1 x 10000 -> 200 float64 1.31x, 1 x
-  // 50000 -> 300 float32 1.10x; Xeon (2 MiB), threads on parts of k, 1 x 20000 -> 1000 float32 1.13x (2 threads
-  // 1.14x), 1 x 13826 -> 703 float64 1.09x (1.13x), 1 x 4087 -> 349 1.12x; against tiles, the column 5000 x 64 -> 1
-  // float32 as a row (1.3 MB) 1.5x.
+  // tiles as streamed); a row vector's B from half of L2 on, where the tiles would pad its one row (the column 5000
+  // x 64 -> 1 float32 as a row, 1.3 MB: 1.5x). And a row vector's B larger than L2 (or than half of it where L2 is
+  // 1 MiB or less) streams rather than going to the long-k kernel in column groups of 16 vectors: Zen 3 (512 KiB
+  // L2), 1 x 4087 -> 349 float64 1.48-1.67x, float32 1.21x, 1 x 20000 -> 1000 float32 1.33x, 1 x 10000 -> 200
+  // float64 1.31x, 1 x 50000 -> 300 float32 1.10x; Xeon (2 MiB), threads on parts of k, 1 x 20000 -> 1000 float32
+  // 1.13x (2 threads 1.14x), 1 x 13826 -> 703 float64 1.09x (1.13x), 1 x 4087 -> 349 1.12x; within the Xeon's L2
+  // the long-k kernel won (1 x 883 -> 150 float64, 1 MB: 0.80-0.92x of it streamed).
   const double b_bytes = double(g.k) * double(g.n) * double(sizeof(T));
+  const double l2 = double(cpu_caches().l2);
   const bool b_rows_streamable = uk.stream_rows && g.b_cs == 1 && g.n * int64_t(sizeof(T)) >= 1024 &&
-                                 b_bytes > (g.m == 1 ? 0.5 : 1.0) * double(cpu_caches().l2);
-  const bool row_vector_streams = g.m == 1 && b_rows_streamable;
+                                 b_bytes > (g.m == 1 ? 0.5 : 1.0) * l2;
+  const bool row_vector_streams = g.m == 1 && b_rows_streamable && (l2 <= double(1 << 20) || b_bytes > l2);
   plan.long_k =
       !row_vector_streams && long_k_ok && (!long_k_t_ok || long_k_step(g.m, g.n) <= long_k_step(g.n, g.m));
   plan.long_k_transposed = long_k_t_ok && !plan.long_k;
