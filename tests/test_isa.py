@@ -404,16 +404,32 @@ def test_streaming_stores_of_a_large_c_match_reference():
     _run_with_small_l2(_STREAM_CHILD)
 
 
+# What the children below share: the dtype codes and the check of C against float64 NumPy ([C0 +] A B [+ bias],
+# [then H] where rounding cannot flip the sign).
+_CHILD_PRELUDE = """
+import numpy as np
+from linneuron import _core
+codes = {np.dtype(np.float32): _core.FLOAT32, np.dtype(np.float64): _core.FLOAT64}
+
+
+def check_against_float64(a, b, c, c0, bias, acc, step, what):
+    z = a.astype(np.float64) @ b.astype(np.float64) + (0 if bias is None else bias) + (c0 if acc else 0)
+    if step:
+        decided = np.abs(z) > 1e-2
+        assert np.array_equal(c[decided], (z[decided] >= 0).astype(c.dtype)), what
+    else:
+        tol = (2e-4 if c.dtype == np.float32 else 1e-11) * (np.abs(a) @ np.abs(b) + np.abs(c0) + 1)
+        assert np.all(np.abs(c - z) <= tol), what
+"""
+
+
 # A C of a few rows over a B with long rows that does not stay in L2 (the weight gradient dYᵀ X of a layer with few
 # outputs): B's rows streamed into C's rows held in L1. With L2 declared as 64 KiB (in a child, as above) modest
 # shapes take that path (a row vector too): every family, A column- and row-major, C plain
 # (written in place) and padded with accumulate, bias and step (through the workspace), k not a multiple of the
 # kernel's 4 rows, a last partial vector, k in one part (threads split the columns) and in 3 parts of 2048 rows or
 # fewer (threads take whole parts, the last one shorter), against float64 NumPy; and 2 threads bit-identical to 1.
-_STREAM_ROWS_CHILD = """
-import numpy as np
-from linneuron import _core
-codes = {np.dtype(np.float32): _core.FLOAT32, np.dtype(np.float64): _core.FLOAT64}
+_STREAM_ROWS_CHILD = _CHILD_PRELUDE + """
 rng = np.random.default_rng(9)
 for isa in _core.supported_isas():
     assert _core.set_active_isa(isa)
@@ -441,13 +457,7 @@ for isa in _core.supported_isas():
                     _core.gemm(*args, 0 if bias is None else bias.ctypes.data, 1, acc, step)
                     results.append(c.copy())
                 assert np.array_equal(results[0], results[1]), (isa, plan, "2 threads differ from 1")
-                z = a.astype(np.float64) @ b.astype(np.float64) + (0 if bias is None else bias) + (c0 if acc else 0)
-                if step:
-                    decided = np.abs(z) > 1e-2
-                    assert np.array_equal(c[decided], (z[decided] >= 0).astype(dtype)), (isa, dtype, m, k, n)
-                else:
-                    tol = (2e-4 if dtype == np.float32 else 1e-11) * (np.abs(a) @ np.abs(b) + np.abs(c0) + 1)
-                    assert np.all(np.abs(c - z) <= tol), (isa, plan, dtype, m, k, n, acc)
+                check_against_float64(a, b, c, c0, bias, acc, step, (isa, plan, dtype, m, k, n, acc))
 print("ok")
 """
 
@@ -462,10 +472,7 @@ def test_stream_rows_products_match_reference():
 # partial last sliver, C plain and padded with bias, accumulate and step, every family, against float64 NumPy; and
 # 2 threads bit-identical to 1. (The Xeon's sliver order wrote such a C in bands of nr columns: 57225 x 318 -> 1010
 # float64 ran 0.7x MKL.)
-_LARGE_C_CHILD = """
-import numpy as np
-from linneuron import _core
-codes = {np.dtype(np.float32): _core.FLOAT32, np.dtype(np.float64): _core.FLOAT64}
+_LARGE_C_CHILD = _CHILD_PRELUDE + """
 rng = np.random.default_rng(13)
 for isa in _core.supported_isas():
     assert _core.set_active_isa(isa)
@@ -492,13 +499,7 @@ for isa in _core.supported_isas():
                     results.append(store.copy())
                 assert np.array_equal(results[0], results[1]), (isa, plan, "2 threads differ from 1")
                 assert np.array_equal(store[:, n:], guard), "write outside C"
-                z = a.astype(np.float64) @ b.astype(np.float64) + (0 if bias is None else bias) + (c0 if acc else 0)
-                if step:
-                    decided = np.abs(z) > 1e-2
-                    assert np.array_equal(c[decided], (z[decided] >= 0).astype(dtype)), (isa, dtype, m, k, n)
-                else:
-                    tol = (2e-4 if dtype == np.float32 else 1e-11) * (np.abs(a) @ np.abs(b) + np.abs(c0) + 1)
-                    assert np.all(np.abs(c - z) <= tol), (isa, plan, dtype, m, k, n, acc)
+                check_against_float64(a, b, c, c0, bias, acc, step, (isa, plan, dtype, m, k, n, acc))
 print("ok")
 """
 
