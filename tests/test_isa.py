@@ -347,12 +347,12 @@ def test_short_k_products_match_reference(rng, isa, shape, dtype):
     _check(rng, *shape, dtype, "row", "col", bias="plain")
 
 
-# A contiguous C from six times L2 on, of rows that are mostly whole cache lines (a multiple of 64 bytes or 1 KiB and
-# more), is written with streaming stores to whole lines, each row cut at its first and last line boundary. With L2
-# declared as 64 KiB (LINNEURON_CACHES, read once per process, so in a child), C's of a few hundred KB stream: rows
-# starting anywhere within a line (C starts 1 to 6 elements past an allocation, n = 301 rows of odd length), rows
-# of three lines (n = 48 float32), bias and step, two threads, and accumulate (which reads C, so does not stream), in
-# every family, against float64 NumPy.
+# A contiguous C from six times L2 on, of rows that are mostly whole cache lines (a multiple of 64 bytes, or 640
+# bytes and more), is written with streaming stores to whole lines, each row cut at its first and last line boundary.
+# With L2 declared as 64 KiB (LINNEURON_CACHES, read once per process, so in a child), C's of a few hundred KB
+# stream: rows starting anywhere within a line (C starts 1 to 6 elements past an allocation, n = 301 rows of odd
+# length), rows of three lines (n = 48 float32), bias and step, two threads, and accumulate (which reads C, so does
+# not stream), in every family, against float64 NumPy.
 _STREAM_CHILD = """
 import numpy as np, linneuron
 from linneuron import _core

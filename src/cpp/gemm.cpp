@@ -578,13 +578,15 @@ void short_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads) 
   // 4 -> 1000 (64 MB) 1.56x faster streamed. Into a fresh output they lose: 10715 x 4 -> 521 float64 end to end
   // 15.6 ms against 9.6.
   const double c_bytes = double(g.m) * double(g.n) * double(sizeof(T));
-  // And only rows that are mostly whole cache lines: a multiple of 64 bytes, or 1 KiB and more. The head and tail
-  // of other rows share lines with the rows beside them and take plain stores, which read their lines from memory
-  // between the streamed ones (Xeon, 13 MB C written before, streamed against plain stores: 54025 x 8 -> 62
-  // float32, 248-byte rows, 0.77 against 2.0-2.2x torch; -> 62 float64 (496 bytes) 1.04-1.12 against 1.5-1.9x;
-  // -> 64, whole lines, 2.2-2.3x against 2.0-2.5x; 30000 x 4 -> 520 float32 2.2-3.0 against 1.4-1.6x).
+  // And only rows that are mostly whole cache lines: a multiple of 64 bytes, or 640 bytes and more. The head and
+  // tail of other rows share lines with the rows beside them and take plain stores, which read their lines from
+  // memory between the streamed ones (Xeon, C of 13-37 MB written before, against torch, streamed / plain: 54025 x
+  // 8 -> 62 float32, 248-byte rows, 0.43-0.77 / 1.1-2.2x; -> 62 float64 (496 bytes) 0.9-1.1 / 1.2-1.9x; 38589 x
+  // 3 -> 140 float32 (560) 0.85-0.89 / 1.11-1.16x; 30000 x 3 -> 150 (600) 1.35-1.46 / 1.62-1.75x; -> 170 (680)
+  // alike; -> 180 (720) 1.6-1.7 / 1.2-1.3x; 40732 x 1 -> 229 (916) 1.64-1.77 / 1.04-1.09x; -> 64, whole lines,
+  // 2.2-2.3 / 2.0-2.5x).
   const int64_t row_bytes = g.n * int64_t(sizeof(T));
-  const bool rows_mostly_lines = row_bytes % 64 == 0 || row_bytes >= 1024;
+  const bool rows_mostly_lines = row_bytes % 64 == 0 || row_bytes >= 640;
   const bool stream_c = c_bytes >= c_beyond_caches_bytes() && g.c_rs == g.n &&
                         rows_mostly_lines && pages_resident(g.c, static_cast<std::size_t>(c_bytes));
   run_team(nthreads, [&](int64_t t, int64_t team) {
