@@ -196,6 +196,20 @@ inline void finish_element(const GemmArgs<T>& g, const T* bias, int64_t i, int64
   c = g.step ? unit_step(sum) : sum;
 }
 
+// The partial sums of `slots` slots (slot s at partial + s * slot_size, element (i, j) at i * rs + j * cs within a
+// slot), added in slot order, through finish_element: the order is the shape's, not the threads'.
+template <typename T>
+void finish_partial_sums(const GemmArgs<T>& g, const T* bias, const T* partial, int64_t slots, int64_t slot_size,
+                         int64_t rs, int64_t cs) {
+  for (int64_t i = 0; i < g.m; ++i)
+    for (int64_t j = 0; j < g.n; ++j) {
+      const T* at = partial + i * rs + j * cs;
+      T v = at[0];
+      for (int64_t s = 1; s < slots; ++s) v += at[s * slot_size];
+      finish_element(g, bias, i, j, v);
+    }
+}
+
 struct Plan {
   bool skinny;  // k and n tiny, m large: vectors along m (gathered columns of A), no packing
   bool dot;     // both operands contiguous along k and the product small or skinny: dot-product kernel, no packing
@@ -470,13 +484,7 @@ void long_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads, b
                 out_rs);
   });
   if (direct) return;
-  for (int64_t i = 0; i < g.m; ++i)
-    for (int64_t j = 0; j < g.n; ++j) {
-      const int64_t at = transposed ? j * g.m + i : i * g.n + j;
-      T v = partial[at];
-      for (int64_t ch = 1; ch < chunks; ++ch) v += partial[ch * cell + at];
-      finish_element(g, bias, i, j, v);
-    }
+  finish_partial_sums(g, bias, partial, chunks, cell, transposed ? 1 : g.n, transposed ? g.m : 1);
 }
 
 // The stream-rows path (MicroKernel::stream_rows): k is cut into parts fixed by the shape alone, each summed into
@@ -535,12 +543,7 @@ void stream_rows_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthrea
     for (int64_t part = 0; part < parts; ++part) run_part(part, j0, j1);
   });
   if (direct) return;
-  for (int64_t i = 0; i < g.m; ++i)
-    for (int64_t j = 0; j < g.n; ++j) {
-      T v = sums[i * ld + j];
-      for (int64_t part = 1; part < parts; ++part) v += sums[part * slot + i * ld + j];
-      finish_element(g, bias, i, j, v);
-    }
+  finish_partial_sums(g, bias, sums, parts, slot, ld, 1);
 }
 
 // The size from which a C written before is taken to come from memory, not from a cache: six times L2, or this

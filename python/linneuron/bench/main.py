@@ -186,13 +186,14 @@ def time_pair(fn_a, fn_b, budget: float, min_reps: int = 5, max_reps: int = 41,
     samples_a: list[float] = []
     samples_b: list[float] = []
 
-    last = [None]
+    last = None  # the function sampled last
 
     def sample(fn, inner, out):
-        if settle > 0 and last[0] is not fn:
+        nonlocal last
+        if settle > 0 and last is not fn:
             time.sleep(settle)
             fn()
-        last[0] = fn
+        last = fn
         t0 = time.perf_counter()
         for _ in range(inner):
             fn()
