@@ -51,7 +51,8 @@ def _check_linear(y, x, w, b, dtype):
 
 
 SHAPES = [(1, 4096, 512), (1, 7, 3), (3, 33, 17), (4, 64, 40), (5, 64, 40), (64, 64, 64), (130, 300, 70),
-          (16, 256, 256), (1000, 2, 1), (257, 1, 9), (6, 0, 5)]  # fmt: skip
+          (16, 256, 256), (1000, 2, 1), (257, 1, 9), (6, 0, 5),
+          (300, 64, 1), (300, 200, 2), (300, 200, 3)]  # few outputs: dots (long k, one or two outputs) or row blocks
 
 
 @pytest.mark.parametrize("dtype", LOWP, ids=IDS)
@@ -187,6 +188,31 @@ def test_gemm_accumulate_and_strided_bias_grad_in_core(family, dtype):
     ref = 1 + dy.double().sum(0)
     assert torch.all((db[::2].double() - ref).abs() <= _eps(dtype) * ref.abs() + 50 * 2.0**-20)
     assert torch.all(db[1::2] == 1)
+
+
+@pytest.mark.parametrize("dtype", LOWP, ids=IDS)
+def test_tall_products_go_through_float32_in_row_blocks(family, dtype):
+    """A tall product is converted, multiplied and rounded in blocks of rows sized from L2 (at least 64): over
+    several blocks, the last one partial, each block reads its own rows of A (row- or column-major) and adds into
+    its own rows of C, and nothing outside C's columns is written."""
+    code = {torch.bfloat16: _core.BFLOAT16, torch.float16: _core.FLOAT16}[dtype]
+    k, n = 200, 56
+    block = max(64, _core.cpu_caches()["l2"] // 2 // (4 * (k + n)) // 16 * 16)
+    m = 2 * block + 37
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(m, k, generator=g).to(dtype)
+    w = torch.randn(n, k, generator=g).to(dtype)
+    bias = torch.randn(n, generator=g).to(dtype)
+    c0 = torch.randn(m, n + 8, generator=g).to(dtype)
+    for a in (x, x.t().contiguous().t()):  # row-major, column-major
+        c = c0.clone()
+        _core.gemm(code, m, n, k, a.data_ptr(), a.stride(0), a.stride(1), w.data_ptr(), 1, k, c.data_ptr(), n + 8, 1,
+                   bias.data_ptr(), 1, True, False)  # fmt: skip
+        ref = c0[:, :n].double() + x.double() @ w.double().T + bias.double()
+        bound = _bound(x, w, c0[:, :n].double().abs() + bias.double().abs(), dtype)
+        assert torch.all((c[:, :n].double() - ref).abs() <= bound)
+        assert torch.equal(c[:, n:], c0[:, n:])
+    _check_linear(LF.linear(x, w, bias), x, w, bias, dtype)
 
 
 @pytest.mark.parametrize("dtype", LOWP, ids=IDS)
