@@ -509,6 +509,46 @@ def test_large_c_products_in_row_strips_match_reference():
     _run_with_small_l2(_LARGE_C_CHILD, "49152,131072,67108864")  # columns in one block but for B's panel
 
 
+# The weight gradient dYᵀ X of a small C over a long batch: k cut into parts fixed by the shape (2, 4 or 8, each a
+# product of its own, the last one shorter), threads taking whole parts, the parts' sums added in order before the
+# epilogue. With L2 declared as 128 KiB (in a child, as above) modest shapes take that path: every family, C plain and
+# padded with accumulate, bias and step, against float64 NumPy; and 2 and 3 threads bit-identical to 1.
+_K_SPLIT_CHILD = _CHILD_PRELUDE + """
+rng = np.random.default_rng(17)
+for isa in _core.supported_isas():
+    assert _core.set_active_isa(isa)
+    for dtype, shapes in ((np.float32, ((37, 17001, 45), (33, 33000, 30))),  # 4 parts, 8 parts
+                          (np.float64, ((30, 8300, 40), (41, 17003, 19), (50, 9001, 21)))):  # 2, 4, 2
+        for m, k, n in shapes:
+            for pad, bias_on, acc, step in ((0, False, False, False), (3, True, True, False), (1, True, False, True)):
+                a = np.asfortranarray(rng.standard_normal((m, k)).astype(dtype))  # dYᵀ
+                b = rng.standard_normal((k, n)).astype(dtype)  # X
+                store = rng.standard_normal((m, n + pad)).astype(dtype)
+                c = store[:, :n]
+                c0 = c.astype(np.float64).copy()
+                guard = store[:, n:].copy()
+                bias = rng.standard_normal(n).astype(dtype) if bias_on else None
+                plan = _core.gemm_plan(codes[c.dtype], m, n, k, 1, m, n, 1, n + pad, 1)
+                assert plan == "k_split", (isa, plan, dtype, m, k, n)
+                results = []
+                for threads in (1, 2, 3):
+                    _core.set_num_threads(threads)
+                    store[:, :n] = c0
+                    _core.gemm(codes[c.dtype], m, n, k, a.ctypes.data, 1, m, b.ctypes.data, n, 1, c.ctypes.data,
+                               n + pad, 1, 0 if bias is None else bias.ctypes.data, 1, acc, step)
+                    results.append(store.copy())
+                assert np.array_equal(results[0], results[1]), (isa, "2 threads differ from 1")
+                assert np.array_equal(results[0], results[2]), (isa, "3 threads differ from 1")
+                assert np.array_equal(store[:, n:], guard), "write outside C"
+                check_against_float64(a, b, c, c0, bias, acc, step, (isa, dtype, m, k, n, acc))
+print("ok")
+"""
+
+
+def test_weight_gradients_with_k_in_parts_match_reference():
+    _run_with_small_l2(_K_SPLIT_CHILD)
+
+
 # One output column of a row-major A (a matrix-vector product: dX = dY W of a layer with one input): the dot kernel's
 # column path, W rows at a time with a partial last block, short and long k, C contiguous, strided or reversed.
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
