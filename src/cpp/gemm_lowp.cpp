@@ -198,10 +198,10 @@ void gemm_lowp(const LowpGemmArgs& g) {
   }
   // Rows of A (and C) go through float32 in blocks whose copies take half of L2, so each block's A is converted,
   // multiplied and its C rounded while they stay in cache: converted whole, a tall A and C went to memory and back
-  // three times (Xeon, 65536 x 16 -> 16 bfloat16: 1.0-1.1 ms whole, 0.82-0.85 in blocks; torch 0.6-0.65). B is converted once.
-  // The blocks are fixed by the shape (not the thread count), and every row's sums are the float32 GEMM's.
-  const int64_t row_elems = (g.k > 0 ? g.k : 0) + g.n;
-  const int64_t fitting_rows = int64_t(cpu_caches().l2) / 2 / (int64_t(sizeof(float)) * std::max<int64_t>(1, row_elems));
+  // three times (Xeon, 65536 x 16 -> 16 bfloat16: 1.0-1.1 ms whole, 0.82-0.85 in blocks; torch 0.6-0.65). B is
+  // converted once. The blocks are fixed by the shape (not the thread count); every row's sums are the float32 GEMM's.
+  const int64_t row_bytes = int64_t(sizeof(float)) * std::max<int64_t>(1, (g.k > 0 ? g.k : 0) + g.n);
+  const int64_t fitting_rows = int64_t(cpu_caches().l2) / 2 / row_bytes;
   const int64_t block_rows = std::min(g.m, std::max<int64_t>(64, fitting_rows / 16 * 16));
   const int64_t a_elems = g.k > 0 ? block_rows * g.k : 0, b_elems = g.k > 0 ? g.k * g.n : 0;
   Scratch scratch(a_elems + b_elems + block_rows * g.n);
