@@ -215,6 +215,57 @@ def test_tall_products_go_through_float32_in_row_blocks(family, dtype):
     _check_linear(LF.linear(x, w, bias), x, w, bias, dtype)
 
 
+AMX_SHAPES = [(64, 64, 64), (45, 177, 37), (33, 481, 17), (100, 1000, 50), (33, 64, 128), (40, 96, 80), (300, 258, 130)]
+
+
+@pytest.mark.parametrize("shape", AMX_SHAPES, ids=[f"{m}x{k}->{n}" for m, k, n in AMX_SHAPES])
+def test_bfloat16_on_amx_tiles(shape):
+    """bfloat16 products from 2^19 FLOPs run on AMX tiles where the CPU and OS allow it (the avx512 family active):
+    partial row and column blocks and k chunks, odd k, row- and column-major operands (W's whole-column gathers
+    and the element packers), a padded C with accumulate, bias and step, 1, 2 and 3 threads bit for bit, against
+    float64 and nn.Linear."""
+    if "avx512" not in FAMILIES or not _core.lowp_paths()["bfloat16"].startswith("amx"):
+        pytest.skip("no AMX-BF16 here (or the OS does not grant the tile state)")
+    before = _core.active_isa()
+    assert _core.set_active_isa("avx512")
+    try:
+        m, k, n = shape
+        dtype = torch.bfloat16
+        g = torch.Generator().manual_seed(m + 7 * k + 31 * n)
+        x = torch.randn(m, k, generator=g).to(dtype)
+        w = torch.randn(n, k, generator=g).to(dtype)
+        b = torch.randn(n, generator=g).to(dtype)
+        for xx in (x, x.t().contiguous().t()):
+            for ww in (w, w.t().contiguous().t()):
+                y = LF.linear(xx, ww, b)
+                _check_linear(y, x, w, b, dtype)
+                torch_y = torch.nn.functional.linear(x, w, b)
+                assert torch.all((y.double() - torch_y.double()).abs() <= 2 * _bound(x, w, b, dtype))
+        c0 = torch.randn(m, n + 5, generator=g).to(dtype)
+        outs = []
+        for threads in (1, 2, 3):
+            linneuron.set_num_threads(threads)
+            try:
+                for step in (False, True):
+                    c = c0.clone()
+                    _core.gemm(_core.BFLOAT16, m, n, k, x.data_ptr(), k, 1, w.data_ptr(), 1, k, c.data_ptr(), n + 5, 1,
+                               b.data_ptr(), 1, True, step)  # fmt: skip
+                    outs.append(c)
+            finally:
+                linneuron.set_num_threads(None)
+        z = c0[:, :n].double() + x.double() @ w.double().T + b.double()
+        bound = _bound(x, w, c0[:, :n].double().abs() + b.double().abs(), dtype)
+        assert torch.all((outs[0][:, :n].double() - z).abs() <= bound)
+        decided = z.abs() > 2 * bound
+        assert torch.equal(outs[1][:, :n][decided], (z[decided] >= 0).to(dtype))
+        for c in outs:
+            assert torch.equal(c[:, n:], c0[:, n:]), "write outside C"
+        for one, other in ((outs[0], outs[2]), (outs[0], outs[4]), (outs[1], outs[3]), (outs[1], outs[5])):
+            assert torch.equal(one, other), "thread counts differ"
+    finally:
+        assert _core.set_active_isa(before)
+
+
 @pytest.mark.parametrize("dtype", LOWP, ids=IDS)
 def test_swap_linear_on_a_low_precision_model(dtype):
     torch.manual_seed(6)

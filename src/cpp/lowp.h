@@ -45,6 +45,12 @@ void step_backward_lowp(LowpType type, int64_t rows, int64_t cols, const uint16_
 void bias_grad_lowp(LowpType type, int64_t m, int64_t n, const uint16_t* dy, int64_t dy_rs, int64_t dy_cs,
                     uint16_t* db, int64_t db_stride, bool accumulate);
 
+// bfloat16 on AMX tiles (gemm_amx.cpp, built where the compiler targets AMX): whether this CPU, OS and process can
+// run it with the avx512 family active, and the product itself (bias contiguous float32 or null).
+struct LowpKernels;
+bool amx_bf16_available();
+void gemm_amx_bf16(const LowpKernels& cv, const LowpGemmArgs& g, const float* bias, int nthreads);
+
 // Human-readable description of the conversion path in use for `type` (for linneuron.info()).
 const char* lowp_path(LowpType type);
 

@@ -1,0 +1,243 @@
+// bfloat16 GEMM on Intel AMX tiles (TDPBF16PS): C(m, n) = round([C +] A B [+ bias], then [H]), float32 sums.
+//
+// Compiled with -mamx-tile -mamx-bf16 -mavx512f -mavx512bw, so nothing here runs before amx_bf16_available()
+// (gemm_lowp.cpp, baseline code) has seen AMX-BF16 in cpuid, the tile state enabled by the OS and granted to this
+// process (arch_prctl ARCH_REQ_XCOMP_PERM), and the avx512 family active.
+//
+// Layout. Every register tile is 16 rows x 64 bytes. A tile holds 16 rows of A by 32 k (bfloat16, row-major); a B
+// tile holds 16 k pairs by 16 columns in the VNNI order TDPBF16PS reads, element (kk, j) at pair kk / 2, lane
+// 2 j + kk % 2; a C tile 16 x 16 float32. The kernel keeps a 32 x 32 block of C in four tiles (tmm0-3), loads two A
+// tiles (tmm4-5) and two B tiles (tmm6-7) per 32 k, so each loaded tile feeds two products.
+// Packing: B once per call into VNNI tiles, blocks of 32 columns by all of k (zero-padded to 32 in k and n); A a
+// block of 32 rows by all of k (zero-padded) at a time per thread, or, column-major (dW's dYᵀ), all of it first.
+// Column panels of B that take half of L2 are the outer loop, so every row block reads its panel from L2. Threads
+// split the 32-row blocks; each C element is one thread's chain of tile products in k order, so results do not
+// depend on the thread count. Xeon (KVM family 6 model 167), one thread: 1024^3 forward 2.6-2.9 ms (0.8-1.0x
+// torch's oneDNN on the same tiles; the float32 path took 14-17 ms), 2048^3 20-22 ms (0.9x).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <new>
+
+#include "convert.h"
+#include "cpu_caches.h"
+#include "lowp.h"
+#include "neuron_math.h"
+#include "parallel_for.h"
+#include "runtime.h"
+#include "workspace.h"
+
+namespace linneuron {
+namespace {
+
+constexpr int64_t kTile = 16;   // rows of a tile, columns of a C or B tile
+constexpr int64_t kChunk = 32;  // bfloat16 k values in a row of an A tile (64 bytes)
+constexpr int64_t kBlock = 32;  // rows and columns of the C block the kernel holds (2 x 2 tiles)
+
+struct TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+void configure_tiles() {
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) cfg.colsb[t] = 64, cfg.rows[t] = kTile;
+  _tile_loadconfig(&cfg);
+}
+
+inline uint16_t at(const uint16_t* x, int64_t rs, int64_t cs, int64_t r, int64_t c) { return x[r * rs + c * cs]; }
+
+// B (k x n) into VNNI tiles: for column block jb and k chunk kb, tile t (columns 16 t .. 16 t + 15 of the block) at
+// out + ((jb * chunks + kb) * 2 + t) * 512, element (kk, j) of the chunk at (kk / 2) * 32 + 2 j + kk % 2. A B whose
+// columns are contiguous along k (Wᵀ of a row-major W, the forward's) moves whole pairs: 32-bit words of W's rows.
+void pack_b_vnni(int64_t k, int64_t n, const uint16_t* b, int64_t b_rs, int64_t b_cs, uint16_t* out, int nthreads) {
+  const int64_t chunks = (k + kChunk - 1) / kChunk, blocks = (n + kBlock - 1) / kBlock;
+  constexpr int64_t kTileElems = kTile * kChunk;
+  parallel_for(nthreads, blocks, [&](int64_t jb) {
+    uint16_t* block = out + jb * chunks * 2 * kTileElems;
+    std::fill(block, block + chunks * 2 * kTileElems, uint16_t(0));
+    for (int64_t jj = 0; jj < kBlock; ++jj) {
+      const int64_t col = jb * kBlock + jj;
+      if (col >= n) break;
+      const int64_t t = jj / kTile, j = jj % kTile;
+      const uint16_t* src = b + col * b_cs;
+      if (b_cs == 1 && j == 0 && col + kTile <= n) {
+        // 16 whole columns of a row-major B (dX's W, dW's X): a tile row interleaves 16 elements of rows 2 p and
+        // 2 p + 1 (a missing last row of an odd k reads as zeros).
+        for (int64_t p = 0; p < (k + 1) / 2; ++p) {
+          auto row16 = [&](int64_t row) {
+            return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + row * b_rs)));
+          };
+          const __m512i even = row16(2 * p);
+          const __m512i odd = 2 * p + 1 < k ? row16(2 * p + 1) : _mm512_setzero_si512();
+          uint16_t* tile = block + ((p / kTile) * 2 + t) * kTileElems;
+          _mm512_storeu_si512(tile + (p % kTile) * 32, _mm512_or_si512(even, _mm512_slli_epi32(odd, 16)));
+        }
+        jj += kTile - 1;
+        continue;
+      }
+      if (b_rs == 1 && j == 0 && col + kTile <= n && b_cs % 2 == 0 && k % kChunk == 0) {
+        // 16 whole columns: each row of a tile (one k pair of the 16 columns) is one 16-lane gather of words.
+        const __m512i lanes = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(int(b_cs / 2)));
+        for (int64_t p = 0; p < k / 2; ++p) {
+          uint16_t* tile = block + ((p / kTile) * 2 + t) * kTileElems;
+          _mm512_storeu_si512(tile + (p % kTile) * 32, _mm512_i32gather_epi32(lanes, src + 2 * p, 4));
+        }
+        jj += kTile - 1;
+        continue;
+      }
+      if (b_rs == 1 && k % 2 == 0) {  // pairs (2 p, 2 p + 1) of the column are one 32-bit word
+        for (int64_t p = 0; p < k / 2; ++p) {
+          uint32_t word;
+          std::memcpy(&word, src + 2 * p, sizeof(word));
+          uint16_t* tile = block + ((p / kTile) * 2 + t) * kTileElems;
+          std::memcpy(tile + (p % kTile) * 32 + 2 * j, &word, sizeof(word));
+        }
+        continue;
+      }
+      for (int64_t row = 0; row < k; ++row) {
+        uint16_t* tile = block + ((row / kChunk) * 2 + t) * kTileElems;
+        const int64_t kk = row % kChunk;
+        tile[(kk / 2) * 32 + 2 * j + kk % 2] = src[row * b_rs];
+      }
+    }
+  });
+}
+
+// Rows i0 .. i0 + rows of A (rows <= 32) into a 32 x (chunks * 32) row-major block, zero-padded.
+void pack_a_rows(int64_t i0, int64_t rows, int64_t k, int64_t k_pad, const uint16_t* a, int64_t a_rs, int64_t a_cs,
+                 uint16_t* out) {
+  for (int64_t i = 0; i < kBlock; ++i) {
+    uint16_t* dst = out + i * k_pad;
+    if (i >= rows) {
+      std::fill(dst, dst + k_pad, uint16_t(0));
+      continue;
+    }
+    if (a_cs == 1) {
+      std::memcpy(dst, a + (i0 + i) * a_rs, sizeof(uint16_t) * size_t(k));
+    } else {
+      for (int64_t p = 0; p < k; ++p) dst[p] = at(a, a_rs, a_cs, i0 + i, p);
+    }
+    std::fill(dst + k, dst + k_pad, uint16_t(0));
+  }
+}
+
+// A column-major A (dW's dYᵀ: rows of dY hold a k step of every row of A) packed whole, before the products, as
+// row_blocks blocks of 32 x k_pad in 32 x 32 squares: each square reads 32 runs of 32 elements of the source and
+// writes 32 runs of the block, where row by row every element of A was a line of dY of its own.
+void pack_a_columns(int64_t m, int64_t k, int64_t k_pad, const uint16_t* a, int64_t a_cs, uint16_t* out,
+                    int nthreads) {
+  const int64_t row_blocks = (m + kBlock - 1) / kBlock;
+  parallel_for(nthreads, row_blocks, [&](int64_t ib) {
+    uint16_t* block = out + ib * kBlock * k_pad;
+    std::fill(block, block + kBlock * k_pad, uint16_t(0));
+    const int64_t i0 = ib * kBlock, rows = std::min(kBlock, m - i0);
+    int64_t gathered = 0;
+    if (rows == kBlock && a_cs < (int64_t(1) << 26)) {
+      // Whole blocks: a 32-bit word holds rows i and i + 1 of one k step, so a 16-lane gather down 16 k steps
+      // fills 16 elements of both rows (low and high halves).
+      const __m512i steps = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                               _mm512_set1_epi32(int(a_cs)));
+      for (; gathered + kTile <= k; gathered += kTile)
+        for (int64_t i = 0; i < kBlock; i += 2) {
+          const __m512i pairs = _mm512_i32gather_epi32(steps, a + i0 + i + gathered * a_cs, 2);
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(block + i * k_pad + gathered), _mm512_cvtepi32_epi16(pairs));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(block + (i + 1) * k_pad + gathered),
+                              _mm512_cvtepi32_epi16(_mm512_srli_epi32(pairs, 16)));
+        }
+    }
+    for (int64_t p0 = gathered; p0 < k; p0 += kChunk) {
+      const int64_t steps = std::min(kChunk, k - p0);
+      for (int64_t p = 0; p < steps; ++p) {
+        const uint16_t* src = a + i0 + (p0 + p) * a_cs;
+        for (int64_t i = 0; i < rows; ++i) block[i * k_pad + p0 + p] = src[i];
+      }
+    }
+  });
+}
+
+// One 32 x 32 block of C: sums over all k chunks into `sums` (32 x 32 float32, row-major).
+void block_product(int64_t chunks, int64_t k_pad, const uint16_t* a_block, const uint16_t* b_tiles, float* sums) {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  const int64_t a_stride = k_pad * int64_t(sizeof(uint16_t));
+  for (int64_t kb = 0; kb < chunks; ++kb) {
+    _tile_loadd(4, a_block + kb * kChunk, a_stride);
+    _tile_loadd(5, a_block + kTile * k_pad + kb * kChunk, a_stride);
+    _tile_loadd(6, b_tiles + kb * 2 * (kTile * kChunk), 64);
+    _tile_loadd(7, b_tiles + (kb * 2 + 1) * (kTile * kChunk), 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  constexpr int64_t kRowBytes = kBlock * int64_t(sizeof(float));
+  _tile_stored(0, sums, kRowBytes);
+  _tile_stored(1, sums + kTile, kRowBytes);
+  _tile_stored(2, sums + kTile * kBlock, kRowBytes);
+  _tile_stored(3, sums + kTile * kBlock + kTile, kRowBytes);
+}
+
+}  // namespace
+
+void gemm_amx_bf16(const LowpKernels& cv, const LowpGemmArgs& g, const float* bias, int nthreads) {
+  const int64_t chunks = (g.k + kChunk - 1) / kChunk, k_pad = chunks * kChunk;
+  const int64_t col_blocks = (g.n + kBlock - 1) / kBlock, row_blocks = (g.m + kBlock - 1) / kBlock;
+  // Packed operands in the calling thread's workspace (slots 0 and 1; the float32 GEMM does not run here) and each
+  // thread's A block in its slot 2: reused across calls, where fresh buffers cost page faults every call (18 % of
+  // 1024^3).
+  auto workspace = [](int64_t elems, int slot) {
+    auto* p = static_cast<uint16_t*>(thread_workspace(sizeof(uint16_t) * size_t(std::max<int64_t>(elems, 1)), slot));
+    if (!p) throw std::bad_alloc();
+    return p;
+  };
+  uint16_t* const b_tiles = workspace(col_blocks * chunks * 2 * kTile * kChunk, 0);
+  pack_b_vnni(g.k, g.n, g.b, g.b_rs, g.b_cs, b_tiles, nthreads);
+  // Column panels of B that take half of L2, so that every row block reads them from there.
+  const int64_t panel_blocks =
+      std::max<int64_t>(1, int64_t(cpu_caches().l2) / 2 / (kBlock * k_pad * int64_t(sizeof(uint16_t))));
+  const bool a_columns = g.a_rs == 1 && g.a_cs != 1;
+  uint16_t* const a_all = a_columns ? workspace(row_blocks * kBlock * k_pad, 1) : nullptr;
+  if (a_columns) pack_a_columns(g.m, g.k, k_pad, g.a, g.a_cs, a_all, nthreads);
+  const int team = static_cast<int>(std::min<int64_t>(nthreads, row_blocks));
+  run_team(team, [&](int t, int size) {
+    configure_tiles();
+    uint16_t* const a_buffer = a_columns ? nullptr : workspace(kBlock * k_pad, 2);
+    alignas(64) float sums[kBlock * kBlock];
+    for (int64_t jc = 0; jc < col_blocks; jc += panel_blocks)
+    for (int64_t ib = row_blocks * t / size; ib < row_blocks * (t + 1) / size; ++ib) {
+      const int64_t i0 = ib * kBlock, rows = std::min(kBlock, g.m - i0);
+      const uint16_t* a_block = a_columns ? a_all + ib * kBlock * k_pad : a_buffer;
+      if (!a_columns) pack_a_rows(i0, rows, g.k, k_pad, g.a, g.a_rs, g.a_cs, a_buffer);
+      for (int64_t jb = jc; jb < std::min(col_blocks, jc + panel_blocks); ++jb) {
+        block_product(chunks, k_pad, a_block, b_tiles + jb * chunks * 2 * (kTile * kChunk), sums);
+        const int64_t j0 = jb * kBlock, cols = std::min(kBlock, g.n - j0);
+        for (int64_t i = 0; i < rows; ++i) {
+          float* v = sums + i * kBlock;
+          uint16_t* out = g.c + (i0 + i) * g.c_rs + j0 * g.c_cs;
+          if (g.accumulate)
+            for (int64_t j = 0; j < cols; ++j) v[j] = lowp_to_f32(g.type, out[j * g.c_cs]) + v[j];
+          if (bias)
+            for (int64_t j = 0; j < cols; ++j) v[j] += bias[j0 + j];
+          if (g.step)
+            for (int64_t j = 0; j < cols; ++j) v[j] = unit_step(v[j]);
+          if (g.c_cs == 1) {
+            cv.from_f32(g.type, cols, v, out);
+          } else {
+            for (int64_t j = 0; j < cols; ++j) out[j * g.c_cs] = f32_to_lowp(g.type, v[j]);
+          }
+        }
+      }
+    }
+    _tile_release();
+  });
+}
+
+}  // namespace linneuron
