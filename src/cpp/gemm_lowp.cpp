@@ -227,22 +227,23 @@ void gemm_lowp(const LowpGemmArgs& g) {
     bias_f.reset(new float[g.n]);
     for (int64_t j = 0; j < g.n; ++j) bias_f[j] = lowp_to_f32(g.type, g.bias[j * g.bias_stride]);
   }
-  if (g.k > 0 && g.a_cs == 1 && g.b_rs == 1 && (g.m <= kDotRows || (g.n <= kDotRows && few_outputs_dot_pays(g)))) {
-    dot_path(cv, g, bias_f.get());
-    return;
-  }
 #if defined(LINNEURON_HAVE_AMX)
-  // bfloat16 on AMX tiles from 32 rows, 16 columns, 32 k and 2^19 FLOPs (a 64^3 product) on: Xeon, one thread,
+  // bfloat16 on AMX tiles from 16 rows, 16 columns, 32 k and 2^19 FLOPs (a 64^3 product) on: Xeon, one thread,
   // against the float32 path, 64^3 1.8x, 100^3 1.2x, 64 x 512 -> 512 2.6-3.9x, 1024^3 4.4-4.9x, 8192 x 64 -> 64
-  // 1.9x; 17 x 481 -> 33, half its row block padding, 0.63x. Threads from 10 MFLOP each.
+  // 1.9x; 17 x 481 -> 33 (its row block half padding) 0.63x. Before the short batch's dot products too: 16 x 256
+  // -> 256 3x, 24 x 512 -> 512 4x faster; 16 x 4096 -> 4096 alike (packing W costs what the dot products do), 8 x
+  // 1024 -> 1024 alike, so not below 16 rows. Threads from 10 MFLOP each.
   const double flops = 2.0 * double(g.m) * double(g.n) * double(g.k);
-  if (g.type == LowpType::BFloat16 && g.k >= 32 && g.m >= 32 && g.n >= 16 && flops >= double(1 << 19) &&
-      amx_bf16_available()) {
+  if (g.type == LowpType::BFloat16 && g.k >= 32 && g.m >= 16 && g.n >= 16 && flops >= double(1 << 19) && amx_bf16_available()) {
     const int nthreads = static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), flops / 1e7)));
     gemm_amx_bf16(cv, g, bias_f.get(), nthreads);
     return;
   }
 #endif
+  if (g.k > 0 && g.a_cs == 1 && g.b_rs == 1 && (g.m <= kDotRows || (g.n <= kDotRows && few_outputs_dot_pays(g)))) {
+    dot_path(cv, g, bias_f.get());
+    return;
+  }
   // Rows of A (and C) go through float32 in blocks whose copies take half of L2, so each block's A is converted,
   // multiplied and its C rounded while they stay in cache: converted whole, a tall A and C went to memory and back
   // three times (Xeon, 65536 x 16 -> 16 bfloat16: 1.0-1.1 ms whole, 0.82-0.85 in blocks; torch 0.6-0.65). B is
