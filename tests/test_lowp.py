@@ -216,12 +216,12 @@ def test_tall_products_go_through_float32_in_row_blocks(family, dtype):
 
 
 AMX_SHAPES = [(64, 64, 64), (45, 177, 37), (33, 481, 17), (100, 1000, 50), (33, 64, 128), (40, 96, 80), (300, 258, 130),
-              (16, 250, 70)]  # fmt: skip
+              (16, 250, 70), (700, 200, 5)]  # fmt: skip
 
 
 @pytest.mark.parametrize("shape", AMX_SHAPES, ids=[f"{m}x{k}->{n}" for m, k, n in AMX_SHAPES])
 def test_bfloat16_on_amx_tiles(shape):
-    """bfloat16 products from 16 rows and 2^19 FLOPs run on AMX tiles where the CPU and OS allow it (avx512 active):
+    """bfloat16 products from 16 rows, 3 columns and 2^19 FLOPs run on AMX tiles where the CPU and OS allow it:
     partial row and column blocks and k chunks, odd k, row- and column-major operands (W's whole-column gathers
     and the element packers), a padded C with accumulate, bias and step, 1, 2 and 3 threads bit for bit, against
     float64 and nn.Linear."""

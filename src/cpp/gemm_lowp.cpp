@@ -228,13 +228,15 @@ void gemm_lowp(const LowpGemmArgs& g) {
     for (int64_t j = 0; j < g.n; ++j) bias_f[j] = lowp_to_f32(g.type, g.bias[j * g.bias_stride]);
   }
 #if defined(LINNEURON_HAVE_AMX)
-  // bfloat16 on AMX tiles from 16 rows, 16 columns, 32 k and 2^19 FLOPs (a 64^3 product) on: Xeon, one thread,
+  // bfloat16 on AMX tiles from 16 rows, 3 columns, 32 k and 2^19 FLOPs (a 64^3 product) on: Xeon, one thread,
   // against the float32 path, 64^3 1.8x, 100^3 1.2x, 64 x 512 -> 512 2.6-3.9x, 1024^3 4.4-4.9x, 8192 x 64 -> 64
   // 1.9x; 17 x 481 -> 33 (its row block half padding) 0.63x. Before the short batch's dot products too: 16 x 256
   // -> 256 3x, 24 x 512 -> 512 4x faster; 16 x 4096 -> 4096 alike (packing W costs what the dot products do), 8 x
-  // 1024 -> 1024 alike, so not below 16 rows. Threads from 10 MFLOP each.
+  // 1024 -> 1024 alike, so not below 16 rows. And for few outputs, where padding them to 32 columns still beats the
+  // float32 path: 8192 x 784 -> 10 2.1x, 2000 x 512 -> 12 1.9x, 65536 x 64 -> 8 1.7x, -> 4 alike; one or two outputs
+  // keep their dot products (65536 x 256 -> 2: 2x faster than on tiles). Threads from 10 MFLOP each.
   const double flops = 2.0 * double(g.m) * double(g.n) * double(g.k);
-  if (g.type == LowpType::BFloat16 && g.k >= 32 && g.m >= 16 && g.n >= 16 && flops >= double(1 << 19) && amx_bf16_available()) {
+  if (g.type == LowpType::BFloat16 && g.k >= 32 && g.m >= 16 && g.n >= 3 && flops >= double(1 << 19) && amx_bf16_available()) {
     const int nthreads = static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), flops / 1e7)));
     gemm_amx_bf16(cv, g, bias_f.get(), nthreads);
     return;
