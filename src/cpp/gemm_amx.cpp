@@ -80,7 +80,7 @@ void pack_b_vnni(int64_t k, int64_t n, const uint16_t* b, int64_t b_rs, int64_t 
         jj += kTile - 1;
         continue;
       }
-      if (b_rs == 1 && j == 0 && col + kTile <= n && b_cs % 2 == 0 && k % kChunk == 0) {
+      if (b_rs == 1 && j == 0 && col + kTile <= n && b_cs % 2 == 0 && b_cs < (int64_t(1) << 26) && k % 2 == 0) {
         // 16 whole columns: each row of a tile (one k pair of the 16 columns) is one 16-lane gather of words.
         const __m512i lanes = _mm512_mullo_epi32(
             _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(int(b_cs / 2)));
