@@ -267,6 +267,62 @@ def test_bfloat16_on_amx_tiles(shape):
         assert _core.set_active_isa(before)
 
 
+def _on_amx():
+    if "avx512" not in FAMILIES or not _core.lowp_paths()["bfloat16"].startswith("amx"):
+        pytest.skip("no AMX-BF16 here (or the OS does not grant the tile state)")
+
+
+def test_bfloat16_amx_epilogue_rounds_every_bit_pattern():
+    """The AMX path's vector epilogue rounds as f32_to_bf16 does: C + 0 keeps every bfloat16 value (subnormals too,
+    which VCVTNEPS2BF16 would flush) and returns each NaN quiet with its sign and payload."""
+    _on_amx()
+    before = _core.active_isa()
+    assert _core.set_active_isa("avx512")
+    try:
+        m, k, n = 64, 32, 1024  # 65536 outputs: every 16-bit pattern once
+        bits = np.arange(1 << 16, dtype=np.uint16)
+        bits[0x8000] = 0  # -0 + (+0) is +0: not an identity
+        c = torch.from_numpy(bits.view(np.int16).reshape(m, n).copy()).view(torch.bfloat16)
+        x = torch.zeros(m, k, dtype=torch.bfloat16)
+        w = torch.zeros(n, k, dtype=torch.bfloat16)
+        _core.gemm(_core.BFLOAT16, m, n, k, x.data_ptr(), k, 1, w.data_ptr(), 1, k, c.data_ptr(), n, 1, 0, 1, True,
+                   False)  # fmt: skip
+        got = c.view(torch.int16).numpy().view(np.uint16).ravel()
+        nan = (bits & 0x7FFF) > 0x7F80
+        assert np.array_equal(got[~nan], bits[~nan])
+        assert np.array_equal(got[nan], bits[nan] | 0x40)
+    finally:
+        assert _core.set_active_isa(before)
+
+
+def test_bfloat16_amx_propagates_nan_and_inf():
+    """NaN and infinity in X reach the same outputs on AMX tiles as on the float32 path, through bias and step."""
+    _on_amx()
+    before = _core.active_isa()
+    try:
+        m, k, n = 48, 70, 40
+        g = torch.Generator().manual_seed(5)
+        x = torch.randn(m, k, generator=g).bfloat16()
+        w = torch.randn(n, k, generator=g).bfloat16()
+        b = torch.randn(n, generator=g).bfloat16()
+        x[3, 5] = float("nan")
+        x[10, 0] = float("inf")
+        x[20, 69] = -float("inf")
+        results = {}
+        for family in ("avx512", "portable"):
+            assert _core.set_active_isa(family)
+            results[family] = (LF.linear(x, w, b), LF.neuron(x, w, b, surrogate=None))
+        for ours, ref in zip(results["avx512"], results["portable"]):
+            assert torch.equal(ours.isnan(), ref.isnan())
+            assert torch.equal(ours.isinf(), ref.isinf())
+            assert torch.equal(ours[ours.isinf()], ref[ref.isinf()])
+            assert ours.isnan().sum() >= n
+            assert torch.all((ours.view(torch.int16)[ours.isnan()] & 0x40) != 0), "NaN not quiet"
+        assert results["avx512"][0].isinf().sum() >= 2 * n  # rows 10 and 20 (the step makes them 0 or 1)
+    finally:
+        assert _core.set_active_isa(before)
+
+
 @pytest.mark.parametrize("dtype", LOWP, ids=IDS)
 def test_swap_linear_on_a_low_precision_model(dtype):
     torch.manual_seed(6)

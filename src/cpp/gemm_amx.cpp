@@ -80,23 +80,34 @@ void pack_b_vnni(int64_t k, int64_t n, const uint16_t* b, int64_t b_rs, int64_t 
         jj += kTile - 1;
         continue;
       }
-      if (b_rs == 1 && j == 0 && col + kTile <= n && b_cs % 2 == 0 && b_cs < (int64_t(1) << 26) && k % 2 == 0) {
-        // 16 whole columns: each row of a tile (one k pair of the 16 columns) is one 16-lane gather of words.
+      if (b_rs == 1 && j == 0 && col + kTile <= n && b_cs < (int64_t(1) << 26)) {
+        // 16 whole columns of a B whose columns run along k (Wᵀ of a row-major W, the forward's): each row of a tile
+        // (one k pair of the 16 columns) is one 16-lane gather of 32-bit words, at any column stride (scale 2, so
+        // an odd k's odd stride too); an odd k's last row, whose pair would read past the column, goes alone.
         const __m512i lanes = _mm512_mullo_epi32(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(int(b_cs / 2)));
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(int(b_cs)));
         for (int64_t p = 0; p < k / 2; ++p) {
           uint16_t* tile = block + ((p / kTile) * 2 + t) * kTileElems;
-          _mm512_storeu_si512(tile + (p % kTile) * 32, _mm512_i32gather_epi32(lanes, src + 2 * p, 4));
+          _mm512_storeu_si512(tile + (p % kTile) * 32, _mm512_i32gather_epi32(lanes, src + 2 * p, 2));
+        }
+        if (k % 2 == 1) {
+          const int64_t p = k / 2;
+          uint16_t* tile = block + ((p / kTile) * 2 + t) * kTileElems + (p % kTile) * 32;
+          for (int64_t jj2 = 0; jj2 < kTile; ++jj2) tile[2 * jj2] = src[jj2 * b_cs + k - 1];
         }
         jj += kTile - 1;
         continue;
       }
-      if (b_rs == 1 && k % 2 == 0) {  // pairs (2 p, 2 p + 1) of the column are one 32-bit word
+      if (b_rs == 1) {  // pairs (2 p, 2 p + 1) of the column are one 32-bit word; an odd k's last row alone
         for (int64_t p = 0; p < k / 2; ++p) {
           uint32_t word;
           std::memcpy(&word, src + 2 * p, sizeof(word));
           uint16_t* tile = block + ((p / kTile) * 2 + t) * kTileElems;
           std::memcpy(tile + (p % kTile) * 32 + 2 * j, &word, sizeof(word));
+        }
+        if (k % 2 == 1) {
+          const int64_t p = k / 2;
+          block[((p / kTile) * 2 + t) * kTileElems + (p % kTile) * 32 + 2 * j] = src[k - 1];
         }
         continue;
       }
@@ -109,7 +120,8 @@ void pack_b_vnni(int64_t k, int64_t n, const uint16_t* b, int64_t b_rs, int64_t 
   });
 }
 
-// Rows i0 .. i0 + rows of A (rows <= 32) into a 32 x (chunks * 32) row-major block, zero-padded.
+// Rows i0 .. i0 + rows of A (rows <= 32) into a 32 x (chunks * 32) row-major block, zero-padded. A row-major A
+// moves in 64-byte chunks, the last one masked: a memcpy and a fill per row cost a fifth of a short-k product.
 void pack_a_rows(int64_t i0, int64_t rows, int64_t k, int64_t k_pad, const uint16_t* a, int64_t a_rs, int64_t a_cs,
                  uint16_t* out) {
   for (int64_t i = 0; i < kBlock; ++i) {
@@ -118,11 +130,15 @@ void pack_a_rows(int64_t i0, int64_t rows, int64_t k, int64_t k_pad, const uint1
       std::fill(dst, dst + k_pad, uint16_t(0));
       continue;
     }
+    const uint16_t* src = a + (i0 + i) * a_rs;
     if (a_cs == 1) {
-      std::memcpy(dst, a + (i0 + i) * a_rs, sizeof(uint16_t) * size_t(k));
-    } else {
-      for (int64_t p = 0; p < k; ++p) dst[p] = at(a, a_rs, a_cs, i0 + i, p);
+      for (int64_t p = 0; p < k_pad; p += kChunk) {
+        const __mmask32 live = p + kChunk <= k ? ~__mmask32(0) : __mmask32((uint64_t(1) << (k - p)) - 1);
+        _mm512_storeu_si512(dst + p, _mm512_maskz_loadu_epi16(live, src + p));
+      }
+      continue;
     }
+    for (int64_t p = 0; p < k; ++p) dst[p] = src[p * a_cs];
     std::fill(dst + k, dst + k_pad, uint16_t(0));
   }
 }
@@ -185,9 +201,56 @@ void block_product(int64_t chunks, int64_t k_pad, const uint16_t* a_block, const
   _tile_stored(3, sums + kTile * kBlock + kTile, kRowBytes);
 }
 
+// float32 to bfloat16 in 16 lanes, bit for bit f32_to_bf16 (convert.h): nearest even, NaN kept and made quiet.
+// (VCVTNEPS2BF16 would treat subnormal inputs as zero.)
+inline __m256i round_to_bf16(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                 _mm512_set1_epi32(0x7f800000));
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
+  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+  return _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, nan, quiet));
+}
+
+// C(i0 + i, j0 + j) for i < rows, j < cols from the block's float32 sums: [C +] sums [+ bias], [H], rounded once, in
+// the order and with the bits of the scalar epilogue (unit_step of neuron_math.h, f32_to_bf16), 16 columns a step.
+void store_block(const LowpGemmArgs& g, const float* sums, const float* bias, int64_t i0, int64_t rows, int64_t j0,
+                 int64_t cols) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* v = sums + i * kBlock;
+    uint16_t* out = g.c + (i0 + i) * g.c_rs + j0 * g.c_cs;
+    if (g.c_cs != 1) {
+      for (int64_t j = 0; j < cols; ++j) {
+        float x = v[j];
+        if (g.accumulate) x = bf16_to_f32(out[j * g.c_cs]) + x;
+        if (bias) x += bias[j0 + j];
+        if (g.step) x = unit_step(x);
+        out[j * g.c_cs] = f32_to_bf16(x);
+      }
+      continue;
+    }
+    for (int64_t j = 0; j < cols; j += kTile) {
+      const __mmask16 live = j + kTile <= cols ? __mmask16(0xffff) : __mmask16((1u << (cols - j)) - 1);
+      __m512 x = _mm512_loadu_ps(v + j);
+      if (g.accumulate) {
+        const __m512i old = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(live, out + j));
+        x = _mm512_add_ps(_mm512_castsi512_ps(_mm512_slli_epi32(old, 16)), x);
+      }
+      if (bias) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(live, bias + j0 + j));
+      if (g.step) {
+        const __mmask16 fires = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
+        const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+        x = _mm512_mask_mov_ps(_mm512_mask_mov_ps(_mm512_setzero_ps(), fires, _mm512_set1_ps(1.0f)), nan, x);
+      }
+      _mm256_mask_storeu_epi16(out + j, live, round_to_bf16(x));
+    }
+  }
+}
+
 }  // namespace
 
-void gemm_amx_bf16(const LowpKernels& cv, const LowpGemmArgs& g, const float* bias, int nthreads) {
+void gemm_amx_bf16(const LowpGemmArgs& g, const float* bias, int nthreads) {
   const int64_t chunks = (g.k + kChunk - 1) / kChunk, k_pad = chunks * kChunk;
   const int64_t col_blocks = (g.n + kBlock - 1) / kBlock, row_blocks = (g.m + kBlock - 1) / kBlock;
   // Packed operands in the calling thread's workspace (slots 0 and 1; the float32 GEMM does not run here) and each
@@ -219,21 +282,7 @@ void gemm_amx_bf16(const LowpKernels& cv, const LowpGemmArgs& g, const float* bi
       for (int64_t jb = jc; jb < std::min(col_blocks, jc + panel_blocks); ++jb) {
         block_product(chunks, k_pad, a_block, b_tiles + jb * chunks * 2 * (kTile * kChunk), sums);
         const int64_t j0 = jb * kBlock, cols = std::min(kBlock, g.n - j0);
-        for (int64_t i = 0; i < rows; ++i) {
-          float* v = sums + i * kBlock;
-          uint16_t* out = g.c + (i0 + i) * g.c_rs + j0 * g.c_cs;
-          if (g.accumulate)
-            for (int64_t j = 0; j < cols; ++j) v[j] = lowp_to_f32(g.type, out[j * g.c_cs]) + v[j];
-          if (bias)
-            for (int64_t j = 0; j < cols; ++j) v[j] += bias[j0 + j];
-          if (g.step)
-            for (int64_t j = 0; j < cols; ++j) v[j] = unit_step(v[j]);
-          if (g.c_cs == 1) {
-            cv.from_f32(g.type, cols, v, out);
-          } else {
-            for (int64_t j = 0; j < cols; ++j) out[j * g.c_cs] = f32_to_lowp(g.type, v[j]);
-          }
-        }
+        store_block(g, sums, bias, i0, rows, j0, cols);
       }
     }
     _tile_release();

@@ -238,7 +238,7 @@ void gemm_lowp(const LowpGemmArgs& g) {
   const double flops = 2.0 * double(g.m) * double(g.n) * double(g.k);
   if (g.type == LowpType::BFloat16 && g.k >= 32 && g.m >= 16 && g.n >= 3 && flops >= double(1 << 19) && amx_bf16_available()) {
     const int nthreads = static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), flops / 1e7)));
-    gemm_amx_bf16(cv, g, bias_f.get(), nthreads);
+    gemm_amx_bf16(g, bias_f.get(), nthreads);
     return;
   }
 #endif
