@@ -201,50 +201,63 @@ void block_product(int64_t chunks, int64_t k_pad, const uint16_t* a_block, const
   _tile_stored(3, sums + kTile * kBlock + kTile, kRowBytes);
 }
 
-// float32 to bfloat16 in 16 lanes, bit for bit f32_to_bf16 (convert.h): nearest even, NaN kept and made quiet.
-// (VCVTNEPS2BF16 would treat subnormal inputs as zero.)
-inline __m256i round_to_bf16(__m512 v) {
+// float32 to bfloat16 in 16 lanes, bit for bit f32_to_bf16 (convert.h): nearest even, NaN kept and made quiet;
+// each result in the low half of its 32-bit lane. (VCVTNEPS2BF16 would treat subnormal inputs as zero.)
+inline __m512i round_to_bf16(__m512 v) {
   const __m512i u = _mm512_castps_si512(v);
   const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
                                                  _mm512_set1_epi32(0x7f800000));
   const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
   const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
   const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
-  return _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, nan, quiet));
+  return _mm512_mask_mov_epi32(rounded, nan, quiet);
 }
 
-// C(i0 + i, j0 + j) for i < rows, j < cols from the block's float32 sums: [C +] sums [+ bias], [H], rounded once, in
-// the order and with the bits of the scalar epilogue (unit_step of neuron_math.h, f32_to_bf16), 16 columns a step.
+// C(i0 + i, j0 + j) for i < rows, j < cols (<= 32) from the block's float32 sums: [C +] sums [+ bias], [H], rounded
+// once, in the order and with the bits of the scalar epilogue (unit_step of neuron_math.h, f32_to_bf16). A row of
+// the block is two 16-lane halves joined into one 64-byte store: two narrowing stores a row cost a third of a
+// short-k product.
 void store_block(const LowpGemmArgs& g, const float* sums, const float* bias, int64_t i0, int64_t rows, int64_t j0,
                  int64_t cols) {
-  for (int64_t i = 0; i < rows; ++i) {
-    const float* v = sums + i * kBlock;
-    uint16_t* out = g.c + (i0 + i) * g.c_rs + j0 * g.c_cs;
-    if (g.c_cs != 1) {
+  if (g.c_cs != 1) {
+    for (int64_t i = 0; i < rows; ++i)
       for (int64_t j = 0; j < cols; ++j) {
-        float x = v[j];
-        if (g.accumulate) x = bf16_to_f32(out[j * g.c_cs]) + x;
+        uint16_t& out = g.c[(i0 + i) * g.c_rs + (j0 + j) * g.c_cs];
+        float x = sums[i * kBlock + j];
+        if (g.accumulate) x = bf16_to_f32(out) + x;
         if (bias) x += bias[j0 + j];
         if (g.step) x = unit_step(x);
-        out[j * g.c_cs] = f32_to_bf16(x);
+        out = f32_to_bf16(x);
       }
-      continue;
-    }
-    for (int64_t j = 0; j < cols; j += kTile) {
-      const __mmask16 live = j + kTile <= cols ? __mmask16(0xffff) : __mmask16((1u << (cols - j)) - 1);
-      __m512 x = _mm512_loadu_ps(v + j);
+    return;
+  }
+  const __mmask32 live = cols >= kBlock ? ~__mmask32(0) : __mmask32((uint32_t(1) << cols) - 1);
+  const __mmask16 live_half[2] = {__mmask16(live), __mmask16(live >> kTile)};
+  __m512 bias_half[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  if (bias)
+    for (int h = 0; h < 2; ++h) bias_half[h] = _mm512_maskz_loadu_ps(live_half[h], bias + j0 + h * kTile);
+  // Word 2 l of the first half's lanes, then of the second's: the low halves of both, in column order.
+  const __m512i join = _mm512_set_epi16(62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32, 30, 28, 26,
+                                        24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  for (int64_t i = 0; i < rows; ++i) {
+    uint16_t* out = g.c + (i0 + i) * g.c_rs + j0;
+    const __m512i old = g.accumulate ? _mm512_maskz_loadu_epi16(live, out) : _mm512_setzero_si512();
+    __m512i half[2];
+    for (int h = 0; h < 2; ++h) {
+      __m512 x = _mm512_loadu_ps(sums + i * kBlock + h * kTile);
       if (g.accumulate) {
-        const __m512i old = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(live, out + j));
-        x = _mm512_add_ps(_mm512_castsi512_ps(_mm512_slli_epi32(old, 16)), x);
+        const __m256i old_half = h == 0 ? _mm512_castsi512_si256(old) : _mm512_extracti64x4_epi64(old, 1);
+        x = _mm512_add_ps(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(old_half), 16)), x);
       }
-      if (bias) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(live, bias + j0 + j));
+      if (bias) x = _mm512_add_ps(x, bias_half[h]);
       if (g.step) {
         const __mmask16 fires = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
         const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
         x = _mm512_mask_mov_ps(_mm512_mask_mov_ps(_mm512_setzero_ps(), fires, _mm512_set1_ps(1.0f)), nan, x);
       }
-      _mm256_mask_storeu_epi16(out + j, live, round_to_bf16(x));
+      half[h] = round_to_bf16(x);
     }
+    _mm512_mask_storeu_epi16(out, live, _mm512_permutex2var_epi16(half[0], join, half[1]));
   }
 }
 

@@ -228,16 +228,25 @@ void gemm_lowp(const LowpGemmArgs& g) {
     for (int64_t j = 0; j < g.n; ++j) bias_f[j] = lowp_to_f32(g.type, g.bias[j * g.bias_stride]);
   }
 #if defined(LINNEURON_HAVE_AMX)
-  // bfloat16 on AMX tiles from 16 rows, 3 columns, 32 k and 2^19 FLOPs (a 64^3 product) on: Xeon, one thread,
-  // against the float32 path, 64^3 1.8x, 100^3 1.2x, 64 x 512 -> 512 2.6-3.9x, 1024^3 4.4-4.9x, 8192 x 64 -> 64
-  // 1.9x; 17 x 481 -> 33 (its row block half padding) 0.63x. Before the short batch's dot products too: 16 x 256
-  // -> 256 3x, 24 x 512 -> 512 4x faster; 16 x 4096 -> 4096 alike (packing W costs what the dot products do), 8 x
-  // 1024 -> 1024 alike, so not below 16 rows. And for few outputs, where padding them to 32 columns still beats the
-  // float32 path: 8192 x 784 -> 10 2.1x, 2000 x 512 -> 12 1.9x, 65536 x 64 -> 8 1.7x, -> 4 alike; one or two outputs
-  // keep their dot products (65536 x 256 -> 2: 2x faster than on tiles). Threads from 10 MFLOP each.
+  // bfloat16 on AMX tiles from 16 rows, 3 columns and 2^19 FLOPs (a 64^3 product) on: Xeon, one thread, against
+  // the float32 path, 64^3 1.8x, 100^3 1.2x, 64 x 512 -> 512 2.6-3.9x, 1024^3 4.4-4.9x, 8192 x 64 -> 64 1.9x; 17 x
+  // 481 -> 33 (its row block half padding) 0.63x. Before the short batch's dot products too: 16 x 256 -> 256 3x, 24 x
+  // 512 -> 512 4x faster; 16 x 4096 -> 4096 alike (packing W costs what the dot products do), 8 x 1024 -> 1024
+  // alike, so not below 16 rows. And for few outputs, where padding them to 32 columns still beats the float32 path:
+  // 8192 x 784 -> 10 2.1x, 2000 x 512 -> 12 1.9x, 65536 x 64 -> 8 1.7x; one or two outputs keep their dot products
+  // (65536 x 256 -> 2: 2x faster than on tiles).
+  // Under 32 k (one zero-padded chunk) a 32 x 32 block costs about 240 ns whatever k, most of it the epilogue: 7.5
+  // ns a row per 32 columns, against the float32 path's (0.27 + 0.03 k) ns an output (20000 rows, tiles / float32:
+  // k 1 -> 64 256 / 357 us, -> 24 149 / 132, -> 40 275 / 222; k 8 -> 17 149 / 156; k 16 -> 16 150 / 216).
+  // Threads from an estimate of that time, 240 ns a block and 75 ns a k chunk (1024^3: 2.5 ms), 15 us each.
   const double flops = 2.0 * double(g.m) * double(g.n) * double(g.k);
-  if (g.type == LowpType::BFloat16 && g.k >= 32 && g.m >= 16 && g.n >= 3 && flops >= double(1 << 19) && amx_bf16_available()) {
-    const int nthreads = static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), flops / 1e7)));
+  const int64_t col_blocks = (g.n + 31) / 32;
+  const bool tiles_pay = g.k >= 32 || 250 * col_blocks < (9 + g.k) * g.n;
+  if (g.type == LowpType::BFloat16 && tiles_pay && g.m >= 16 && g.n >= 3 && flops >= double(1 << 19) &&
+      amx_bf16_available()) {
+    const double blocks = double((g.m + 31) / 32) * double(col_blocks);
+    const double estimate_ns = blocks * (240.0 + 75.0 * double((g.k + 31) / 32));
+    const int nthreads = static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), estimate_ns / 15e3)));
     gemm_amx_bf16(g, bias_f.get(), nthreads);
     return;
   }
