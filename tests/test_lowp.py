@@ -216,15 +216,15 @@ def test_tall_products_go_through_float32_in_row_blocks(family, dtype):
 
 
 AMX_SHAPES = [(64, 64, 64), (45, 177, 37), (33, 481, 17), (100, 1000, 50), (33, 64, 128), (40, 96, 80), (300, 258, 130),
-              (16, 250, 70), (700, 200, 5)]  # fmt: skip
+              (16, 250, 70), (700, 200, 5), (2000, 7, 40), (999, 20, 100), (3000, 3, 90)]  # fmt: skip
 
 
 @pytest.mark.parametrize("shape", AMX_SHAPES, ids=[f"{m}x{k}->{n}" for m, k, n in AMX_SHAPES])
 def test_bfloat16_on_amx_tiles(shape):
     """bfloat16 products from 16 rows, 3 columns and 2^19 FLOPs run on AMX tiles where the CPU and OS allow it:
-    partial row and column blocks and k chunks, odd k, row- and column-major operands (W's whole-column gathers
-    and the element packers), a padded C with accumulate, bias and step, 1, 2 and 3 threads bit for bit, against
-    float64 and nn.Linear."""
+    partial row and column blocks and k chunks, odd k and k under one chunk, row- and column-major operands (W's
+    whole-column gathers and the element packers), X read in place with NaN between its rows, a padded C with
+    accumulate, bias and step, 1, 2 and 3 threads bit for bit, against float64 and nn.Linear."""
     if "avx512" not in FAMILIES or not _core.lowp_paths()["bfloat16"].startswith("amx"):
         pytest.skip("no AMX-BF16 here (or the OS does not grant the tile state)")
     before = _core.active_isa()
@@ -236,7 +236,9 @@ def test_bfloat16_on_amx_tiles(shape):
         x = torch.randn(m, k, generator=g).to(dtype)
         w = torch.randn(n, k, generator=g).to(dtype)
         b = torch.randn(n, generator=g).to(dtype)
-        for xx in (x, x.t().contiguous().t()):
+        wide = torch.full((m, k + 9), float("nan"), dtype=dtype)  # rows apart by more than k, NaN between them
+        wide[:, :k] = x
+        for xx in (x, x.t().contiguous().t(), wide[:, :k]):
             for ww in (w, w.t().contiguous().t()):
                 y = LF.linear(xx, ww, b)
                 _check_linear(y, x, w, b, dtype)
