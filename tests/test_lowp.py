@@ -216,15 +216,17 @@ def test_tall_products_go_through_float32_in_row_blocks(family, dtype):
 
 
 AMX_SHAPES = [(64, 64, 64), (45, 177, 37), (33, 481, 17), (100, 1000, 50), (33, 64, 128), (40, 96, 80), (300, 258, 130),
-              (16, 250, 70), (700, 200, 5), (2000, 7, 40), (999, 20, 100), (3000, 3, 90)]  # fmt: skip
+              (16, 250, 70), (700, 200, 5), (2000, 7, 40), (999, 20, 100), (3000, 3, 90), (5, 300, 200), (3, 40, 700),
+              (12, 33, 1000), (200, 64, 300)]  # fmt: skip
 
 
 @pytest.mark.parametrize("shape", AMX_SHAPES, ids=[f"{m}x{k}->{n}" for m, k, n in AMX_SHAPES])
 def test_bfloat16_on_amx_tiles(shape):
-    """bfloat16 products from 16 rows, 3 columns and 2^19 FLOPs run on AMX tiles where the CPU and OS allow it:
-    partial row and column blocks and k chunks, odd k and k under one chunk, row- and column-major operands (W's
-    whole-column gathers and the element packers), X read in place with NaN between its rows, a padded C with
-    accumulate, bias and step, 1, 2 and 3 threads bit for bit, against float64 and nn.Linear."""
+    """bfloat16 products from 16 rows (3 for a forward short batch, run transposed), 3 columns and 2^19 FLOPs run
+    on AMX tiles where the CPU and OS allow it: partial row and column blocks and k chunks, odd k and k under one
+    chunk, row- and column-major operands (W's whole-column gathers and the element packers), X and W read in place
+    with NaN between their rows, a padded or column-major C with accumulate, bias and step, 1, 2 and 3 threads bit
+    for bit, against float64 and nn.Linear."""
     if "avx512" not in FAMILIES or not _core.lowp_paths()["bfloat16"].startswith("amx"):
         pytest.skip("no AMX-BF16 here (or the OS does not grant the tile state)")
     before = _core.active_isa()
@@ -236,10 +238,13 @@ def test_bfloat16_on_amx_tiles(shape):
         x = torch.randn(m, k, generator=g).to(dtype)
         w = torch.randn(n, k, generator=g).to(dtype)
         b = torch.randn(n, generator=g).to(dtype)
-        wide = torch.full((m, k + 9), float("nan"), dtype=dtype)  # rows apart by more than k, NaN between them
-        wide[:, :k] = x
-        for xx in (x, x.t().contiguous().t(), wide[:, :k]):
-            for ww in (w, w.t().contiguous().t()):
+        def nan_spaced(t):  # the same values, rows further apart than their length with NaN between them
+            wide = torch.full((t.shape[0], t.shape[1] + 9), float("nan"), dtype=dtype)
+            wide[:, : t.shape[1]] = t
+            return wide[:, : t.shape[1]]
+
+        for xx in (x, x.t().contiguous().t(), nan_spaced(x)):
+            for ww in (w, w.t().contiguous().t(), nan_spaced(w)):
                 y = LF.linear(xx, ww, b)
                 _check_linear(y, x, w, b, dtype)
                 torch_y = torch.nn.functional.linear(x, w, b)
@@ -265,6 +270,10 @@ def test_bfloat16_on_amx_tiles(shape):
             assert torch.equal(c[:, n:], c0[:, n:]), "write outside C"
         for one, other in ((outs[0], outs[2]), (outs[0], outs[4]), (outs[1], outs[3]), (outs[1], outs[5])):
             assert torch.equal(one, other), "thread counts differ"
+        c_cols = c0[:, :n].t().contiguous().t()  # a column-major C: the epilogue's strided stores
+        _core.gemm(_core.BFLOAT16, m, n, k, x.data_ptr(), k, 1, w.data_ptr(), 1, k, c_cols.data_ptr(), 1, m,
+                   b.data_ptr(), 1, True, False)  # fmt: skip
+        assert torch.equal(c_cols, outs[0][:, :n])
     finally:
         assert _core.set_active_isa(before)
 
@@ -274,14 +283,16 @@ def _on_amx():
         pytest.skip("no AMX-BF16 here (or the OS does not grant the tile state)")
 
 
-def test_bfloat16_amx_epilogue_rounds_every_bit_pattern():
+@pytest.mark.parametrize("m, n", [(64, 1024), (1024, 64)], ids=["transposed", "plain"])
+def test_bfloat16_amx_epilogue_rounds_every_bit_pattern(m, n):
     """The AMX path's vector epilogue rounds as f32_to_bf16 does: C + 0 keeps every bfloat16 value (subnormals too,
-    which VCVTNEPS2BF16 would flush) and returns each NaN quiet with its sign and payload."""
+    which VCVTNEPS2BF16 would flush) and returns each NaN quiet with its sign and payload; 65536 outputs, every
+    16-bit pattern once, through the plain and the transposed (short batch) stores."""
     _on_amx()
     before = _core.active_isa()
     assert _core.set_active_isa("avx512")
     try:
-        m, k, n = 64, 32, 1024  # 65536 outputs: every 16-bit pattern once
+        k = 32
         bits = np.arange(1 << 16, dtype=np.uint16)
         bits[0x8000] = 0  # -0 + (+0) is +0: not an identity
         c = torch.from_numpy(bits.view(np.int16).reshape(m, n).copy()).view(torch.bfloat16)

@@ -218,38 +218,42 @@ inline __m512i round_to_bf16(__m512 v) {
   return _mm512_mask_mov_epi32(rounded, nan, quiet);
 }
 
-// C(i0 + i, j0 + j) for i < rows, j < cols (<= 32) from the block's float32 sums: [C +] sums [+ bias], [H], rounded
-// once, in the order and with the bits of the scalar epilogue (unit_step of neuron_math.h, f32_to_bf16). A row of
-// the block is two 16-lane halves joined into one 64-byte store: two narrowing stores a row cost a third of a
-// short-k product.
-void store_block(const LowpGemmArgs& g, const float* sums, const float* bias, int64_t i0, int64_t rows, int64_t j0,
-                 int64_t cols) {
+// Rows line0 .. line0 + lines of C, columns col0 .. col0 + width (<= 32), from the block's float32 sums: element e of
+// line l is sums(l, e), or sums(e, l) where the tiles computed Cᵀ; [C +] sums [+ bias], [H], rounded once, in the
+// order and with the bits of the scalar epilogue (unit_step of neuron_math.h, f32_to_bf16). A line is two 16-lane
+// halves joined into one 64-byte store: two narrowing stores a line cost a third of a short-k product.
+void store_block(const LowpGemmArgs& g, const float* sums, bool transposed, const float* bias, int64_t line0,
+                 int64_t lines, int64_t col0, int64_t width) {
+  const auto sum_at = [&](int64_t l, int64_t e) { return transposed ? sums[e * kBlock + l] : sums[l * kBlock + e]; };
   if (g.c_cs != 1) {
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = 0; j < cols; ++j) {
-        uint16_t& out = g.c[(i0 + i) * g.c_rs + (j0 + j) * g.c_cs];
-        float x = sums[i * kBlock + j];
+    for (int64_t l = 0; l < lines; ++l)
+      for (int64_t e = 0; e < width; ++e) {
+        uint16_t& out = g.c[(line0 + l) * g.c_rs + (col0 + e) * g.c_cs];
+        float x = sum_at(l, e);
         if (g.accumulate) x = bf16_to_f32(out) + x;
-        if (bias) x += bias[j0 + j];
+        if (bias) x += bias[col0 + e];
         if (g.step) x = unit_step(x);
         out = f32_to_bf16(x);
       }
     return;
   }
-  const __mmask32 live = cols >= kBlock ? ~__mmask32(0) : __mmask32((uint32_t(1) << cols) - 1);
+  const __mmask32 live = width >= kBlock ? ~__mmask32(0) : __mmask32((uint32_t(1) << width) - 1);
   const __mmask16 live_half[2] = {__mmask16(live), __mmask16(live >> kTile)};
   __m512 bias_half[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
   if (bias)
-    for (int h = 0; h < 2; ++h) bias_half[h] = _mm512_maskz_loadu_ps(live_half[h], bias + j0 + h * kTile);
+    for (int h = 0; h < 2; ++h) bias_half[h] = _mm512_maskz_loadu_ps(live_half[h], bias + col0 + h * kTile);
   // Word 2 l of the first half's lanes, then of the second's: the low halves of both, in column order.
   const __m512i join = _mm512_set_epi16(62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32, 30, 28, 26,
                                         24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-  for (int64_t i = 0; i < rows; ++i) {
-    uint16_t* out = g.c + (i0 + i) * g.c_rs + j0;
+  const __m512i down = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                          _mm512_set1_epi32(int(kBlock)));  // a column of sums
+  for (int64_t l = 0; l < lines; ++l) {
+    uint16_t* out = g.c + (line0 + l) * g.c_rs + col0;
     const __m512i old = g.accumulate ? _mm512_maskz_loadu_epi16(live, out) : _mm512_setzero_si512();
     __m512i half[2];
     for (int h = 0; h < 2; ++h) {
-      __m512 x = _mm512_loadu_ps(sums + i * kBlock + h * kTile);
+      __m512 x = transposed ? _mm512_i32gather_ps(down, sums + h * kTile * kBlock + l, 4)
+                            : _mm512_loadu_ps(sums + l * kBlock + h * kTile);
       if (g.accumulate) {
         const __m256i old_half = h == 0 ? _mm512_castsi512_si256(old) : _mm512_extracti64x4_epi64(old, 1);
         x = _mm512_add_ps(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(old_half), 16)), x);
@@ -266,33 +270,46 @@ void store_block(const LowpGemmArgs& g, const float* sums, const float* bias, in
   }
 }
 
+// The operands the tiles multiply: A (m x k) and B (k x n) of the call, or, to compute Cᵀ = Bᵀ Aᵀ, Bᵀ and Aᵀ.
+struct Operands {
+  int64_t m, n, k;
+  const uint16_t* a;
+  int64_t a_rs, a_cs;
+  const uint16_t* b;
+  int64_t b_rs, b_cs;
+};
+
 }  // namespace
 
-void gemm_amx_bf16(const LowpGemmArgs& g, const float* bias, int nthreads) {
-  const int64_t chunks = (g.k + kChunk - 1) / kChunk, k_pad = chunks * kChunk;
-  const int64_t col_blocks = (g.n + kBlock - 1) / kBlock, row_blocks = (g.m + kBlock - 1) / kBlock;
+void gemm_amx_bf16(const LowpGemmArgs& g, const float* bias, int nthreads, bool transposed) {
+  // Transposed, the tiles compute Cᵀ = Bᵀ Aᵀ: a short batch's W is then their A, read in place once, and X their
+  // small B, where W packed as B for a few rows of X cost what the whole product does.
+  const Operands p = transposed ? Operands{g.n, g.m, g.k, g.b, g.b_cs, g.b_rs, g.a, g.a_cs, g.a_rs}
+                                : Operands{g.m, g.n, g.k, g.a, g.a_rs, g.a_cs, g.b, g.b_rs, g.b_cs};
+  const int64_t chunks = (p.k + kChunk - 1) / kChunk, k_pad = chunks * kChunk;
+  const int64_t col_blocks = (p.n + kBlock - 1) / kBlock, row_blocks = (p.m + kBlock - 1) / kBlock;
   // Packed operands in the calling thread's workspace (slots 0 and 1; the float32 GEMM does not run here) and each
   // thread's A block in its slot 2: reused across calls, where fresh buffers cost page faults every call (18 % of
   // 1024^3).
   auto workspace = [](int64_t elems, int slot) {
-    auto* p = static_cast<uint16_t*>(thread_workspace(sizeof(uint16_t) * size_t(std::max<int64_t>(elems, 1)), slot));
-    if (!p) throw std::bad_alloc();
-    return p;
+    auto* ptr = static_cast<uint16_t*>(thread_workspace(sizeof(uint16_t) * size_t(std::max<int64_t>(elems, 1)), slot));
+    if (!ptr) throw std::bad_alloc();
+    return ptr;
   };
   uint16_t* const b_tiles = workspace(col_blocks * chunks * 2 * kTile * kChunk, 0);
-  pack_b_vnni(g.k, g.n, g.b, g.b_rs, g.b_cs, b_tiles, nthreads);
+  pack_b_vnni(p.k, p.n, p.b, p.b_rs, p.b_cs, b_tiles, nthreads);
   // Column panels of B that take half of L2, so that every row block reads them from there.
   const int64_t panel_blocks =
       std::max<int64_t>(1, int64_t(cpu_caches().l2) / 2 / (kBlock * k_pad * int64_t(sizeof(uint16_t))));
-  const bool a_columns = g.a_rs == 1 && g.a_cs != 1;
+  const bool a_columns = p.a_rs == 1 && p.a_cs != 1;
   uint16_t* const a_all = a_columns ? workspace(row_blocks * kBlock * k_pad, 1) : nullptr;
-  if (a_columns) pack_a_columns(g.m, g.k, k_pad, g.a, g.a_cs, a_all, nthreads);
+  if (a_columns) pack_a_columns(p.m, p.k, k_pad, p.a, p.a_cs, a_all, nthreads);
   const int team = static_cast<int>(std::min<int64_t>(nthreads, row_blocks));
   // A row-major A (the forward's X, dX's dY) streams from memory once per panel. Its next row block is prefetched
   // into L2 a line a row per k chunk while the tiles run, and where it feeds at most two column blocks its whole
   // blocks are read in place rather than copied (Xeon, one thread, 45231 x 490 -> 8: 5.9 ms, prefetched 4.8, in place
   // too 3.2; torch 4.1). Against many column blocks the copy pays (4096 x 1024 -> 1024 in place: 1.15x slower).
-  const bool a_by_rows = !a_columns && g.a_cs == 1;
+  const bool a_by_rows = !a_columns && p.a_cs == 1;
   const bool a_in_place = a_by_rows && col_blocks <= 2;
   run_team(team, [&](int t, int size) {
     configure_tiles();
@@ -302,23 +319,26 @@ void gemm_amx_bf16(const LowpGemmArgs& g, const float* bias, int nthreads) {
     const int64_t ib_end = row_blocks * (t + 1) / size;
     for (int64_t jc = 0; jc < col_blocks; jc += panel_blocks)
     for (int64_t ib = row_blocks * t / size; ib < ib_end; ++ib) {
-      const int64_t i0 = ib * kBlock, rows = std::min(kBlock, g.m - i0);
+      const int64_t i0 = ib * kBlock, rows = std::min(kBlock, p.m - i0);
       // Whole blocks of an A read in place take their last, partial k chunk from a copy; other blocks are packed.
       const bool in_place = a_in_place && rows == kBlock;
-      const uint16_t* a_rows = a_columns ? a_all + ib * kBlock * k_pad : in_place ? g.a + i0 * g.a_rs : a_buffer;
-      const int64_t a_rs = in_place ? g.a_rs : k_pad;
-      const int64_t direct = in_place ? g.k / kChunk : chunks;
+      const uint16_t* a_rows = a_columns ? a_all + ib * kBlock * k_pad : in_place ? p.a + i0 * p.a_rs : a_buffer;
+      const int64_t a_rs = in_place ? p.a_rs : k_pad;
+      const int64_t direct = in_place ? p.k / kChunk : chunks;
       if (in_place && direct < chunks)
-        pack_a_rows(i0, rows, g.k - direct * kChunk, kChunk, g.a + direct * kChunk, g.a_rs, 1, a_tail);
+        pack_a_rows(i0, rows, p.k - direct * kChunk, kChunk, p.a + direct * kChunk, p.a_rs, 1, a_tail);
       else if (!a_columns && !in_place)
-        pack_a_rows(i0, rows, g.k, k_pad, g.a, g.a_rs, g.a_cs, a_buffer);
+        pack_a_rows(i0, rows, p.k, k_pad, p.a, p.a_rs, p.a_cs, a_buffer);
       for (int64_t jb = jc; jb < std::min(col_blocks, jc + panel_blocks); ++jb) {
         const bool prefetch = a_by_rows && jb == jc && ib + 1 < ib_end;
-        const char* next_a = prefetch ? reinterpret_cast<const char*>(g.a + (i0 + kBlock) * g.a_rs) : nullptr;
+        const char* next_a = prefetch ? reinterpret_cast<const char*>(p.a + (i0 + kBlock) * p.a_rs) : nullptr;
         block_product(chunks, a_rows, a_rs, direct, a_tail, b_tiles + jb * chunks * 2 * (kTile * kChunk), sums,
-                      next_a, g.a_rs * int64_t(sizeof(uint16_t)), prefetch ? std::min(kBlock, g.m - i0 - kBlock) : 0);
-        const int64_t j0 = jb * kBlock, cols = std::min(kBlock, g.n - j0);
-        store_block(g, sums, bias, i0, rows, j0, cols);
+                      next_a, p.a_rs * int64_t(sizeof(uint16_t)), prefetch ? std::min(kBlock, p.m - i0 - kBlock) : 0);
+        const int64_t j0 = jb * kBlock, cols = std::min(kBlock, p.n - j0);
+        if (transposed)
+          store_block(g, sums, true, bias, j0, cols, i0, rows);
+        else
+          store_block(g, sums, false, bias, i0, rows, j0, cols);
       }
     }
     _tile_release();

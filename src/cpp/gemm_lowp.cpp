@@ -228,26 +228,32 @@ void gemm_lowp(const LowpGemmArgs& g) {
     for (int64_t j = 0; j < g.n; ++j) bias_f[j] = lowp_to_f32(g.type, g.bias[j * g.bias_stride]);
   }
 #if defined(LINNEURON_HAVE_AMX)
-  // bfloat16 on AMX tiles from 16 rows, 3 columns and 2^19 FLOPs (a 64^3 product) on: Xeon, one thread, against
-  // the float32 path, 64^3 1.8x, 100^3 1.2x, 64 x 512 -> 512 2.6-3.9x, 1024^3 4.4-4.9x, 8192 x 64 -> 64 1.9x; 17 x
-  // 481 -> 33 (its row block half padding) 0.63x. Before the short batch's dot products too: 16 x 256 -> 256 3x, 24 x
-  // 512 -> 512 4x faster; 16 x 4096 -> 4096 alike (packing W costs what the dot products do), 8 x 1024 -> 1024
-  // alike, so not below 16 rows. And for few outputs, where padding them to 32 columns still beats the float32 path:
-  // 8192 x 784 -> 10 2.1x, 2000 x 512 -> 12 1.9x, 65536 x 64 -> 8 1.7x; one or two outputs keep their dot products
-  // (65536 x 256 -> 2: 2x faster than on tiles).
+  // bfloat16 on AMX tiles from 16 rows (3 in the forward), 3 columns and 2^19 FLOPs (a 64^3 product) on: Xeon, one
+  // thread, against the float32 path, 64^3 1.8x, 100^3 1.2x, 64 x 512 -> 512 2.6-3.9x, 1024^3 4.4-4.9x, 8192 x 64 ->
+  // 64 1.9x; 17 x 481 -> 33 (its row block half padding) 0.63x. And for few outputs, where padding them to 32 columns
+  // still beats the float32 path: 8192 x 784 -> 10 2.1x, 2000 x 512 -> 12 1.9x, 65536 x 64 -> 8 1.7x; one or two
+  // outputs keep their dot products (65536 x 256 -> 2: 2x faster than on tiles).
   // Under 32 k (one zero-padded chunk) a 32 x 32 block costs about 240 ns whatever k, most of it the epilogue: 7.5
   // ns a row per 32 columns, against the float32 path's (0.27 + 0.03 k) ns an output (20000 rows, tiles / float32:
   // k 1 -> 64 256 / 357 us, -> 24 149 / 132, -> 40 275 / 222; k 8 -> 17 149 / 156; k 16 -> 16 150 / 216).
-  // Threads from an estimate of that time, 240 ns a block and 75 ns a k chunk (1024^3: 2.5 ms), 15 us each.
+  // A forward batch of 3 to 256 rows through more outputs than rows runs transposed, Cᵀ = W Xᵀ: W read in place as
+  // the tiles' A, X packed as their B (packing W, 16-lane gathers of its k pairs, cost what the product does). Plain
+  // / transposed (us): 16 x 4096 -> 4096 8580 / 1930 (torch 2340), 32 x 1024 -> 1024 288 / 89, 128 x 1024 -> 4096
+  // 2150 / 1370, 256 x 1024 -> 1024 750 / 620; against the dot products, 6 x 330 -> 663 73 / 14, 3 x 4096 -> 4096
+  // 2330 / 1870, but 2 x 4096 -> 4096 1420 / 1830. Not where the batch outnumbers the outputs (2048 x 1024 -> 256
+  // 1170 / 1590: transposed stores gather), nor 1024 x 256 -> 4096 (2550 / 2890).
+  // Threads from an estimate of the tiles' time, 240 ns a block and 75 ns a k chunk (1024^3: 2.5 ms), 15 us each.
   const double flops = 2.0 * double(g.m) * double(g.n) * double(g.k);
+  const bool transposed =
+      g.m >= 3 && g.m <= 256 && g.m < g.n && g.k >= 32 && g.a_cs == 1 && g.b_rs == 1;
   const int64_t col_blocks = (g.n + 31) / 32;
   const bool tiles_pay = g.k >= 32 || 250 * col_blocks < (9 + g.k) * g.n;
-  if (g.type == LowpType::BFloat16 && tiles_pay && g.m >= 16 && g.n >= 3 && flops >= double(1 << 19) &&
-      amx_bf16_available()) {
+  if (g.type == LowpType::BFloat16 && tiles_pay && (g.m >= 16 || transposed) && g.n >= 3 &&
+      flops >= double(1 << 19) && amx_bf16_available()) {
     const double blocks = double((g.m + 31) / 32) * double(col_blocks);
     const double estimate_ns = blocks * (240.0 + 75.0 * double((g.k + 31) / 32));
     const int nthreads = static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), estimate_ns / 15e3)));
-    gemm_amx_bf16(g, bias_f.get(), nthreads);
+    gemm_amx_bf16(g, bias_f.get(), nthreads, transposed);
     return;
   }
 #endif

@@ -48,7 +48,7 @@ void bias_grad_lowp(LowpType type, int64_t m, int64_t n, const uint16_t* dy, int
 // bfloat16 on AMX tiles (gemm_amx.cpp, built where the compiler targets AMX): whether this CPU, OS and process can
 // run it with the avx512 family active, and the product itself (bias contiguous float32 or null).
 bool amx_bf16_available();
-void gemm_amx_bf16(const LowpGemmArgs& g, const float* bias, int nthreads);
+void gemm_amx_bf16(const LowpGemmArgs& g, const float* bias, int nthreads, bool transposed);
 
 // Human-readable description of the conversion path in use for `type` (for linneuron.info()).
 const char* lowp_path(LowpType type);
