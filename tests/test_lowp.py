@@ -431,3 +431,29 @@ def test_results_identical_across_thread_counts(dtype):
             linneuron.set_num_threads(None)
     for one, two in zip(*results):
         assert torch.equal(one, two)
+
+
+@pytest.mark.parametrize("dtype", LOWP, ids=IDS)
+@pytest.mark.parametrize("m, n", [(5000, 7), (700, 300), (3, 5)])
+def test_bias_grad_low_precision_threads(dtype, m, n):
+    """Column sums of a 16-bit dY (few columns over many rows, many columns, tiny; a column-strided dY; accumulate
+    into db): float32 sums against float64, and the same bits on 1, 2 and 3 threads."""
+    code = _core.BFLOAT16 if dtype == torch.bfloat16 else _core.FLOAT16
+    g = torch.Generator().manual_seed(m + n)
+    dy = torch.randn(m, 2 * n, generator=g).to(dtype)
+    db0 = torch.randn(n, generator=g).to(dtype)
+    outs = []
+    for threads in (1, 2, 3):
+        linneuron.set_num_threads(threads)
+        try:
+            for view in (dy[:, :n], dy[:, ::2]):
+                db = db0.clone()
+                _core.bias_grad(code, m, n, view.data_ptr(), view.stride(0), view.stride(1), db.data_ptr(), 1, True)
+                ref = db0.double() + view.double().sum(0)
+                bound = 4 * _eps(dtype) * (db0.double().abs() + view.double().abs().sum(0)) + 1e-30
+                assert torch.all((db.double() - ref).abs() <= bound)
+                outs.append(db)
+        finally:
+            linneuron.set_num_threads(None)
+    assert torch.equal(outs[0], outs[2]) and torch.equal(outs[0], outs[4])
+    assert torch.equal(outs[1], outs[3]) and torch.equal(outs[1], outs[5])

@@ -52,34 +52,41 @@ void configure_tiles() {
 inline uint16_t at(const uint16_t* x, int64_t rs, int64_t cs, int64_t r, int64_t c) { return x[r * rs + c * cs]; }
 
 // B (k x n) into VNNI tiles: for column block jb and k chunk kb, tile t (columns 16 t .. 16 t + 15 of the block) at
-// out + ((jb * chunks + kb) * 2 + t) * 512, element (kk, j) of the chunk at (kk / 2) * 32 + 2 j + kk % 2. A B whose
+// out + ((kb * blocks + jb) * 2 + t) * 512 (blocks = column blocks: a chunk's tiles side by side), element (kk, j) of the chunk at (kk / 2) * 32 + 2 j + kk % 2. A B whose
 // columns are contiguous along k (Wᵀ of a row-major W, the forward's) moves whole pairs: 32-bit words of W's rows.
 void pack_b_vnni(int64_t k, int64_t n, const uint16_t* b, int64_t b_rs, int64_t b_cs, uint16_t* out, int nthreads) {
   const int64_t chunks = (k + kChunk - 1) / kChunk, blocks = (n + kBlock - 1) / kBlock;
   constexpr int64_t kTileElems = kTile * kChunk;
+  const auto tile_at = [&](int64_t jb, int64_t kb, int64_t t) { return out + ((kb * blocks + jb) * 2 + t) * kTileElems; };
+  if (b_cs == 1) {
+    // A row-major B (dX's W, dW's X): a tile row interleaves 16 elements of rows 2 p and 2 p + 1, missing columns
+    // and the missing rows of the last chunk read as zeros, so every tile is written whole. Pair by pair across all
+    // columns, B is read in order: group by group, each pass took 32 bytes of every row (dW of 30038 x 685 -> 11:
+    // 13 ms against 4 for torch).
+    parallel_for(nthreads, chunks, [&](int64_t kb) {
+      for (int64_t p = kb * kTile; p < (kb + 1) * kTile; ++p) {
+        const uint16_t* even_row = 2 * p < k ? b + 2 * p * b_rs : nullptr;
+        const uint16_t* odd_row = 2 * p + 1 < k ? b + (2 * p + 1) * b_rs : nullptr;
+        for (int64_t col = 0; col < blocks * kBlock; col += kTile) {
+          const __mmask16 live = col + kTile <= n ? __mmask16(0xffff) : col < n ? __mmask16((1u << (n - col)) - 1) : 0;
+          const __m512i even = even_row ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(live, even_row + col))
+                                        : _mm512_setzero_si512();
+          const __m512i odd = odd_row ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(live, odd_row + col))
+                                      : _mm512_setzero_si512();
+          uint16_t* tile = tile_at(col / kBlock, kb, col % kBlock / kTile);
+          _mm512_storeu_si512(tile + (p % kTile) * 32, _mm512_or_si512(even, _mm512_slli_epi32(odd, 16)));
+        }
+      }
+    });
+    return;
+  }
   parallel_for(nthreads, blocks, [&](int64_t jb) {
-    uint16_t* block = out + jb * chunks * 2 * kTileElems;
-    std::fill(block, block + chunks * 2 * kTileElems, uint16_t(0));
+    for (int64_t kb = 0; kb < chunks; ++kb) std::fill(tile_at(jb, kb, 0), tile_at(jb, kb, 0) + 2 * kTileElems, uint16_t(0));
     for (int64_t jj = 0; jj < kBlock; ++jj) {
       const int64_t col = jb * kBlock + jj;
       if (col >= n) break;
       const int64_t t = jj / kTile, j = jj % kTile;
       const uint16_t* src = b + col * b_cs;
-      if (b_cs == 1 && j == 0 && col + kTile <= n) {
-        // 16 whole columns of a row-major B (dX's W, dW's X): a tile row interleaves 16 elements of rows 2 p and
-        // 2 p + 1 (a missing last row of an odd k reads as zeros).
-        for (int64_t p = 0; p < (k + 1) / 2; ++p) {
-          auto row16 = [&](int64_t row) {
-            return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + row * b_rs)));
-          };
-          const __m512i even = row16(2 * p);
-          const __m512i odd = 2 * p + 1 < k ? row16(2 * p + 1) : _mm512_setzero_si512();
-          uint16_t* tile = block + ((p / kTile) * 2 + t) * kTileElems;
-          _mm512_storeu_si512(tile + (p % kTile) * 32, _mm512_or_si512(even, _mm512_slli_epi32(odd, 16)));
-        }
-        jj += kTile - 1;
-        continue;
-      }
       if (b_rs == 1 && j == 0 && col + kTile <= n && b_cs < (int64_t(1) << 26)) {
         // 16 whole columns of a B whose columns run along k (Wᵀ of a row-major W, the forward's): each row of a tile
         // (one k pair of the 16 columns) is one 16-lane gather of 32-bit words, at any column stride (scale 2, so
@@ -87,12 +94,11 @@ void pack_b_vnni(int64_t k, int64_t n, const uint16_t* b, int64_t b_rs, int64_t 
         const __m512i lanes = _mm512_mullo_epi32(
             _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(int(b_cs)));
         for (int64_t p = 0; p < k / 2; ++p) {
-          uint16_t* tile = block + ((p / kTile) * 2 + t) * kTileElems;
-          _mm512_storeu_si512(tile + (p % kTile) * 32, _mm512_i32gather_epi32(lanes, src + 2 * p, 2));
+          _mm512_storeu_si512(tile_at(jb, p / kTile, t) + (p % kTile) * 32, _mm512_i32gather_epi32(lanes, src + 2 * p, 2));
         }
         if (k % 2 == 1) {
           const int64_t p = k / 2;
-          uint16_t* tile = block + ((p / kTile) * 2 + t) * kTileElems + (p % kTile) * 32;
+          uint16_t* tile = tile_at(jb, p / kTile, t) + (p % kTile) * 32;
           for (int64_t jj2 = 0; jj2 < kTile; ++jj2) tile[2 * jj2] = src[jj2 * b_cs + k - 1];
         }
         jj += kTile - 1;
@@ -102,19 +108,17 @@ void pack_b_vnni(int64_t k, int64_t n, const uint16_t* b, int64_t b_rs, int64_t 
         for (int64_t p = 0; p < k / 2; ++p) {
           uint32_t word;
           std::memcpy(&word, src + 2 * p, sizeof(word));
-          uint16_t* tile = block + ((p / kTile) * 2 + t) * kTileElems;
-          std::memcpy(tile + (p % kTile) * 32 + 2 * j, &word, sizeof(word));
+          std::memcpy(tile_at(jb, p / kTile, t) + (p % kTile) * 32 + 2 * j, &word, sizeof(word));
         }
         if (k % 2 == 1) {
           const int64_t p = k / 2;
-          block[((p / kTile) * 2 + t) * kTileElems + (p % kTile) * 32 + 2 * j] = src[k - 1];
+          tile_at(jb, p / kTile, t)[(p % kTile) * 32 + 2 * j] = src[k - 1];
         }
         continue;
       }
       for (int64_t row = 0; row < k; ++row) {
-        uint16_t* tile = block + ((row / kChunk) * 2 + t) * kTileElems;
         const int64_t kk = row % kChunk;
-        tile[(kk / 2) * 32 + 2 * j + kk % 2] = src[row * b_rs];
+        tile_at(jb, row / kChunk, t)[(kk / 2) * 32 + 2 * j + kk % 2] = src[row * b_rs];
       }
     }
   });
@@ -143,67 +147,79 @@ void pack_a_rows(int64_t i0, int64_t rows, int64_t k, int64_t k_pad, const uint1
   }
 }
 
-// A column-major A (dW's dYᵀ: rows of dY hold a k step of every row of A) packed whole, before the products, as
-// row_blocks blocks of 32 x k_pad in 32 x 32 squares: each square reads 32 runs of 32 elements of the source and
-// writes 32 runs of the block, where row by row every element of A was a line of dY of its own.
+// A column-major A (dW's dYᵀ: rows of dY hold a k step of every row of A) packed before the products, as row_blocks
+// blocks of 32 x k_pad, zero-padded: a 32-bit word of the source holds rows i and i + 1 of one k step, so a 16-lane
+// gather down 16 k steps fills 16 elements of both rows (low and high halves). An odd last row and the last k steps
+// (k mod 16) go element by element.
 void pack_a_columns(int64_t m, int64_t k, int64_t k_pad, const uint16_t* a, int64_t a_cs, uint16_t* out,
                     int nthreads) {
   const int64_t row_blocks = (m + kBlock - 1) / kBlock;
   parallel_for(nthreads, row_blocks, [&](int64_t ib) {
     uint16_t* block = out + ib * kBlock * k_pad;
-    std::fill(block, block + kBlock * k_pad, uint16_t(0));
     const int64_t i0 = ib * kBlock, rows = std::min(kBlock, m - i0);
-    int64_t gathered = 0;
-    if (rows == kBlock && a_cs < (int64_t(1) << 26)) {
-      // Whole blocks: a 32-bit word holds rows i and i + 1 of one k step, so a 16-lane gather down 16 k steps
-      // fills 16 elements of both rows (low and high halves).
-      const __m512i steps = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                               _mm512_set1_epi32(int(a_cs)));
-      for (; gathered + kTile <= k; gathered += kTile)
-        for (int64_t i = 0; i < kBlock; i += 2) {
-          const __m512i pairs = _mm512_i32gather_epi32(steps, a + i0 + i + gathered * a_cs, 2);
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(block + i * k_pad + gathered), _mm512_cvtepi32_epi16(pairs));
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(block + (i + 1) * k_pad + gathered),
-                              _mm512_cvtepi32_epi16(_mm512_srli_epi32(pairs, 16)));
-        }
-    }
-    for (int64_t p0 = gathered; p0 < k; p0 += kChunk) {
-      const int64_t steps = std::min(kChunk, k - p0);
-      for (int64_t p = 0; p < steps; ++p) {
-        const uint16_t* src = a + i0 + (p0 + p) * a_cs;
-        for (int64_t i = 0; i < rows; ++i) block[i * k_pad + p0 + p] = src[i];
+    for (int64_t i = 0; i < rows; ++i) std::fill(block + i * k_pad + k, block + (i + 1) * k_pad, uint16_t(0));
+    std::fill(block + rows * k_pad, block + kBlock * k_pad, uint16_t(0));
+    const int64_t paired = a_cs < (int64_t(1) << 26) ? rows / 2 * 2 : 0, gathered = paired > 0 ? k / kTile * kTile : 0;
+    const __m512i steps = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(int(std::min<int64_t>(a_cs, 1 << 26))));
+    for (int64_t p0 = 0; p0 < gathered; p0 += kTile)
+      for (int64_t i = 0; i < paired; i += 2) {
+        const __m512i pairs = _mm512_i32gather_epi32(steps, a + i0 + i + p0 * a_cs, 2);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(block + i * k_pad + p0), _mm512_cvtepi32_epi16(pairs));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(block + (i + 1) * k_pad + p0),
+                            _mm512_cvtepi32_epi16(_mm512_srli_epi32(pairs, 16)));
       }
+    for (int64_t p = 0; p < k; ++p) {
+      const uint16_t* src = a + i0 + p * a_cs;
+      for (int64_t i = p < gathered ? paired : 0; i < rows; ++i) block[i * k_pad + p] = src[i];
     }
   });
 }
 
-// One 32 x 32 block of C: sums over all k chunks into `sums` (32 x 32 float32, row-major). A's rows for the first
-// `direct` chunks at a_rows (a_rs elements apart), the rest from `a_tail` (32 x 32, row-major). With next_a, the
-// next row block's rows (next_rs bytes apart) are prefetched into L2, a line a row per chunk.
+// One 32 x 32 block of C: the sums over `chunks` k chunks, added to `init` (32 x 32 float32, init_rs apart; zero
+// where null), into `out` (out_rs apart). A's rows for the first `direct` chunks at a_rows (a_rs elements apart),
+// the rest from `a_tail` (32 x 32, row-major); B's two tiles of chunk kb at b_tiles + kb * b_chunk_stride. With
+// next_rows, the next row block's rows (next_rs bytes apart from
+// next_a) are prefetched into L2, a line a row per chunk.
+struct BlockSums {
+  const float* init;
+  int64_t init_rs;
+  float* out;
+  int64_t out_rs;
+};
 void block_product(int64_t chunks, const uint16_t* a_rows, int64_t a_rs, int64_t direct, const uint16_t* a_tail,
-                   const uint16_t* b_tiles, float* sums, const char* next_a, int64_t next_rs, int64_t next_rows) {
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
+                   const uint16_t* b_tiles, int64_t b_chunk_stride, const BlockSums& c, const char* next_a, int64_t next_rs,
+                   int64_t next_rows) {
+  if (c.init) {
+    const int64_t stride = c.init_rs * int64_t(sizeof(float));
+    _tile_loadd(0, c.init, stride);
+    _tile_loadd(1, c.init + kTile, stride);
+    _tile_loadd(2, c.init + kTile * c.init_rs, stride);
+    _tile_loadd(3, c.init + kTile * c.init_rs + kTile, stride);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
   for (int64_t kb = 0; kb < chunks; ++kb) {
     const uint16_t* a = kb < direct ? a_rows + kb * kChunk : a_tail;
     const int64_t rs = kb < direct ? a_rs : kChunk;
     _tile_loadd(4, a, rs * int64_t(sizeof(uint16_t)));
     _tile_loadd(5, a + kTile * rs, rs * int64_t(sizeof(uint16_t)));
-    _tile_loadd(6, b_tiles + kb * 2 * (kTile * kChunk), 64);
-    _tile_loadd(7, b_tiles + (kb * 2 + 1) * (kTile * kChunk), 64);
+    _tile_loadd(6, b_tiles + kb * b_chunk_stride, 64);
+    _tile_loadd(7, b_tiles + kb * b_chunk_stride + kTile * kChunk, 64);
     _tile_dpbf16ps(0, 4, 6);
     _tile_dpbf16ps(1, 4, 7);
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
     for (int64_t i = 0; i < next_rows; ++i) _mm_prefetch(next_a + i * next_rs + kb * 64, _MM_HINT_T1);
   }
-  constexpr int64_t kRowBytes = kBlock * int64_t(sizeof(float));
-  _tile_stored(0, sums, kRowBytes);
-  _tile_stored(1, sums + kTile, kRowBytes);
-  _tile_stored(2, sums + kTile * kBlock, kRowBytes);
-  _tile_stored(3, sums + kTile * kBlock + kTile, kRowBytes);
+  const int64_t stride = c.out_rs * int64_t(sizeof(float));
+  _tile_stored(0, c.out, stride);
+  _tile_stored(1, c.out + kTile, stride);
+  _tile_stored(2, c.out + kTile * c.out_rs, stride);
+  _tile_stored(3, c.out + kTile * c.out_rs + kTile, stride);
 }
 
 // float32 to bfloat16 in 16 lanes, bit for bit f32_to_bf16 (convert.h): nearest even, NaN kept and made quiet;
@@ -286,63 +302,98 @@ void gemm_amx_bf16(const LowpGemmArgs& g, const float* bias, int nthreads, bool 
   // small B, where W packed as B for a few rows of X cost what the whole product does.
   const Operands p = transposed ? Operands{g.n, g.m, g.k, g.b, g.b_cs, g.b_rs, g.a, g.a_cs, g.a_rs}
                                 : Operands{g.m, g.n, g.k, g.a, g.a_rs, g.a_cs, g.b, g.b_rs, g.b_cs};
-  const int64_t chunks = (p.k + kChunk - 1) / kChunk, k_pad = chunks * kChunk;
+  const int64_t chunks = (p.k + kChunk - 1) / kChunk;
   const int64_t col_blocks = (p.n + kBlock - 1) / kBlock, row_blocks = (p.m + kBlock - 1) / kBlock;
-  // Packed operands in the calling thread's workspace (slots 0 and 1; the float32 GEMM does not run here) and each
-  // thread's A block in its slot 2: reused across calls, where fresh buffers cost page faults every call (18 % of
-  // 1024^3).
-  auto workspace = [](int64_t elems, int slot) {
-    auto* ptr = static_cast<uint16_t*>(thread_workspace(sizeof(uint16_t) * size_t(std::max<int64_t>(elems, 1)), slot));
+  const int64_t l2 = int64_t(cpu_caches().l2);
+  // k in slabs whose packed B takes half of L2, where B is long (dW's X over a large batch) and A has few rows: each
+  // slab of B is read from memory once, packed and used while in L2, where packing all of it first wrote and read
+  // back a copy as large as B (Xeon, one thread, dW of 30038 x 685 -> 11: 49 ms through float32, torch 4.1). Partial
+  // sums wait in float32 between slabs, loaded into and stored from the tiles exactly, so the result is the same
+  // for every slab size. Otherwise one slab.
+  const int64_t b_chunk_bytes = col_blocks * 2 * kTile * kChunk * int64_t(sizeof(uint16_t));
+  const bool slabs = row_blocks <= 4 && chunks * b_chunk_bytes > l2 / 2;
+  const int64_t slab_chunks = slabs ? std::max<int64_t>(1, l2 / 2 / b_chunk_bytes) : chunks;
+  const int64_t k_pad = slab_chunks * kChunk;  // the packed slabs' row length
+  // Packed operands in the calling thread's workspace (slots 0 and 1, the partial sums after A in slot 1; the
+  // float32 GEMM does not run here) and each thread's A block in its slot 2: reused across calls, where fresh
+  // buffers cost page faults every call (18 % of 1024^3).
+  auto workspace = [](int64_t bytes, int slot) {
+    void* ptr = thread_workspace(size_t(std::max<int64_t>(bytes, 1)), slot);
     if (!ptr) throw std::bad_alloc();
     return ptr;
   };
-  uint16_t* const b_tiles = workspace(col_blocks * chunks * 2 * kTile * kChunk, 0);
-  pack_b_vnni(p.k, p.n, p.b, p.b_rs, p.b_cs, b_tiles, nthreads);
-  // Column panels of B that take half of L2, so that every row block reads them from there.
-  const int64_t panel_blocks =
-      std::max<int64_t>(1, int64_t(cpu_caches().l2) / 2 / (kBlock * k_pad * int64_t(sizeof(uint16_t))));
+  uint16_t* const b_tiles = static_cast<uint16_t*>(workspace(slab_chunks * b_chunk_bytes, 0));
   const bool a_columns = p.a_rs == 1 && p.a_cs != 1;
-  uint16_t* const a_all = a_columns ? workspace(row_blocks * kBlock * k_pad, 1) : nullptr;
-  if (a_columns) pack_a_columns(p.m, p.k, k_pad, p.a, p.a_cs, a_all, nthreads);
-  const int team = static_cast<int>(std::min<int64_t>(nthreads, row_blocks));
+  const int64_t a_all_bytes = a_columns ? row_blocks * kBlock * k_pad * int64_t(sizeof(uint16_t)) : 0;
+  const int64_t partial_rs = col_blocks * kBlock;
+  const int64_t partial_bytes = slabs ? row_blocks * kBlock * partial_rs * int64_t(sizeof(float)) : 0;
+  char* const slot1 = static_cast<char*>(workspace(a_all_bytes + partial_bytes, 1));
+  uint16_t* const a_all = reinterpret_cast<uint16_t*>(slot1);
+  float* const partial = reinterpret_cast<float*>(slot1 + a_all_bytes);  // a_all_bytes is a multiple of 64
+  // Column panels of B that take half of L2, so that every row block reads them from there.
+  const int64_t panel_blocks = std::max<int64_t>(1, l2 / 2 / (kBlock * k_pad * int64_t(sizeof(uint16_t))));
   // A row-major A (the forward's X, dX's dY) streams from memory once per panel. Its next row block is prefetched
   // into L2 a line a row per k chunk while the tiles run, and where it feeds at most two column blocks its whole
   // blocks are read in place rather than copied (Xeon, one thread, 45231 x 490 -> 8: 5.9 ms, prefetched 4.8, in place
   // too 3.2; torch 4.1). Against many column blocks the copy pays (4096 x 1024 -> 1024 in place: 1.15x slower).
   const bool a_by_rows = !a_columns && p.a_cs == 1;
   const bool a_in_place = a_by_rows && col_blocks <= 2;
-  run_team(team, [&](int t, int size) {
-    configure_tiles();
-    uint16_t* const a_buffer = a_columns ? nullptr : workspace(kBlock * k_pad, 2);
-    alignas(64) float sums[kBlock * kBlock];
-    alignas(64) uint16_t a_tail[kBlock * kChunk];
-    const int64_t ib_end = row_blocks * (t + 1) / size;
-    for (int64_t jc = 0; jc < col_blocks; jc += panel_blocks)
-    for (int64_t ib = row_blocks * t / size; ib < ib_end; ++ib) {
-      const int64_t i0 = ib * kBlock, rows = std::min(kBlock, p.m - i0);
-      // Whole blocks of an A read in place take their last, partial k chunk from a copy; other blocks are packed.
-      const bool in_place = a_in_place && rows == kBlock;
-      const uint16_t* a_rows = a_columns ? a_all + ib * kBlock * k_pad : in_place ? p.a + i0 * p.a_rs : a_buffer;
-      const int64_t a_rs = in_place ? p.a_rs : k_pad;
-      const int64_t direct = in_place ? p.k / kChunk : chunks;
-      if (in_place && direct < chunks)
-        pack_a_rows(i0, rows, p.k - direct * kChunk, kChunk, p.a + direct * kChunk, p.a_rs, 1, a_tail);
-      else if (!a_columns && !in_place)
-        pack_a_rows(i0, rows, p.k, k_pad, p.a, p.a_rs, p.a_cs, a_buffer);
-      for (int64_t jb = jc; jb < std::min(col_blocks, jc + panel_blocks); ++jb) {
-        const bool prefetch = a_by_rows && jb == jc && ib + 1 < ib_end;
-        const char* next_a = prefetch ? reinterpret_cast<const char*>(p.a + (i0 + kBlock) * p.a_rs) : nullptr;
-        block_product(chunks, a_rows, a_rs, direct, a_tail, b_tiles + jb * chunks * 2 * (kTile * kChunk), sums,
-                      next_a, p.a_rs * int64_t(sizeof(uint16_t)), prefetch ? std::min(kBlock, p.m - i0 - kBlock) : 0);
-        const int64_t j0 = jb * kBlock, cols = std::min(kBlock, p.n - j0);
-        if (transposed)
-          store_block(g, sums, true, bias, j0, cols, i0, rows);
-        else
-          store_block(g, sums, false, bias, i0, rows, j0, cols);
+  // Threads split the blocks of a panel in row-major order (by rows where there are enough, else by columns too):
+  // each block of C is one thread's chain of tile products in k order, whatever the thread count.
+  const int team = static_cast<int>(std::min<int64_t>(nthreads, row_blocks * col_blocks));
+  for (int64_t c0 = 0; c0 < chunks; c0 += slab_chunks) {
+    const int64_t k0 = c0 * kChunk, k_len = std::min(p.k - k0, k_pad), slab = (k_len + kChunk - 1) / kChunk;
+    const bool first = c0 == 0, last = c0 + slab_chunks >= chunks;
+    const uint16_t* const a_slab = p.a + k0 * p.a_cs;
+    pack_b_vnni(k_len, p.n, p.b + k0 * p.b_rs, p.b_rs, p.b_cs, b_tiles, nthreads);
+    if (a_columns) pack_a_columns(p.m, k_len, k_pad, a_slab, p.a_cs, a_all, nthreads);
+    run_team(team, [&](int t, int size) {
+      configure_tiles();
+      uint16_t* const a_buffer =
+          a_columns ? nullptr : static_cast<uint16_t*>(workspace(kBlock * k_pad * int64_t(sizeof(uint16_t)), 2));
+      alignas(64) float sums[kBlock * kBlock];
+      alignas(64) uint16_t a_tail[kBlock * kChunk];
+      for (int64_t jc = 0; jc < col_blocks; jc += panel_blocks) {
+        const int64_t panel = std::min(panel_blocks, col_blocks - jc), items = row_blocks * panel;
+        const int64_t item_end = items * (t + 1) / size;
+        int64_t packed_ib = -1;
+        for (int64_t item = items * t / size; item < item_end; ++item) {
+          const int64_t ib = item / panel, jb = jc + item % panel;
+          const int64_t i0 = ib * kBlock, rows = std::min(kBlock, p.m - i0);
+          // Whole blocks of an A read in place take their last, partial k chunk from a copy; others are packed.
+          const bool in_place = a_in_place && rows == kBlock;
+          const uint16_t* a_rows = a_columns ? a_all + ib * kBlock * k_pad
+                                   : in_place ? a_slab + i0 * p.a_rs
+                                              : a_buffer;
+          const int64_t a_rs = in_place ? p.a_rs : k_pad;
+          const int64_t direct = in_place ? k_len / kChunk : slab;
+          if (ib != packed_ib) {
+            if (in_place && direct < slab)
+              pack_a_rows(i0, rows, k_len - direct * kChunk, kChunk, a_slab + direct * kChunk, p.a_rs, 1, a_tail);
+            else if (!a_columns && !in_place)
+              pack_a_rows(i0, rows, k_len, k_pad, a_slab, p.a_rs, p.a_cs, a_buffer);
+            packed_ib = ib;
+          }
+          // The next row block's A is prefetched while its row's first block of this thread runs.
+          const bool prefetch = a_by_rows && item % panel == 0 && (ib + 1) * panel < item_end;
+          const char* next_a = prefetch ? reinterpret_cast<const char*>(a_slab + (i0 + kBlock) * p.a_rs) : nullptr;
+          float* const partial_block = partial + i0 * partial_rs + jb * kBlock;
+          const BlockSums c{first ? nullptr : partial_block, partial_rs, last ? sums : partial_block,
+                            last ? kBlock : partial_rs};
+          block_product(slab, a_rows, a_rs, direct, a_tail, b_tiles + jb * 2 * (kTile * kChunk),
+                        col_blocks * 2 * (kTile * kChunk), c,
+                        next_a, p.a_rs * int64_t(sizeof(uint16_t)), prefetch ? std::min(kBlock, p.m - i0 - kBlock) : 0);
+          if (!last) continue;
+          const int64_t j0 = jb * kBlock, cols = std::min(kBlock, p.n - j0);
+          if (transposed)
+            store_block(g, sums, true, bias, j0, cols, i0, rows);
+          else
+            store_block(g, sums, false, bias, i0, rows, j0, cols);
+        }
       }
-    }
-    _tile_release();
-  });
+      _tile_release();
+    });
+  }
 }
 
 }  // namespace linneuron

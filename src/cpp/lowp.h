@@ -41,7 +41,8 @@ void step_backward_lowp(LowpType type, int64_t rows, int64_t cols, const uint16_
                         const uint16_t* grad_y, int64_t gy_rs, int64_t gy_cs, uint16_t* grad_z, int64_t gz_rs,
                         int64_t gz_cs, Surrogate kind, float alpha);
 
-// db(n) = round([db(n) +] sum_m dY(m, n)), summed in float32 in row order (identical for every thread count).
+// db(n) = round([db(n) +] sum_m dY(m, n)), summed in float32 over fixed chunks of rows (identical for every thread
+// count).
 void bias_grad_lowp(LowpType type, int64_t m, int64_t n, const uint16_t* dy, int64_t dy_rs, int64_t dy_cs,
                     uint16_t* db, int64_t db_stride, bool accumulate);
 
