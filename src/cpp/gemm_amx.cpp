@@ -305,14 +305,22 @@ void gemm_amx_bf16(const LowpGemmArgs& g, const float* bias, int nthreads, bool 
   const int64_t chunks = (p.k + kChunk - 1) / kChunk;
   const int64_t col_blocks = (p.n + kBlock - 1) / kBlock, row_blocks = (p.m + kBlock - 1) / kBlock;
   const int64_t l2 = int64_t(cpu_caches().l2);
-  // k in slabs whose packed B takes half of L2, where B is long (dW's X over a large batch) and A has few rows: each
-  // slab of B is read from memory once, packed and used while in L2, where packing all of it first wrote and read
-  // back a copy as large as B (Xeon, one thread, dW of 30038 x 685 -> 11: 49 ms through float32, torch 4.1). Partial
-  // sums wait in float32 between slabs, loaded into and stored from the tiles exactly, so the result is the same
-  // for every slab size. Otherwise one slab.
+  // k in slabs, where B is long and A has few rows (dW's X over a large batch) or A is column-major (dW's dYᵀ): each
+  // slab of B (and of a column-major A) is read from memory once, packed and used while in L2. Packed whole, a long
+  // B was written and read back as a copy as large as itself, and each row block of A went to memory between column
+  // panels (Xeon, one thread, dW of 30038 x 685 -> 11: 49 ms through float32, torch 4.1; 15485 x 118 -> 868: 19 ms,
+  // torch 7.1). A slab's packed operands take half of L2, but at least 32 chunks where all the partial sums do not
+  // fit in L2 either, so that storing and reloading them stays a small part of each block's work. Partial sums wait
+  // in float32 between slabs, loaded into and stored from the tiles exactly: the result is the same for every slab
+  // size. Otherwise one slab.
+  const bool a_columns = p.a_rs == 1 && p.a_cs != 1;
   const int64_t b_chunk_bytes = col_blocks * 2 * kTile * kChunk * int64_t(sizeof(uint16_t));
-  const bool slabs = row_blocks <= 4 && chunks * b_chunk_bytes > l2 / 2;
-  const int64_t slab_chunks = slabs ? std::max<int64_t>(1, l2 / 2 / b_chunk_bytes) : chunks;
+  const int64_t a_chunk_bytes = a_columns ? row_blocks * kBlock * kChunk * int64_t(sizeof(uint16_t)) : 0;
+  const int64_t all_partial_bytes = row_blocks * col_blocks * kBlock * kBlock * int64_t(sizeof(float));
+  const int64_t fitting_chunks = l2 / 2 / (b_chunk_bytes + a_chunk_bytes);
+  const int64_t slab_floor = all_partial_bytes <= l2 / 2 ? 4 : 32;
+  const bool slabs = (row_blocks <= 4 || a_columns) && std::max(fitting_chunks, slab_floor) < chunks;
+  const int64_t slab_chunks = slabs ? std::max(fitting_chunks, slab_floor) : chunks;
   const int64_t k_pad = slab_chunks * kChunk;  // the packed slabs' row length
   // Packed operands in the calling thread's workspace (slots 0 and 1, the partial sums after A in slot 1; the
   // float32 GEMM does not run here) and each thread's A block in its slot 2: reused across calls, where fresh
@@ -323,7 +331,6 @@ void gemm_amx_bf16(const LowpGemmArgs& g, const float* bias, int nthreads, bool 
     return ptr;
   };
   uint16_t* const b_tiles = static_cast<uint16_t*>(workspace(slab_chunks * b_chunk_bytes, 0));
-  const bool a_columns = p.a_rs == 1 && p.a_cs != 1;
   const int64_t a_all_bytes = a_columns ? row_blocks * kBlock * k_pad * int64_t(sizeof(uint16_t)) : 0;
   const int64_t partial_rs = col_blocks * kBlock;
   const int64_t partial_bytes = slabs ? row_blocks * kBlock * partial_rs * int64_t(sizeof(float)) : 0;
