@@ -457,3 +457,62 @@ def test_bias_grad_low_precision_threads(dtype, m, n):
             linneuron.set_num_threads(None)
     assert torch.equal(outs[0], outs[2]) and torch.equal(outs[0], outs[4])
     assert torch.equal(outs[1], outs[3]) and torch.equal(outs[1], outs[5])
+
+
+THIN = [(5000, 129, 1), (3000, 40, 2), (2500, 1, 300), (4100, 2, 50), (2, 300, 200), (1, 77, 500), (3000, 1, 70),
+        (800, 3, 300), (40, 1, 1)]  # fmt: skip
+
+
+def _products(x, w, dy):
+    """(name, m, n, k, A, B) of a layer's three products, A and B as the views the backward hands the kernels."""
+    (m, k), n = x.shape, w.shape[0]
+    return [("forward", m, n, k, x, w.t()), ("dX", m, k, n, dy, w), ("dW", n, k, m, dy.t(), x)]
+
+
+@pytest.mark.parametrize("dtype", LOWP, ids=IDS)
+@pytest.mark.parametrize("shape", THIN, ids=[f"{m}x{k}->{n}" for m, k, n in THIN])
+def test_thin_layers_products(family, dtype, shape):
+    """The products of layers with one or two inputs, outputs or rows, and k = 1: dW and short-batch dX as rows of M
+    accumulated in fixed chunks, dX of few inputs as dot products against a strided W, outer products; row-major
+    and column-major C with accumulate, bias and step, against float64, the same bits on 1, 2 and 3 threads; a NaN
+    through the step."""
+    m, k, n = shape
+    code = _core.BFLOAT16 if dtype == torch.bfloat16 else _core.FLOAT16
+    g = torch.Generator().manual_seed(m + 3 * k + 7 * n)
+    x = torch.randn(m, k, generator=g).to(dtype)
+    w = torch.randn(n, k, generator=g).to(dtype)
+    dy = torch.randn(m, n, generator=g).to(dtype)
+    for name, pm, pn, pk, a, b in _products(x, w, dy):
+        bias = torch.randn(pn, generator=g).to(dtype)
+        c0 = torch.randn(pm, pn + 3, generator=g).to(dtype)
+        z = c0[:, :pn].double() + a.double() @ b.double() + bias.double()
+        mag = c0[:, :pn].double().abs() + a.double().abs() @ b.double().abs() + bias.double().abs()
+        bound = _eps(dtype) * mag + 4 * max(pk, 1) * 2.0**-24 * mag + torch.finfo(dtype).smallest_normal
+        outs = []
+        for threads in (1, 2, 3):
+            linneuron.set_num_threads(threads)
+            try:
+                for step in (False, True):
+                    c = c0.clone()
+                    _core.gemm(code, pm, pn, pk, a.data_ptr(), a.stride(0), a.stride(1), b.data_ptr(), b.stride(0),
+                               b.stride(1), c.data_ptr(), pn + 3, 1, bias.data_ptr(), 1, True, step)  # fmt: skip
+                    outs.append(c)
+            finally:
+                linneuron.set_num_threads(None)
+        assert torch.all((outs[0][:, :pn].double() - z).abs() <= bound), name
+        decided = z.abs() > 2 * bound
+        assert torch.equal(outs[1][:, :pn][decided], (z[decided] >= 0).to(dtype)), name
+        for c in outs:
+            assert torch.equal(c[:, pn:], c0[:, pn:]), f"{name}: write outside C"
+        for one, other in ((outs[0], outs[2]), (outs[0], outs[4]), (outs[1], outs[3]), (outs[1], outs[5])):
+            assert torch.equal(one, other), f"{name}: thread counts differ"
+        c_cols = c0[:, :pn].t().contiguous().t()
+        _core.gemm(code, pm, pn, pk, a.data_ptr(), a.stride(0), a.stride(1), b.data_ptr(), b.stride(0), b.stride(1),
+                   c_cols.data_ptr(), 1, pm, bias.data_ptr(), 1, True, False)  # fmt: skip
+        assert torch.all((c_cols.double() - z).abs() <= bound), f"{name}: column-major C"
+        poisoned = a.clone()  # a NaN in A's first row reaches all of C's first row, through the step too
+        poisoned[0, 0] = float("nan")
+        c = c0.clone()
+        _core.gemm(code, pm, pn, pk, poisoned.data_ptr(), poisoned.stride(0), poisoned.stride(1), b.data_ptr(),
+                   b.stride(0), b.stride(1), c.data_ptr(), pn + 3, 1, bias.data_ptr(), 1, True, True)  # fmt: skip
+        assert torch.all(c[0, :pn].isnan()) and not torch.any(c[1:, :pn].isnan()), f"{name}: NaN"

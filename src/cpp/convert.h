@@ -73,7 +73,25 @@ struct LowpKernels {
   // W(j, p) = w[j*w_rs + p]; `a` is float32 (m x k, row-major), any m.
   void (*dot_rows)(LowpType t, int64_t m, int64_t j0, int64_t j1, int64_t k, const float* a, const uint16_t* w,
                    int64_t w_rs, float* c, int64_t c_rs);
+  // Few-row accumulation, M converted on load: acc[i*n + j] += coef[i*coef_rs + p] * M(p, j) for i < rows (1 or 2),
+  // j < n, p from p0 to p1 - 1 in order (one float32 chain per element), M(p, j) = m[p*m_rs + j].
+  void (*axpy_rows)(LowpType t, int64_t rows, int64_t p0, int64_t p1, int64_t n, const float* coef, int64_t coef_rs,
+                    const uint16_t* m, int64_t m_rs, float* acc);
+  // Outer product rows with the GEMM's epilogue: c[i*c_rs + j] = round(H?([c +] a[i] * b[j] [+ bias[j]])) for
+  // i < rows, j < n (bias may be null), in that order, each step in float32.
+  void (*outer_rows)(LowpType t, int64_t rows, const float* a, const float* b, int64_t n, const float* bias,
+                     bool accumulate, bool step, uint16_t* c, int64_t c_rs);
 };
+
+// One element of outer_rows, the reference for its vector forms.
+inline uint16_t outer_element(LowpType t, float a, float b, const float* bias, int64_t j, bool accumulate, bool step,
+                              uint16_t old) {
+  float v = a * b;
+  if (accumulate) v = lowp_to_f32(t, old) + v;
+  if (bias) v += bias[j];
+  if (step) v = unit_step(v);
+  return f32_to_lowp(t, v);
+}
 
 const LowpKernels& portable_lowp_kernels();
 #if defined(LINNEURON_HAVE_AVX2)

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
 
 #include "convert.h"
@@ -150,10 +151,88 @@ void dot_rows(LowpType t, int64_t m, int64_t j0, int64_t j1, int64_t k, const fl
     dot_rows_t<LowpType::Float16>(m, j0, j1, k, a, w, w_rs, c, c_rs);
 }
 
+// Rows of M four at a time against R rows of coefficients: each accumulator vector is loaded and stored once per
+// four rows of M, and each M vector converted once for all R rows. A missing row (p1 - p < 4) is skipped, not
+// multiplied by zero (an infinite M would make NaN).
+template <LowpType T, int R>
+void axpy_rows_t(int64_t p0, int64_t p1, int64_t n, const float* coef, int64_t coef_rs, const uint16_t* m,
+                 int64_t m_rs, float* acc) {
+  for (int64_t p = p0; p < p1; p += 4) {
+    const int np = static_cast<int>(std::min<int64_t>(4, p1 - p));
+    float cs[R][4] = {};
+    __m256 cv[R][4];
+    for (int r = 0; r < R; ++r)
+      for (int q = 0; q < 4; ++q) {
+        cs[r][q] = q < np ? coef[r * coef_rs + p + q] : 0.0f;
+        cv[r][q] = _mm256_set1_ps(cs[r][q]);
+      }
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+      __m256 a[R];
+      for (int r = 0; r < R; ++r) a[r] = _mm256_loadu_ps(acc + r * n + j);
+      for (int q = 0; q < np; ++q) {
+        const __m256 mv = load8<T>(m + (p + q) * m_rs + j);
+        for (int r = 0; r < R; ++r) a[r] = _mm256_fmadd_ps(cv[r][q], mv, a[r]);
+      }
+      for (int r = 0; r < R; ++r) _mm256_storeu_ps(acc + r * n + j, a[r]);
+    }
+    for (; j < n; ++j)
+      for (int r = 0; r < R; ++r) {
+        float s = acc[r * n + j];
+        for (int q = 0; q < np; ++q) s = std::fma(cs[r][q], lowp_to_f32(T, m[(p + q) * m_rs + j]), s);
+        acc[r * n + j] = s;
+      }
+  }
+}
+
+void axpy_rows(LowpType t, int64_t rows, int64_t p0, int64_t p1, int64_t n, const float* coef, int64_t coef_rs,
+               const uint16_t* m, int64_t m_rs, float* acc) {
+  if (t == LowpType::BFloat16) {
+    if (rows == 2)
+      axpy_rows_t<LowpType::BFloat16, 2>(p0, p1, n, coef, coef_rs, m, m_rs, acc);
+    else
+      axpy_rows_t<LowpType::BFloat16, 1>(p0, p1, n, coef, coef_rs, m, m_rs, acc);
+  } else {
+    if (rows == 2)
+      axpy_rows_t<LowpType::Float16, 2>(p0, p1, n, coef, coef_rs, m, m_rs, acc);
+    else
+      axpy_rows_t<LowpType::Float16, 1>(p0, p1, n, coef, coef_rs, m, m_rs, acc);
+  }
+}
+
+template <LowpType T>
+void outer_rows_t(int64_t rows, const float* a, const float* b, int64_t n, const float* bias, bool accumulate,
+                  bool step, uint16_t* c, int64_t c_rs) {
+  for (int64_t i = 0; i < rows; ++i) {
+    uint16_t* out = c + i * c_rs;
+    const __m256 ai = _mm256_set1_ps(a[i]);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+      __m256 v = _mm256_mul_ps(ai, _mm256_loadu_ps(b + j));
+      if (accumulate) v = _mm256_add_ps(load8<T>(out + j), v);
+      if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + j));
+      if (step) {  // 1 where v >= 0, v where NaN, else 0 (unit_step)
+        const __m256 fires = _mm256_and_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GE_OQ), _mm256_set1_ps(1.0f));
+        v = _mm256_blendv_ps(fires, v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+      }
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), round8<T>(v));
+    }
+    for (; j < n; ++j) out[j] = outer_element(T, a[i], b[j], bias, j, accumulate, step, out[j]);
+  }
+}
+
+void outer_rows(LowpType t, int64_t rows, const float* a, const float* b, int64_t n, const float* bias,
+                bool accumulate, bool step, uint16_t* c, int64_t c_rs) {
+  if (t == LowpType::BFloat16)
+    outer_rows_t<LowpType::BFloat16>(rows, a, b, n, bias, accumulate, step, c, c_rs);
+  else
+    outer_rows_t<LowpType::Float16>(rows, a, b, n, bias, accumulate, step, c, c_rs);
+}
+
 }  // namespace
 
 const LowpKernels& f16c_lowp_kernels() {
-  static const LowpKernels kernels{"avx2+f16c", to_f32, from_f32, dot_rows};
+  static const LowpKernels kernels{"avx2+f16c", to_f32, from_f32, dot_rows, axpy_rows, outer_rows};
   return kernels;
 }
 

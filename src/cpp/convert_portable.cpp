@@ -59,10 +59,38 @@ void dot_rows(LowpType t, int64_t m, int64_t j0, int64_t j1, int64_t k, const fl
     dot_rows_t<LowpType::Float16>(m, j0, j1, k, a, w, w_rs, c, c_rs);
 }
 
+template <LowpType T>
+void axpy_rows_t(int64_t rows, int64_t p0, int64_t p1, int64_t n, const float* coef, int64_t coef_rs,
+                 const uint16_t* m, int64_t m_rs, float* acc) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const uint16_t* mp = m + p * m_rs;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float c = coef[r * coef_rs + p];
+      float* a = acc + r * n;
+      for (int64_t j = 0; j < n; ++j) a[j] += c * lowp_to_f32(T, mp[j]);
+    }
+  }
+}
+
+void axpy_rows(LowpType t, int64_t rows, int64_t p0, int64_t p1, int64_t n, const float* coef, int64_t coef_rs,
+               const uint16_t* m, int64_t m_rs, float* acc) {
+  if (t == LowpType::BFloat16)
+    axpy_rows_t<LowpType::BFloat16>(rows, p0, p1, n, coef, coef_rs, m, m_rs, acc);
+  else
+    axpy_rows_t<LowpType::Float16>(rows, p0, p1, n, coef, coef_rs, m, m_rs, acc);
+}
+
+void outer_rows(LowpType t, int64_t rows, const float* a, const float* b, int64_t n, const float* bias,
+                bool accumulate, bool step, uint16_t* c, int64_t c_rs) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < n; ++j)
+      c[i * c_rs + j] = outer_element(t, a[i], b[j], bias, j, accumulate, step, c[i * c_rs + j]);
+}
+
 }  // namespace
 
 const LowpKernels& portable_lowp_kernels() {
-  static const LowpKernels kernels{"portable", to_f32, from_f32, dot_rows};
+  static const LowpKernels kernels{"portable", to_f32, from_f32, dot_rows, axpy_rows, outer_rows};
   return kernels;
 }
 
