@@ -346,12 +346,40 @@ void gemm_lowp(const LowpGemmArgs& g) {
     dot_path(cv, g, bias_f.get(), dot_by_rows);
     return;
   }
+  // A long k under few rows of C (dW over a large batch, where no AMX): A and B go through float32 in slabs of k that
+  // take half of L2 together, the float32 sums of all of C accumulating across them. Converted whole, B (the batch
+  // of X) became a float32 copy twice its size, written and read back (Xeon, float16 dW of 53928 x 423 -> 7: 50 ms,
+  // torch 7.4). The bias goes in with the first slab, the step after the last; the slabs are fixed by the shape.
+  const int64_t l2 = int64_t(cpu_caches().l2);
+  if (g.k > 0 && int64_t(sizeof(float)) * g.m * g.n <= l2 / 2 && int64_t(sizeof(float)) * g.k * g.n > l2) {
+    const int64_t slab = std::max<int64_t>(256, l2 / 2 / (int64_t(sizeof(float)) * (g.m + g.n)) / 64 * 64);
+    Scratch scratch(g.m * slab + slab * g.n + g.m * g.n);
+    float* a = scratch.data;
+    float* b = a + g.m * slab;
+    float* c = b + slab * g.n;
+    if (g.accumulate) lines_to_f32(cv, g.type, g.m, g.n, g.c, g.c_rs, g.c_cs, c);
+    for (int64_t k0 = 0; k0 < g.k; k0 += slab) {
+      const int64_t len = std::min(slab, g.k - k0);
+      const Converted ca = convert_operand(cv, g.type, g.m, len, g.a + k0 * g.a_cs, g.a_rs, g.a_cs, a);
+      const Converted cb = convert_operand(cv, g.type, len, g.n, g.b + k0 * g.b_rs, g.b_rs, g.b_cs, b);
+      GemmArgs<float> f;
+      f.m = g.m, f.n = g.n, f.k = len;
+      f.a = a, f.a_rs = ca.rs, f.a_cs = ca.cs;
+      f.b = b, f.b_rs = cb.rs, f.b_cs = cb.cs;
+      f.c = c, f.c_rs = g.n, f.c_cs = 1;
+      f.bias = k0 == 0 ? bias_f.get() : nullptr, f.bias_stride = 1;
+      f.accumulate = g.accumulate || k0 > 0, f.step = g.step && k0 + len >= g.k;
+      gemm(f);
+    }
+    lines_from_f32(cv, g.type, g.m, g.n, c, g.c, g.c_rs, g.c_cs);
+    return;
+  }
   // Rows of A (and C) go through float32 in blocks whose copies take half of L2, so each block's A is converted,
   // multiplied and its C rounded while they stay in cache: converted whole, a tall A and C went to memory and back
   // three times (Xeon, 65536 x 16 -> 16 bfloat16: 1.0-1.1 ms whole, 0.82-0.85 in blocks; torch 0.6-0.65). B is
   // converted once. The blocks are fixed by the shape (not the thread count); every row's sums are the float32 GEMM's.
   const int64_t row_bytes = int64_t(sizeof(float)) * std::max<int64_t>(1, (g.k > 0 ? g.k : 0) + g.n);
-  const int64_t fitting_rows = int64_t(cpu_caches().l2) / 2 / row_bytes;
+  const int64_t fitting_rows = l2 / 2 / row_bytes;
   const int64_t block_rows = std::min(g.m, std::max<int64_t>(64, fitting_rows / 16 * 16));
   const int64_t a_elems = g.k > 0 ? block_rows * g.k : 0, b_elems = g.k > 0 ? g.k * g.n : 0;
   Scratch scratch(a_elems + b_elems + block_rows * g.n);
