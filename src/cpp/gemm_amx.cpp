@@ -1,19 +1,22 @@
 // bfloat16 GEMM on Intel AMX tiles (TDPBF16PS): C(m, n) = round([C +] A B [+ bias], then [H]), float32 sums.
 //
-// Compiled with -mamx-tile -mamx-bf16 -mavx512f -mavx512bw, so nothing here runs before amx_bf16_available()
-// (gemm_lowp.cpp, baseline code) has seen AMX-BF16 in cpuid, the tile state enabled by the OS and granted to this
-// process (arch_prctl ARCH_REQ_XCOMP_PERM), and the avx512 family active.
+// Compiled with -mamx-tile -mamx-bf16 -mavx512f -mavx512bw -mavx512vl, so nothing here runs before
+// amx_bf16_available() (gemm_lowp.cpp, baseline code) has seen AMX-BF16 in cpuid, the tile state enabled by the OS and
+// granted to this process (arch_prctl ARCH_REQ_XCOMP_PERM), and the avx512 family active.
 //
 // Layout. Every register tile is 16 rows x 64 bytes. A tile holds 16 rows of A by 32 k (bfloat16, row-major); a B
 // tile holds 16 k pairs by 16 columns in the VNNI order TDPBF16PS reads, element (kk, j) at pair kk / 2, lane
 // 2 j + kk % 2; a C tile 16 x 16 float32. The kernel keeps a 32 x 32 block of C in four tiles (tmm0-3), loads two A
 // tiles (tmm4-5) and two B tiles (tmm6-7) per 32 k, so each loaded tile feeds two products.
-// Packing: B once per call into VNNI tiles, blocks of 32 columns by all of k (zero-padded to 32 in k and n); A a
-// block of 32 rows by all of k (zero-padded) at a time per thread, or, column-major (dW's dYᵀ), all of it first.
-// Column panels of B that take half of L2 are the outer loop, so every row block reads its panel from L2. Threads
-// split the 32-row blocks; each C element is one thread's chain of tile products in k order, so results do not
-// depend on the thread count. Xeon (KVM family 6 model 167), one thread: 1024^3 forward 2.6-2.9 ms (0.8-1.0x
-// torch's oneDNN on the same tiles; the float32 path took 14-17 ms), 2048^3 20-22 ms (0.9x).
+// Packing: B into VNNI tiles, chunk by chunk of 32 k across all its column blocks (zero-padded to 32 in k and n),
+// all of k at once or, for a long reduction, a slab of k at a time that stays in L2 (partial sums in float32 between
+// slabs). A a block of 32 rows at a time per thread (copied, or read in place where it feeds at most two column
+// blocks), or, column-major (dW's dYᵀ), a slab of it first. A short forward batch runs transposed (Cᵀ = W Xᵀ), W as
+// the tiles' A. Column panels of B that take half of L2 are the outer loop, so every row block reads its panel from
+// L2. Threads split a panel's 32 x 32 blocks; each C element is one thread's chain of tile products in k order, so
+// results do not depend on the thread count. The epilogue (bias, accumulate, step, rounding) runs in AVX-512, 16
+// columns a step. Xeon (KVM family 6 model 167), one thread: 1024^3 forward 2.5-2.6 ms (0.77x torch's oneDNN on the
+// same tiles; the float32 path took 14-17 ms), 2048^3 26 ms (0.81x); two threads 1.1-1.2x.
 #include <immintrin.h>
 
 #include <algorithm>
