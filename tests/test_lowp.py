@@ -215,6 +215,28 @@ def test_tall_products_go_through_float32_in_row_blocks(family, dtype):
     _check_linear(LF.linear(x, w, bias), x, w, bias, dtype)
 
 
+def _gemm_on_threads(code, m, n, k, a, b, c0, bias):
+    """C = c0 + A B + bias, without and with the step, on 1, 2 and 3 threads, into copies of the padded c0 (C is its
+    first n columns): [1 thread plain, 1 thread step, 2 threads plain, ...]. Checks that nothing outside C was written
+    and that the thread counts give the same bits."""
+    outs = []
+    for threads in (1, 2, 3):
+        linneuron.set_num_threads(threads)
+        try:
+            for step in (False, True):
+                c = c0.clone()
+                _core.gemm(code, m, n, k, a.data_ptr(), a.stride(0), a.stride(1), b.data_ptr(), b.stride(0),
+                           b.stride(1), c.data_ptr(), c0.stride(0), 1, bias.data_ptr(), 1, True, step)  # fmt: skip
+                outs.append(c)
+        finally:
+            linneuron.set_num_threads(None)
+    for c in outs:
+        assert torch.equal(c[:, n:], c0[:, n:]), "write outside C"
+    for one, other in ((outs[0], outs[2]), (outs[0], outs[4]), (outs[1], outs[3]), (outs[1], outs[5])):
+        assert torch.equal(one, other), "thread counts differ"
+    return outs
+
+
 AMX_SHAPES = [(64, 64, 64), (45, 177, 37), (33, 481, 17), (100, 1000, 50), (33, 64, 128), (40, 96, 80), (300, 258, 130),
               (16, 250, 70), (700, 200, 5), (2000, 7, 40), (999, 20, 100), (3000, 3, 90), (5, 300, 200), (3, 40, 700),
               (12, 33, 1000), (200, 64, 300)]  # fmt: skip
@@ -250,26 +272,12 @@ def test_bfloat16_on_amx_tiles(shape):
                 torch_y = torch.nn.functional.linear(x, w, b)
                 assert torch.all((y.double() - torch_y.double()).abs() <= 2 * _bound(x, w, b, dtype))
         c0 = torch.randn(m, n + 5, generator=g).to(dtype)
-        outs = []
-        for threads in (1, 2, 3):
-            linneuron.set_num_threads(threads)
-            try:
-                for step in (False, True):
-                    c = c0.clone()
-                    _core.gemm(_core.BFLOAT16, m, n, k, x.data_ptr(), k, 1, w.data_ptr(), 1, k, c.data_ptr(), n + 5, 1,
-                               b.data_ptr(), 1, True, step)  # fmt: skip
-                    outs.append(c)
-            finally:
-                linneuron.set_num_threads(None)
+        outs = _gemm_on_threads(_core.BFLOAT16, m, n, k, x, w.t(), c0, b)
         z = c0[:, :n].double() + x.double() @ w.double().T + b.double()
         bound = _bound(x, w, c0[:, :n].double().abs() + b.double().abs(), dtype)
         assert torch.all((outs[0][:, :n].double() - z).abs() <= bound)
         decided = z.abs() > 2 * bound
         assert torch.equal(outs[1][:, :n][decided], (z[decided] >= 0).to(dtype))
-        for c in outs:
-            assert torch.equal(c[:, n:], c0[:, n:]), "write outside C"
-        for one, other in ((outs[0], outs[2]), (outs[0], outs[4]), (outs[1], outs[3]), (outs[1], outs[5])):
-            assert torch.equal(one, other), "thread counts differ"
         c_cols = c0[:, :n].t().contiguous().t()  # a column-major C: the epilogue's strided stores
         _core.gemm(_core.BFLOAT16, m, n, k, x.data_ptr(), k, 1, w.data_ptr(), 1, k, c_cols.data_ptr(), 1, m,
                    b.data_ptr(), 1, True, False)  # fmt: skip
@@ -488,24 +496,10 @@ def test_thin_layers_products(family, dtype, shape):
         z = c0[:, :pn].double() + a.double() @ b.double() + bias.double()
         mag = c0[:, :pn].double().abs() + a.double().abs() @ b.double().abs() + bias.double().abs()
         bound = _eps(dtype) * mag + 4 * max(pk, 1) * 2.0**-24 * mag + torch.finfo(dtype).smallest_normal
-        outs = []
-        for threads in (1, 2, 3):
-            linneuron.set_num_threads(threads)
-            try:
-                for step in (False, True):
-                    c = c0.clone()
-                    _core.gemm(code, pm, pn, pk, a.data_ptr(), a.stride(0), a.stride(1), b.data_ptr(), b.stride(0),
-                               b.stride(1), c.data_ptr(), pn + 3, 1, bias.data_ptr(), 1, True, step)  # fmt: skip
-                    outs.append(c)
-            finally:
-                linneuron.set_num_threads(None)
+        outs = _gemm_on_threads(code, pm, pn, pk, a, b, c0, bias)
         assert torch.all((outs[0][:, :pn].double() - z).abs() <= bound), name
         decided = z.abs() > 2 * bound
         assert torch.equal(outs[1][:, :pn][decided], (z[decided] >= 0).to(dtype)), name
-        for c in outs:
-            assert torch.equal(c[:, pn:], c0[:, pn:]), f"{name}: write outside C"
-        for one, other in ((outs[0], outs[2]), (outs[0], outs[4]), (outs[1], outs[3]), (outs[1], outs[5])):
-            assert torch.equal(one, other), f"{name}: thread counts differ"
         c_cols = c0[:, :pn].t().contiguous().t()
         _core.gemm(code, pm, pn, pk, a.data_ptr(), a.stride(0), a.stride(1), b.data_ptr(), b.stride(0), b.stride(1),
                    c_cols.data_ptr(), 1, pm, bias.data_ptr(), 1, True, False)  # fmt: skip
