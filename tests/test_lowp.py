@@ -8,6 +8,9 @@ Each test runs on every micro-kernel family this CPU supports (the conversion ke
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import linneuron
 import numpy as np
@@ -510,3 +513,46 @@ def test_thin_layers_products(family, dtype, shape):
         _core.gemm(code, pm, pn, pk, poisoned.data_ptr(), poisoned.stride(0), poisoned.stride(1), b.data_ptr(),
                    b.stride(0), b.stride(1), c.data_ptr(), pn + 3, 1, bias.data_ptr(), 1, True, True)  # fmt: skip
         assert torch.all(c[0, :pn].isnan()) and not torch.any(c[1:, :pn].isnan()), f"{name}: NaN"
+
+
+_SLAB_CHILD = """
+import hashlib, torch, linneuron
+from linneuron import _core
+assert _core.set_active_isa("avx512")
+g = torch.Generator().manual_seed(3)
+xs = torch.randn(40, 5000, generator=g).bfloat16()  # a short batch through a long k: runs transposed, W in place
+w = torch.randn(100, 5000, generator=g).bfloat16()
+x = torch.randn(5000, 100, generator=g).bfloat16()  # a long batch: dW = dYᵀ X reduces over it
+dy = torch.randn(5000, 40, generator=g).bfloat16()
+digest = hashlib.sha256()
+for a, b in ((xs, w.t()), (dy.t(), x)):
+    (m, k), n = a.shape, b.shape[1]
+    outs = []
+    for threads in (1, 2):
+        linneuron.set_num_threads(threads)
+        c = torch.empty(m, n, dtype=torch.bfloat16)
+        _core.gemm(_core.BFLOAT16, m, n, k, a.data_ptr(), a.stride(0), a.stride(1), b.data_ptr(), b.stride(0),
+                   b.stride(1), c.data_ptr(), n, 1, 0, 1, False, False)
+        outs.append(c)
+    assert torch.equal(outs[0], outs[1]), "thread counts differ"
+    z = a.double() @ b.double()
+    bound = 2.0**-8 * (a.double().abs() @ b.double().abs()) + 4 * k * 2.0**-24 * (a.double().abs() @ b.double().abs())
+    assert torch.all((outs[0].double() - z).abs() <= bound)
+    digest.update(outs[0].view(torch.int16).numpy().tobytes())
+print(digest.hexdigest())
+"""
+
+
+def test_bfloat16_amx_long_reductions_in_slabs():
+    """A long k on AMX tiles goes in slabs of k with float32 partial sums between them (the transposed forward of a
+    short batch through a long W read in place, with a partial last chunk; dW's column-major dYᵀ over a long batch):
+    against float64, and the same bits whatever the slab size (L2 declared 128 KiB in a child against this
+    machine's) and the thread count."""
+    _on_amx()
+    digests = []
+    for env in ({}, {"LINNEURON_CACHES": "49152,131072,0"}):
+        proc = subprocess.run([sys.executable, "-c", _SLAB_CHILD], env={**os.environ, **env}, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        digests.append(proc.stdout.split()[-1])
+    assert digests[0] == digests[1], "slab sizes gave different bits"

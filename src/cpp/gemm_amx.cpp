@@ -387,12 +387,12 @@ void gemm_amx_bf16(const LowpGemmArgs& g, const float* bias, int nthreads, bool 
           // The next row block's A is prefetched while its row's first block of this thread runs.
           const bool prefetch = a_by_rows && item % panel == 0 && (ib + 1) * panel < item_end;
           const char* next_a = prefetch ? reinterpret_cast<const char*>(a_slab + (i0 + kBlock) * p.a_rs) : nullptr;
-          float* const partial_block = partial + i0 * partial_rs + jb * kBlock;
+          float* const partial_block = slabs ? partial + i0 * partial_rs + jb * kBlock : nullptr;
           const BlockSums c{first ? nullptr : partial_block, partial_rs, last ? sums : partial_block,
                             last ? kBlock : partial_rs};
           block_product(slab, a_rows, a_rs, direct, a_tail, b_tiles + jb * 2 * (kTile * kChunk),
-                        col_blocks * 2 * (kTile * kChunk), c,
-                        next_a, p.a_rs * int64_t(sizeof(uint16_t)), prefetch ? std::min(kBlock, p.m - i0 - kBlock) : 0);
+                        col_blocks * 2 * (kTile * kChunk), c, next_a, p.a_rs * int64_t(sizeof(uint16_t)),
+                        prefetch ? std::min(kBlock, p.m - i0 - kBlock) : 0);
           if (!last) continue;
           const int64_t j0 = jb * kBlock, cols = std::min(kBlock, p.n - j0);
           if (transposed)

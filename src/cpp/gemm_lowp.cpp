@@ -293,12 +293,13 @@ void gemm_lowp(const LowpGemmArgs& g) {
     bias_f.reset(new float[g.n]);
     for (int64_t j = 0; j < g.n; ++j) bias_f[j] = lowp_to_f32(g.type, g.bias[j * g.bias_stride]);
   }
-  // The dot products where the large operand runs along k (the forward, dX's dY); else, for one or two rows or
-  // columns of C with the large operand running along C (dW, dX's W), its rows accumulated in order.
   if (g.k == 1) {
     outer_path(cv, g, bias_f.get());
     return;
   }
+  // The dot products where the large operand runs along k (the forward, dX's dY; taken after the tiles' turn below);
+  // else, for one or two rows or columns of C with the large operand running along C (dW, dX's W), its rows
+  // accumulated in order.
   const bool dot_by_rows = g.m <= kDotRows && g.b_rs == 1;
   const bool dot_by_columns = g.n <= kDotRows && g.a_cs == 1 && few_outputs_dot_pays(g);
   if (g.k > 0 && !dot_by_rows && !dot_by_columns) {
@@ -328,8 +329,7 @@ void gemm_lowp(const LowpGemmArgs& g) {
   // 1170 / 1590: transposed stores gather), nor 1024 x 256 -> 4096 (2550 / 2890).
   // Threads from an estimate of the tiles' time, 240 ns a block and 75 ns a k chunk (1024^3: 2.5 ms), 15 us each.
   const double flops = 2.0 * double(g.m) * double(g.n) * double(g.k);
-  const bool transposed =
-      g.m >= 3 && g.m <= 256 && g.m < g.n && g.k >= 32 && g.a_cs == 1 && g.b_rs == 1;
+  const bool transposed = g.m >= 3 && g.m <= 256 && g.m < g.n && g.k >= 32 && g.a_cs == 1 && g.b_rs == 1;
   const int64_t col_blocks = (g.n + 31) / 32;
   const bool tiles_pay = g.k >= 32 || 250 * col_blocks < (9 + g.k) * g.n;
   const bool long_reduction = g.k >= 1024 && g.a_rs == 1 && g.a_cs != 1;
