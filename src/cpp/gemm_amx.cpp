@@ -140,7 +140,8 @@ void pack_a_rows(int64_t i0, int64_t rows, int64_t k, int64_t k_pad, const uint1
     const uint16_t* src = a + (i0 + i) * a_rs;
     if (a_cs == 1) {
       for (int64_t p = 0; p < k_pad; p += kChunk) {
-        const __mmask32 live = p + kChunk <= k ? ~__mmask32(0) : __mmask32((uint64_t(1) << (k - p)) - 1);
+        // A slab's last rows can be shorter than k_pad by more than a chunk: whole chunks past k are zeros.
+        const __mmask32 live = p + kChunk <= k ? ~__mmask32(0) : p < k ? __mmask32((uint64_t(1) << (k - p)) - 1) : 0;
         _mm512_storeu_si512(dst + p, _mm512_maskz_loadu_epi16(live, src + p));
       }
       continue;
