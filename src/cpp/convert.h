@@ -83,10 +83,10 @@ struct LowpKernels {
                      bool accumulate, bool step, uint16_t* c, int64_t c_rs);
 };
 
-// One element of outer_rows, the reference for its vector forms.
-inline uint16_t outer_element(LowpType t, float a, float b, const float* bias, int64_t j, bool accumulate, bool step,
-                              uint16_t old) {
-  float v = a * b;
+// The GEMM's epilogue on one float32 sum v of C(i, j), the reference for its vector forms: [C +] v [+ bias[j]],
+// [then H], each step in float32, rounded once; `old` is C(i, j) before (read only with accumulate).
+inline uint16_t finish_element(LowpType t, float v, const float* bias, int64_t j, bool accumulate, bool step,
+                               uint16_t old) {
   if (accumulate) v = lowp_to_f32(t, old) + v;
   if (bias) v += bias[j];
   if (step) v = unit_step(v);

@@ -217,7 +217,7 @@ void outer_rows_t(int64_t rows, const float* a, const float* b, int64_t n, const
       }
       _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), round8<T>(v));
     }
-    for (; j < n; ++j) out[j] = outer_element(T, a[i], b[j], bias, j, accumulate, step, out[j]);
+    for (; j < n; ++j) out[j] = finish_element(T, a[i] * b[j], bias, j, accumulate, step, out[j]);
   }
 }
 

@@ -84,7 +84,7 @@ void outer_rows(LowpType t, int64_t rows, const float* a, const float* b, int64_
                 bool accumulate, bool step, uint16_t* c, int64_t c_rs) {
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < n; ++j)
-      c[i * c_rs + j] = outer_element(t, a[i], b[j], bias, j, accumulate, step, c[i * c_rs + j]);
+      c[i * c_rs + j] = finish_element(t, a[i] * b[j], bias, j, accumulate, step, c[i * c_rs + j]);
 }
 
 }  // namespace

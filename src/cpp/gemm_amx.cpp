@@ -52,8 +52,6 @@ void configure_tiles() {
   _tile_loadconfig(&cfg);
 }
 
-inline uint16_t at(const uint16_t* x, int64_t rs, int64_t cs, int64_t r, int64_t c) { return x[r * rs + c * cs]; }
-
 // B (k x n) into VNNI tiles: for column block jb and k chunk kb, tile t (columns 16 t .. 16 t + 15 of the block) at
 // out + ((kb * blocks + jb) * 2 + t) * 512 (blocks = column blocks: a chunk's tiles side by side), element (kk, j) of the chunk at (kk / 2) * 32 + 2 j + kk % 2. A B whose
 // columns are contiguous along k (Wᵀ of a row-major W, the forward's) moves whole pairs: 32-bit words of W's rows.
@@ -240,8 +238,8 @@ inline __m512i round_to_bf16(__m512 v) {
 
 // Rows line0 .. line0 + lines of C, columns col0 .. col0 + width (<= 32), from the block's float32 sums: element e of
 // line l is sums(l, e), or sums(e, l) where the tiles computed Cᵀ; [C +] sums [+ bias], [H], rounded once, in the
-// order and with the bits of the scalar epilogue (unit_step of neuron_math.h, f32_to_bf16). A line is two 16-lane
-// halves joined into one 64-byte store: two narrowing stores a line cost a third of a short-k product.
+// order and with the bits of finish_element (convert.h). A line is two 16-lane halves joined into one 64-byte store:
+// two narrowing stores a line cost a third of a short-k product.
 void store_block(const LowpGemmArgs& g, const float* sums, bool transposed, const float* bias, int64_t line0,
                  int64_t lines, int64_t col0, int64_t width) {
   const auto sum_at = [&](int64_t l, int64_t e) { return transposed ? sums[e * kBlock + l] : sums[l * kBlock + e]; };
@@ -249,11 +247,7 @@ void store_block(const LowpGemmArgs& g, const float* sums, bool transposed, cons
     for (int64_t l = 0; l < lines; ++l)
       for (int64_t e = 0; e < width; ++e) {
         uint16_t& out = g.c[(line0 + l) * g.c_rs + (col0 + e) * g.c_cs];
-        float x = sum_at(l, e);
-        if (g.accumulate) x = bf16_to_f32(out) + x;
-        if (bias) x += bias[col0 + e];
-        if (g.step) x = unit_step(x);
-        out = f32_to_bf16(x);
+        out = finish_element(LowpType::BFloat16, sum_at(l, e), bias, col0 + e, g.accumulate, g.step, out);
       }
     return;
   }

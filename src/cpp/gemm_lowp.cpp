@@ -167,10 +167,7 @@ void dot_path(const LowpKernels& cv, const LowpGemmArgs& g, const float* bias, b
   for (int64_t i = 0; i < g.m; ++i)
     for (int64_t j = 0; j < g.n; ++j) {
       uint16_t& out = g.c[i * g.c_rs + j * g.c_cs];
-      float v = dots[i * dot_rs + j * dot_cs];
-      if (g.accumulate) v = lowp_to_f32(g.type, out) + v;
-      if (bias) v += bias[j];
-      out = f32_to_lowp(g.type, g.step ? unit_step(v) : v);
+      out = finish_element(g.type, dots[i * dot_rs + j * dot_cs], bias, j, g.accumulate, g.step, out);
     }
 }
 
@@ -207,10 +204,8 @@ void axpy_path(const LowpKernels& cv, const LowpGemmArgs& g, const float* bias, 
   for (int64_t i = 0; i < g.m; ++i)
     for (int64_t j = 0; j < g.n; ++j) {
       uint16_t& out = g.c[i * g.c_rs + j * g.c_cs];
-      float v = rows_of_c ? sums[i * width + j] : sums[j * width + i];
-      if (g.accumulate) v = lowp_to_f32(g.type, out) + v;
-      if (bias) v += bias[j];
-      out = f32_to_lowp(g.type, g.step ? unit_step(v) : v);
+      out = finish_element(g.type, rows_of_c ? sums[i * width + j] : sums[j * width + i], bias, j, g.accumulate,
+                           g.step, out);
     }
 }
 
@@ -234,7 +229,7 @@ void outer_path(const LowpKernels& cv, const LowpGemmArgs& g, const float* bias)
     for (int64_t i = i0; i < i0 + rows; ++i)
       for (int64_t j = 0; j < g.n; ++j) {
         uint16_t& out = g.c[i * g.c_rs + j * g.c_cs];
-        out = outer_element(g.type, a[i], b[j], bias, j, g.accumulate, g.step, out);
+        out = finish_element(g.type, a[i] * b[j], bias, j, g.accumulate, g.step, out);
       }
   });
 }
@@ -304,7 +299,8 @@ void gemm_lowp(const LowpGemmArgs& g) {
   // product's horizontal sum, paid per output, outweighs converting W once (Xeon, float16, one thread, dots /
   // float32: 16 x 24 -> 574 46 / 8.7 us, 16 x 256 -> 256 51 / 28, 6 x 330 -> 663 76 / 56, 16 x 1024 -> 1024 616 /
   // 516; but 3 x 1024 -> 1024 155 / 294, 8 x 1024 -> 2048 685 / 1029, 16 x 4096 -> 1024 1983 / 2224).
-  const bool w_in_l2 = int64_t(sizeof(uint16_t)) * g.k * g.n <= int64_t(cpu_caches().l2);
+  const int64_t l2 = int64_t(cpu_caches().l2);
+  const bool w_in_l2 = int64_t(sizeof(uint16_t)) * g.k * g.n <= l2;
   const bool dot_by_rows = g.m <= kDotRows && g.b_rs == 1 && (g.m <= 4 || !w_in_l2);
   const bool dot_by_columns = g.n <= kDotRows && g.a_cs == 1 && few_outputs_dot_pays(g);
   if (g.k > 0 && !dot_by_rows && !dot_by_columns) {
@@ -355,7 +351,6 @@ void gemm_lowp(const LowpGemmArgs& g) {
   // take half of L2 together, the float32 sums of all of C accumulating across them. Converted whole, B (the batch
   // of X) became a float32 copy twice its size, written and read back (Xeon, float16 dW of 53928 x 423 -> 7: 50 ms,
   // torch 7.4). The bias goes in with the first slab, the step after the last; the slabs are fixed by the shape.
-  const int64_t l2 = int64_t(cpu_caches().l2);
   if (g.k > 0 && int64_t(sizeof(float)) * g.m * g.n <= l2 / 2 && int64_t(sizeof(float)) * g.k * g.n > l2) {
     const int64_t slab = std::max<int64_t>(256, l2 / 2 / (int64_t(sizeof(float)) * (g.m + g.n)) / 64 * 64);
     Scratch scratch(g.m * slab + slab * g.n + g.m * g.n);
