@@ -292,17 +292,17 @@ void gemm_lowp(const LowpGemmArgs& g) {
     outer_path(cv, g, bias_f.get());
     return;
   }
-  // The dot products where the large operand runs along k (the forward, dX's dY; taken after the tiles' turn below);
-  // else, for one or two rows or columns of C with the large operand running along C (dW, dX's W), its rows
-  // accumulated in order.
-  // A short batch of 5 to 16 rows through a W that fits in L2 goes to the float32 kernels instead: there a dot
-  // product's horizontal sum, paid per output, outweighs converting W once (Xeon, float16, one thread, dots /
+  // The dot products where the large operand runs along k (the forward, dX's dY; taken after the tiles' turn below),
+  // but not for a short batch of 5 to 16 rows through a W that fits in L2: there a dot product's horizontal sum,
+  // paid per output, outweighs converting W once for the float32 kernels (Xeon, float16, one thread, dots /
   // float32: 16 x 24 -> 574 46 / 8.7 us, 16 x 256 -> 256 51 / 28, 6 x 330 -> 663 76 / 56, 16 x 1024 -> 1024 616 /
   // 516; but 3 x 1024 -> 1024 155 / 294, 8 x 1024 -> 2048 685 / 1029, 16 x 4096 -> 1024 1983 / 2224).
   const int64_t l2 = int64_t(cpu_caches().l2);
   const bool w_in_l2 = int64_t(sizeof(uint16_t)) * g.k * g.n <= l2;
   const bool dot_by_rows = g.m <= kDotRows && g.b_rs == 1 && (g.m <= 4 || !w_in_l2);
   const bool dot_by_columns = g.n <= kDotRows && g.a_cs == 1 && few_outputs_dot_pays(g);
+  // Else, for one or two rows or columns of C with the large operand running along C (dW, dX's W), its rows
+  // accumulated in order.
   if (g.k > 0 && !dot_by_rows && !dot_by_columns) {
     if (g.m <= 2 && g.b_cs == 1) {
       axpy_path(cv, g, bias_f.get(), true);
