@@ -31,6 +31,7 @@
 
 #include <algorithm>
 #include <new>
+#include <type_traits>
 #include <utility>
 
 #include "cpu_caches.h"
@@ -199,17 +200,54 @@ inline void finish_element(const GemmArgs<T>& g, const T* bias, int64_t i, int64
 }
 
 // The partial sums of `slots` slots (slot s at partial + s * slot_size, element (i, j) at i * rs + j * cs within a
-// slot), added in slot order, through finish_element: the order is the shape's, not the threads'.
+// slot), added in slot order, then finished as finish_element does: the order is the shape's, not the threads'.
+// Square blocks of C, each walked along the slots' unit stride (C's rows, or its columns where the slots hold Cᵀ,
+// as the transposed long-k path leaves them), with the epilogue's options fixed once a call. (Element by element,
+// strided across the slots and testing each option, the transposed finish of dW 100 x 9 -> 918 float32 took 19 of
+// the product's 34 us on a Xeon; 7 us so.)
 template <typename T>
 void finish_partial_sums(const GemmArgs<T>& g, const T* bias, const T* partial, int64_t slots, int64_t slot_size,
                          int64_t rs, int64_t cs) {
-  for (int64_t i = 0; i < g.m; ++i)
-    for (int64_t j = 0; j < g.n; ++j) {
+  constexpr int64_t kBlock = 32;
+  const bool along_rows = cs == 1 || rs != 1;
+  auto finish = [&](auto accumulate, auto has_bias, auto step) {
+    auto element = [&](int64_t i, int64_t j) {
       const T* at = partial + i * rs + j * cs;
       T v = at[0];
       for (int64_t s = 1; s < slots; ++s) v += at[s * slot_size];
-      finish_element(g, bias, i, j, v);
-    }
+      T& c = g.c[i * g.c_rs + j * g.c_cs];
+      if (decltype(accumulate)::value) v += c;
+      if (decltype(has_bias)::value) v += bias[j];
+      c = decltype(step)::value ? unit_step(v) : v;
+    };
+    for (int64_t i0 = 0; i0 < g.m; i0 += kBlock)
+      for (int64_t j0 = 0; j0 < g.n; j0 += kBlock) {
+        const int64_t i1 = std::min(g.m, i0 + kBlock), j1 = std::min(g.n, j0 + kBlock);
+        if (along_rows) {
+          for (int64_t i = i0; i < i1; ++i)
+            for (int64_t j = j0; j < j1; ++j) element(i, j);
+        } else {
+          for (int64_t j = j0; j < j1; ++j)
+            for (int64_t i = i0; i < i1; ++i) element(i, j);
+        }
+      }
+  };
+  auto with_step = [&](auto accumulate, auto has_bias) {
+    if (g.step)
+      finish(accumulate, has_bias, std::true_type{});
+    else
+      finish(accumulate, has_bias, std::false_type{});
+  };
+  auto with_bias = [&](auto accumulate) {
+    if (bias)
+      with_step(accumulate, std::true_type{});
+    else
+      with_step(accumulate, std::false_type{});
+  };
+  if (g.accumulate)
+    with_bias(std::true_type{});
+  else
+    with_bias(std::false_type{});
 }
 
 struct Plan {
