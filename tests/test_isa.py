@@ -225,7 +225,7 @@ def test_tall_products_match_reference(rng, isa, shape, dtype):
     "shape",
     [(1, 1, 512), (2, 16, 513), (16, 16, 1500), (5, 21, 2048), (13, 9, 1025), (16, 32, 700), (8, 349, 600),
      (1, 349, 4087), (3, 70, 20), (9, 1, 5001), (1, 40, 3000), (1, 1000, 700), (1, 257, 9000), (20, 30, 3000),
-     (30, 24, 2000), (19, 24, 1500)],
+     (30, 24, 2000), (19, 24, 1500), (7, 20, 2216), (15, 24, 700)],
     ids=_shape_id,
 )  # fmt: skip
 def test_long_k_products_match_reference(rng, isa, shape, dtype):
@@ -326,6 +326,9 @@ def test_few_row_products_take_the_long_k_path(isa):
         assert _plan(np.float32, 9546, 24, 19, "col", "row") == "blocked"
         assert _plan(np.float32, 300, 16, 60, "col", "row") == "blocked"
         assert _plan(np.float32, 100, 3, 120, "col", "row") == "long_k_transposed"
+        # float64 C's within one tile's width (three vectors): the tiles would copy their edges every k block
+        assert _plan(np.float64, 7, 20, 2216, "col", "row") == "long_k"
+        assert _plan(np.float64, 15, 24, 3000, "col", "row") == "long_k"
 
 
 # k <= 8, C written row by row: k = 1 (outer products) to 8 and one past, every B layout (strided ones are copied

@@ -403,11 +403,13 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // Tiles that leave edges copy them every k block (an edge sliver of B read in place, the edge rows of A): over a
   // long k that is a copy of the operands, where the long-k kernel over one column group (two vectors) reads each
   // operand once a row group (Xeon, dW 20 x 30 over 20000 rows float32: 0.53x MKL in tiles, 1.0x; 24 x 100 over 5000
-  // in four column groups 0.97x against 0.84x).
+  // in four column groups 0.97x against 0.84x). So for a C within one tile's width (two vectors, or float64's three
+  // on AVX-512: dW 7 x 3000 -> 20 27 -> 18 us, 7 x 2216 -> 20 19.8 -> 13.4, 15 x 3000 -> 20 53 -> 36, Xeon).
   const bool edges = g.m % uk.mr != 0 || g.n % uk.nr != 0;
   const bool long_k_ok =
       long_k_base && a_rows_ok && g.b_cs == 1 && g.m <= long_k_rows && b_rows_in_band &&
-      ((edges && g.n <= 2 * lanes) || tile_lanes > 1.25 * double(g.m) * double(round_up(g.n, lanes)));
+      ((edges && g.n <= std::max(2 * lanes, uk.nr)) ||
+       tile_lanes > 1.25 * double(g.m) * double(round_up(g.n, lanes)));
   // On Cᵀ the FMAs saved must also pay for the transposing epilogue, about 2.5 cycles (5 vectors' lanes) an output.
   // Xeon, A column-major, float32, tiles against long-k on Cᵀ: 9546 x 19 -> 24 4.0x, 5000 x 40 -> 24 2.4x,
   // 300 x 60 -> 16 2.9x, 700 x 64 -> 9 1.7x faster (float64 64 x 40 -> 8 2.0x), but 100 x 120 -> 3 2.7x slower,
