@@ -232,3 +232,56 @@ def test_strided_output_columns_match_reference(dtype):
     c = np.full((n, m), np.nan, dtype).T
     _gemm_any(a, b, c, step=False)
     assert_linear_close(c, a, b.T)
+
+
+# A k within one long block whose B panel overflows half of L2 by its width alone runs over the whole k in column
+# blocks of equal width (C written once), not in k blocks. In a child with a 512 KiB L2, float64 100 x 200 -> 300 is
+# three column blocks of 120, 120 and 60 columns (B packed, A = Xᵀ in place, as the weight gradient reads them; and
+# the forward's B = Wᵀ), on one and two threads, with bias, accumulate and step; the same bits on both thread counts.
+_COLUMN_BLOCKS_CHILD = r"""
+import sys
+import numpy as np
+from linneuron import _core
+rng = np.random.default_rng(3)
+out = {}
+for dtype in (np.float32, np.float64):
+    dt = _core.FLOAT32 if dtype == np.float32 else _core.FLOAT64
+    for m, k, n in ((100, 200, 300), (37, 380, 1001)):
+        a = rng.standard_normal((k, m)).astype(dtype).T  # column-major A
+        b = rng.standard_normal((k, n)).astype(dtype)
+        bias = rng.standard_normal(n).astype(dtype)
+        start = rng.standard_normal((m, n)).astype(dtype)
+        np.save(f"{sys.argv[1]}/a_{dtype.__name__}_{m}.npy", a)
+        np.save(f"{sys.argv[1]}/b_{dtype.__name__}_{m}.npy", b)
+        np.save(f"{sys.argv[1]}/bias_{dtype.__name__}_{m}.npy", bias)
+        np.save(f"{sys.argv[1]}/start_{dtype.__name__}_{m}.npy", start)
+        for threads in (1, 2):
+            _core.set_num_threads(threads)
+            for name, use_bias, accumulate, step in (("plain", False, False, False), ("bias_acc", True, True, False),
+                                                     ("bias_step", True, False, True)):
+                c = start.copy()
+                _core.gemm(dt, m, n, k, a.ctypes.data, 1, m, b.ctypes.data, n, 1, c.ctypes.data, n, 1,
+                           bias.ctypes.data if use_bias else 0, 1, accumulate, step)
+                np.save(f"{sys.argv[1]}/c_{dtype.__name__}_{m}_{threads}_{name}.npy", c)
+"""
+
+
+def test_column_blocks_over_a_whole_short_k_match_reference(tmp_path):
+    subprocess.run([sys.executable, "-c", _COLUMN_BLOCKS_CHILD, str(tmp_path)],
+                   env={**os.environ, "LINNEURON_CACHES": "49152,524288,0"}, check=True, timeout=120)  # fmt: skip
+    for dtype in ("float32", "float64"):
+        for m in (100, 37):
+            a, b, bias, start = (np.load(tmp_path / f"{part}_{dtype}_{m}.npy") for part in ("a", "b", "bias", "start"))
+            for name in ("plain", "bias_acc", "bias_step"):
+                one, two = (np.load(tmp_path / f"c_{dtype}_{m}_{t}_{name}.npy") for t in (1, 2))
+                assert one.tobytes() == two.tobytes(), (dtype, m, name)
+                if name == "plain":
+                    assert_linear_close(one, a, b.T)
+                elif name == "bias_acc":
+                    expected = start.astype(np.float64) + reference_linear(a, b.T, bias)
+                    tol = linear_tolerance(a, b.T, bias, a.dtype) + 2 * np.finfo(a.dtype).eps * np.abs(expected)
+                    assert np.all(np.abs(one - expected) <= tol), (dtype, m)
+                else:  # the step of z, away from z = 0 where rounding decides
+                    z = reference_linear(a, b.T, bias)
+                    clear = np.abs(z) > linear_tolerance(a, b.T, bias, a.dtype)
+                    assert np.array_equal(one[clear], (z[clear] >= 0).astype(a.dtype)), (dtype, m)
