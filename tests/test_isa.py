@@ -326,6 +326,11 @@ def test_few_row_products_take_the_long_k_path(isa):
         assert _plan(np.float32, 9546, 24, 19, "col", "row") == "blocked"
         assert _plan(np.float32, 300, 16, 60, "col", "row") == "blocked"
         assert _plan(np.float32, 100, 3, 120, "col", "row") == "long_k_transposed"
+        # A C of 3 to 10 rows over a B of twice L2 and more streams its rows from 256 bytes on; narrower rows stay
+        # with the long-k kernel (its bands of B cost little where a row is a line or two).
+        rows_2l2 = 2 * _core.cpu_caches()["l2"] // 256 + 16
+        assert _plan(np.float32, 5, 64, rows_2l2, "col", "row") == "stream_rows"
+        assert _plan(np.float32, 5, 32, 2 * rows_2l2, "col", "row") == "long_k"
         # float64 C's within one tile's width (three vectors): the tiles would copy their edges every k block
         assert _plan(np.float64, 7, 20, 2216, "col", "row") == "long_k"
         assert _plan(np.float64, 15, 24, 3000, "col", "row") == "long_k"
@@ -427,7 +432,8 @@ def check_against_float64(a, b, c, c0, bias, acc, step, what):
 
 
 # A C of a few rows over a B with long rows that does not stay in L2 (the weight gradient dYᵀ X of a layer with few
-# outputs): B's rows streamed into C's rows held in L1. With L2 declared as 64 KiB (in a child, as above) modest
+# outputs): B's rows streamed into C's rows held in L1 (for 3 to 10 rows from rows of 256 bytes on where B is twice
+# L2 and more: 6 x 3001 -> 80 float32, 4 x 2100 -> 37 float64). With L2 declared as 64 KiB (in a child, as above) modest
 # shapes take that path (a row vector too): every family, A column- and row-major, C plain
 # (written in place) and padded with accumulate, bias and step (through the workspace), k not a multiple of the
 # kernel's 4 rows, a last partial vector, k in one part (threads split the columns) and in 3 parts of 2048 rows or
@@ -437,8 +443,9 @@ rng = np.random.default_rng(9)
 for isa in _core.supported_isas():
     assert _core.set_active_isa(isa)
     for dtype, shapes in ((np.float32, ((3, 203, 1100), (7, 150, 1030), (5, 64, 1031), (1, 150, 700),
-                                        (5, 4500, 270), (10, 4500, 270), (9, 203, 1100))),
-                          (np.float64, ((5, 333, 530), (2, 97, 1025), (6, 41, 515), (1, 97, 300), (7, 5001, 131)))):
+                                        (5, 4500, 270), (10, 4500, 270), (9, 203, 1100), (6, 3001, 80))),
+                          (np.float64, ((5, 333, 530), (2, 97, 1025), (6, 41, 515), (1, 97, 300), (7, 5001, 131),
+                                        (4, 2100, 37)))):
         for m, k, n in shapes:
             for a_col, pad, bias_on, acc, step in ((True, 0, False, False, False), (False, 3, True, True, False),
                                                    (True, 1, True, False, True)):

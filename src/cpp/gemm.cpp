@@ -438,9 +438,18 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   const bool b_rows_streamable = uk.stream_rows && g.b_cs == 1 && g.n * int64_t(sizeof(T)) >= 1024 &&
                                  b_bytes > (g.m == 1 ? 0.5 : 1.0) * l2;
   const bool row_vector_streams = g.m == 1 && b_rows_streamable && (l2 <= double(1 << 20) || b_bytes > l2);
-  plan.long_k =
-      !row_vector_streams && long_k_ok && (!long_k_t_ok || long_k_step(g.m, g.n) <= long_k_step(g.n, g.m));
-  plan.long_k_transposed = long_k_t_ok && !plan.long_k;
+  // A C of 3 to kStreamRowsMax rows over a B of twice L2 and more (from L3 or memory), in rows of four cache lines
+  // and more, streams rather than going to the long-k kernel, which reads each k chunk of B in bands (the first
+  // from memory, in runs of a few lines rows apart). Xeon, dW over a large batch, against MKL, long-k -> streamed:
+  // float32 5 x 31962 -> 226 0.79 -> 0.94x, 8 x 30000 -> 200 0.68 -> 0.91x, 5 x 20000 -> 100 0.95 -> 1.15x, 8 x 30000
+  // -> 64 0.97 -> 1.07x (2 threads 1.42 -> 1.64x), 8 x 5000 -> 200 (4 MB) 0.95 -> 1.13x; float64 4 x 8000 -> 120
+  // 1.08 -> 1.23x, 3 x 30000 -> 60 1.03 -> 1.17x. Alike within 2.4-3 MB of B and for one or two rows; rows of one
+  // or two lines lost (4 x 30000 -> 32 float32 1.21 -> 1.11x, -> 16 1.47 -> 0.58x).
+  const bool streams_past_long_k = uk.stream_rows && g.b_cs == 1 && g.n * int64_t(sizeof(T)) >= 256 &&
+                                   b_bytes >= 2.0 * l2 && 3 <= g.m && g.m <= kStreamRowsMax && g.m < uk.mr;
+  plan.long_k = !row_vector_streams && !streams_past_long_k && long_k_ok &&
+                (!long_k_t_ok || long_k_step(g.m, g.n) <= long_k_step(g.n, g.m));
+  plan.long_k_transposed = long_k_t_ok && !plan.long_k && !streams_past_long_k;
   // A C of a few rows over a B with rows of 1 KiB or more, larger than L2 (the weight gradient dYᵀ X of a
   // layer with few outputs over a large batch): B's rows are read in long runs, a chunk that stays in L2 at a time,
   // and added into C's rows held in L1 (stream_rows). Tiles read such a B in bands of nr columns, rows far apart,
@@ -453,7 +462,7 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // tiles, with threads on halves of rows: 2 x 30000 -> 500 float64 (4 KB rows) 1.4-1.8x, 5 x 31962 -> 226 (1.8 KB)
   // 1.45-1.5x, 5 x 20000 -> 150 1.28x, 3 x 20000 -> 300 float32 (1.2 KB) 1.03x; 5 x 20000 -> 100 float64 (800 B)
   // 0.76x.
-  plan.stream_rows = b_rows_streamable && !plan.short_k && !plan.skinny && !plan.tall && !plan.dot && !plan.long_k &&
+  plan.stream_rows = (b_rows_streamable || streams_past_long_k) && !plan.short_k && !plan.skinny && !plan.tall && !plan.dot && !plan.long_k &&
                      !plan.long_k_transposed && g.m <= kStreamRowsMax && g.m < uk.mr;
   const bool a_direct = g.a_cs == 1 || g.a_rs == 1;
   const bool b_direct = g.b_cs == 1;
