@@ -270,6 +270,25 @@ def test_skinny_products_of_a_dense_a_match_reference(rng, isa, k, dtype):
         _check(rng, m, n, k, dtype, "row", "col", c_layout=c_layout, bias="plain", step=True)
 
 
+# Two to four outputs over a k past 8 with a row-major A (the backward dX = dY W of a layer with few inputs, the
+# forward of a few outputs where the tall kernel and dot products do not pay): the skinny kernel's gathered columns
+# of A, not tiles padded to a vector; B row-major (dX's W) and column-major (the forward's Wᵀ), C row-major and
+# padded, every epilogue, rows past the last whole vector, and two threads (rows split) bit-identical to one.
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [(7120, 3, 10), (1981, 4, 27), (203, 2, 20), (1001, 3, 61), (77, 4, 9)],
+                         ids=_shape_id)  # fmt: skip
+def test_few_output_products_over_a_longer_k_match_reference(rng, isa, shape, dtype):
+    m, n, k = shape
+    lanes = (64 if isa == "avx512" else 32) // np.dtype(dtype).itemsize
+    for b_layout in ("row", "col"):
+        if isa != "portable" and b_layout == "row" and n <= min(4, lanes // 2):  # (AVX2 float64: n <= 2)
+            assert _plan(dtype, m, n, k, "row", "row") == "skinny", shape
+        _check(rng, m, n, k, dtype, "row", b_layout)
+        _check(rng, m, n, k, dtype, "row", b_layout, c_layout="padded", bias="strided", accumulate=True)
+        _check(rng, m, n, k, dtype, "row", b_layout, bias="plain", step=True)
+    _assert_same_bits_on_1_and_2_threads(rng, m, n, k, "row", "row", dtype)
+
+
 # A batch of one through the forward's Wᵀ runs as the column W x (dot products summed by transposes, the skinny
 # kernel for a short k), writing C's row in place: every epilogue (the bias put in first), C contiguous, strided and
 # reversed, k below, at and past a vector, many outputs split between two threads.

@@ -374,6 +374,15 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   const double tall = tall_ok ? tall_cost(g, uk) : tile;
   plan.tall = tall_ok && tall < tile && tall < dot;
   plan.dot = dot_ok && !plan.tall && dot < tile;
+  // One to four outputs over a longer k (the backward dX = dY W of a layer with few inputs) where neither the tall
+  // kernel nor dot products pay: the skinny kernel's gathered columns of A (vectors along m, k gathers and k n FMAs
+  // for a vector of rows) beat tiles that pad n to a whole vector and broadcast A element by element, while n is at
+  // most half a vector. Xeon, AVX-512 float32 then float64: 7120 x 10 -> 3 31 -> 21 us, 34 -> 26; 6244 x 20 -> 2
+  // 42 -> 26, 46 -> 31; 3000 x 60 -> 4 51 -> 36, 57 -> 54; 10000 x 200 -> 2 713 -> 503, alike; five outputs lost
+  // (3000 x 60 -> 5 47 -> 68 us); AVX2 float32 alike (6244 x 20 -> 2 45 -> 27), AVX2 float64 (four lanes) lost from
+  // n = 4 (3000 x 60 -> 4 48 -> 74 us).
+  plan.skinny = plan.skinny || (!plan.short_k && !plan.tall && !plan.dot && g.a_cs == 1 && g.k > 8 &&
+                                g.n <= std::min<int64_t>(4, lanes / 2) && g.m >= 64 && gather_ok);
   // A small C over a long k, e.g. dW = dYᵀ X of a 16 -> 16 layer over a batch of 65536: register tiles would pad
   // 16 x 16 to 24 x 32 and copy edge slivers of both operands every k block; the long-k kernel keeps C in registers.
   // A row vector of A needs no row stride.
