@@ -612,6 +612,13 @@ def test_single_column_results_do_not_depend_on_the_thread_count(rng, isa):
 
 def test_long_k_results_do_not_depend_on_the_thread_count(rng, isa):
     _assert_same_bits_on_1_and_2_threads(rng, 16, 16, 5000, "col", "row")
+    # One k chunk for two threads: C's columns split on whole column groups (two vectors for more than four rows,
+    # the wide kernel's for fewer), the last group partial; and the same on Cᵀ.
+    for m, n, k, dtype in [(29, 205, 447, np.float32), (14, 100, 300, np.float64), (3, 700, 200, np.float32),
+                           (300, 20, 400, np.float32), (200, 6, 400, np.float64)]:  # fmt: skip
+        _assert_same_bits_on_1_and_2_threads(rng, m, n, k, "col", "row", dtype)
+        linneuron.set_num_threads(2)
+        _check(rng, m, n, k, dtype, "col", "row", bias="plain", accumulate=True, c_layout="padded")
 
 
 # The blocked driver (A read in place, B packed) on two threads: rows split over a panel within half of L2 (a

@@ -516,11 +516,14 @@ void long_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads, b
   const T* bias = nullptr;
   T* const partial = gemm_workspace(g, direct ? 0 : chunks * cell, bias);
   // The kernel's C (Cᵀ when transposed): rows x cols, and with fewer chunks than threads its columns split on whole
-  // column groups of the wide kernel, each part at least one group wide (so every part runs that kernel, in which
-  // each output is one chain of FMAs wherever its group falls: the bits do not depend on the split).
+  // column groups (of the wide kernel for a C of up to kLongKWideRows rows, else of two vectors), each part at least
+  // one group wide: every part then cuts its columns into the groups the whole would (and a C of few rows runs the
+  // wide kernel in each), in which each output is one chain of FMAs wherever its group falls, so the bits do not
+  // depend on the split. (Taller C's split too: Xeon, dW 29 x 447 -> 205 float32 on 2 threads 50 -> 30 us, 14 x 300
+  // -> 100 float64 16 -> 12 us.)
   const int64_t rows = transposed ? g.n : g.m, cols = transposed ? g.m : g.n;
-  const int64_t group = rows <= kLongKWideRows ? long_k_wide_vectors(rows) * uk.lanes : 0;
-  const int64_t col_parts = chunks < nthreads && group > 0 ? std::clamp<int64_t>(cols / group, 1, nthreads) : 1;
+  const int64_t group = (rows <= kLongKWideRows ? long_k_wide_vectors(rows) : 2) * uk.lanes;
+  const int64_t col_parts = chunks < nthreads ? std::clamp<int64_t>(cols / group, 1, nthreads) : 1;
   auto part_start = [&](int64_t part) {
     return part == col_parts ? cols : part == 0 ? 0 : cols * part / col_parts / group * group;
   };
@@ -1201,8 +1204,11 @@ void column_vector_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
 // in process against the undivided plan: dW 99 x 8863 -> 242 float32 1.17-1.23x (float64 1.20x), 18 x 41270 -> 291
 // 1.25x, 62 x 42590 -> 563 1.17-1.18x, 77 x 57617 -> 775 1.18x, float64 68 x 40775 -> 820 1.09x. On one thread the
 // parts cost nothing (0.99-1.06x): the same plan runs on each part, and C's parts are small beside the operands;
-// the bits do not depend on the thread count.
-constexpr int64_t kSplitPartK = 4096;  // the shortest part: each part still runs long k blocks of its plan
+// the bits do not depend on the thread count. Parts from 2048 rows on: a shorter batch split where the undivided plan
+// cut C's few row slivers unevenly between the threads (Xeon, 2 threads, against parts of 4096 rows and more: dW
+// 30 x 7217 -> 49 float32 267 -> 154 us, float64 411 -> 300; 40 x 6000 -> 100 330 -> 256, 673 -> 512; 50 x 5000 ->
+// 200 726 -> 599; one thread -2 to +4 %).
+constexpr int64_t kSplitPartK = 2048;  // the shortest part: each part still runs long k blocks of its plan
 constexpr int64_t kMaxSplitParts = 8;
 
 template <typename T>
