@@ -700,7 +700,7 @@ void long_k_rows(int64_t k, const typename V::T* a, int64_t a_rs, int64_t a_cs, 
   };
   // Every access to acc has a constant index (a fold over the chains), so the accumulators live in registers: an
   // index known only at run time (the tail's chain) kept the whole array on the stack, stored back every k step
-  // (Xeon, dW 4 x 15744 -> 4 float32: 29 -> 12 us).
+  // (Xeon, dW 4 x 15744 -> 4: float32 28 -> 19 us, float64 33 -> 26).
   auto each_chain = [&](auto step) { for_each_index(std::make_integer_sequence<int, kChains>{}, step); };
   int64_t p = 0;
   for (; p + kChains <= k; p += kChains) each_chain([&](auto u) { k_step(p + u, acc[u]); });
