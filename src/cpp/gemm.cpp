@@ -471,8 +471,8 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // tiles, with threads on halves of rows: 2 x 30000 -> 500 float64 (4 KB rows) 1.4-1.8x, 5 x 31962 -> 226 (1.8 KB)
   // 1.45-1.5x, 5 x 20000 -> 150 1.28x, 3 x 20000 -> 300 float32 (1.2 KB) 1.03x; 5 x 20000 -> 100 float64 (800 B)
   // 0.76x.
-  plan.stream_rows = (b_rows_streamable || streams_past_long_k) && !plan.short_k && !plan.skinny && !plan.tall && !plan.dot && !plan.long_k &&
-                     !plan.long_k_transposed && g.m <= kStreamRowsMax && g.m < uk.mr;
+  plan.stream_rows = (b_rows_streamable || streams_past_long_k) && !plan.short_k && !plan.skinny && !plan.tall &&
+                     !plan.dot && !plan.long_k && !plan.long_k_transposed && g.m <= kStreamRowsMax && g.m < uk.mr;
   const bool a_direct = g.a_cs == 1 || g.a_rs == 1;
   const bool b_direct = g.b_cs == 1;
   // A is reused once per B sliver: pack it only when there are enough slivers to amortise the copy.

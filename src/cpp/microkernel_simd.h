@@ -651,6 +651,12 @@ void tall_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t
   }
 }
 
+// f(std::integral_constant<int, I>{}) for each I of the sequence, in order: an index the compiler sees as a constant.
+template <int... I, class F>
+inline void for_each_index(std::integer_sequence<int, I...>, F&& f) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+
 // MicroKernel::long_k: the sums of a small C over a long k, such as the weight gradient dW = dYᵀ X of a layer with
 // few inputs and outputs over a large batch (16 x 65536 x 16):
 //   out[i*n + j] = sum_{p < k} a[i + p*a_cs] * b[p*b_rs + j]   for i < m <= 16, j < n
@@ -663,12 +669,6 @@ void tall_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t
 // the end (dW of a 1 -> 9 layer over 52502 rows, transposed to one 9-wide row: 81 -> 30 us float32 on Zen 5).
 // kUnitRows: A's rows are adjacent (a_rs == 1, dYᵀ), so its MR elements of a k step are one run of addresses (a
 // runtime row stride would need a pointer per row: 16 rows, 16 registers); otherwise MR <= kLongKWideRows.
-// f(std::integral_constant<int, I>{}) for each I of the sequence, in order: an index the compiler sees as a constant.
-template <int... I, class F>
-inline void for_each_index(std::integer_sequence<int, I...>, F&& f) {
-  (f(std::integral_constant<int, I>{}), ...);
-}
-
 template <class V, int MR, int NV, bool kUnitRows>
 void long_k_rows(int64_t k, const typename V::T* a, int64_t a_rs, int64_t a_cs, const typename V::T* b, int64_t b_rs,
                  int n, typename V::T* out, int64_t out_rs) {
