@@ -31,7 +31,6 @@
 
 #include <algorithm>
 #include <new>
-#include <type_traits>
 #include <utility>
 
 #include "cpu_caches.h"
@@ -200,54 +199,17 @@ inline void finish_element(const GemmArgs<T>& g, const T* bias, int64_t i, int64
 }
 
 // The partial sums of `slots` slots (slot s at partial + s * slot_size, element (i, j) at i * rs + j * cs within a
-// slot), added in slot order, then finished as finish_element does: the order is the shape's, not the threads'.
-// Square blocks of C, each walked along the slots' unit stride (C's rows, or its columns where the slots hold Cᵀ,
-// as the transposed long-k path leaves them), with the epilogue's options fixed once a call. (Element by element,
-// strided across the slots and testing each option, the transposed finish of dW 918 x 100 -> 9 float32 took 19 of
-// the product's 34 us on a Xeon; 7 us so.)
+// slot), added in slot order, through finish_element: the order is the shape's, not the threads'.
 template <typename T>
 void finish_partial_sums(const GemmArgs<T>& g, const T* bias, const T* partial, int64_t slots, int64_t slot_size,
                          int64_t rs, int64_t cs) {
-  constexpr int64_t kBlock = 32;
-  const bool along_rows = cs == 1 || rs != 1;
-  auto finish = [&](auto accumulate, auto has_bias, auto step) {
-    auto element = [&](int64_t i, int64_t j) {
+  for (int64_t i = 0; i < g.m; ++i)
+    for (int64_t j = 0; j < g.n; ++j) {
       const T* at = partial + i * rs + j * cs;
       T v = at[0];
       for (int64_t s = 1; s < slots; ++s) v += at[s * slot_size];
-      T& c = g.c[i * g.c_rs + j * g.c_cs];
-      if (decltype(accumulate)::value) v += c;
-      if (decltype(has_bias)::value) v += bias[j];
-      c = decltype(step)::value ? unit_step(v) : v;
-    };
-    for (int64_t i0 = 0; i0 < g.m; i0 += kBlock)
-      for (int64_t j0 = 0; j0 < g.n; j0 += kBlock) {
-        const int64_t i1 = std::min(g.m, i0 + kBlock), j1 = std::min(g.n, j0 + kBlock);
-        if (along_rows) {
-          for (int64_t i = i0; i < i1; ++i)
-            for (int64_t j = j0; j < j1; ++j) element(i, j);
-        } else {
-          for (int64_t j = j0; j < j1; ++j)
-            for (int64_t i = i0; i < i1; ++i) element(i, j);
-        }
-      }
-  };
-  auto with_step = [&](auto accumulate, auto has_bias) {
-    if (g.step)
-      finish(accumulate, has_bias, std::true_type{});
-    else
-      finish(accumulate, has_bias, std::false_type{});
-  };
-  auto with_bias = [&](auto accumulate) {
-    if (bias)
-      with_step(accumulate, std::true_type{});
-    else
-      with_step(accumulate, std::false_type{});
-  };
-  if (g.accumulate)
-    with_bias(std::true_type{});
-  else
-    with_bias(std::false_type{});
+      finish_element(g, bias, i, j, v);
+    }
 }
 
 struct Plan {
@@ -444,8 +406,8 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // the long-k kernel won (1 x 883 -> 150 float64, 1 MB: 0.80-0.92x of it streamed).
   const double b_bytes = double(g.k) * double(g.n) * double(sizeof(T));
   const double l2 = double(cpu_caches().l2);
-  const bool b_rows_streamable = uk.stream_rows && g.b_cs == 1 && g.n * int64_t(sizeof(T)) >= 1024 &&
-                                 b_bytes > (g.m == 1 ? 0.5 : 1.0) * l2;
+  const int64_t b_row_bytes = uk.stream_rows && g.b_cs == 1 ? g.n * int64_t(sizeof(T)) : 0;  // 0: no streaming
+  const bool b_rows_streamable = b_row_bytes >= 1024 && b_bytes > (g.m == 1 ? 0.5 : 1.0) * l2;
   const bool row_vector_streams = g.m == 1 && b_rows_streamable && (l2 <= double(1 << 20) || b_bytes > l2);
   // A C of 3 to kStreamRowsMax rows over a B of twice L2 and more (from L3 or memory), in rows of four cache lines
   // and more, streams rather than going to the long-k kernel, which reads each k chunk of B in bands (the first
@@ -454,8 +416,8 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // -> 64 0.97 -> 1.07x (2 threads 1.42 -> 1.64x), 8 x 5000 -> 200 (4 MB) 0.95 -> 1.13x; float64 4 x 8000 -> 120
   // 1.08 -> 1.23x, 3 x 30000 -> 60 1.03 -> 1.17x. Alike within 2.4-3 MB of B and for one or two rows; rows of one
   // or two lines lost (4 x 30000 -> 32 float32 1.21 -> 1.11x, -> 16 1.47 -> 0.58x).
-  const bool streams_past_long_k = uk.stream_rows && g.b_cs == 1 && g.n * int64_t(sizeof(T)) >= 256 &&
-                                   b_bytes >= 2.0 * l2 && 3 <= g.m && g.m <= kStreamRowsMax && g.m < uk.mr;
+  const bool streams_past_long_k =
+      b_row_bytes >= 256 && b_bytes >= 2.0 * l2 && 3 <= g.m && g.m <= kStreamRowsMax && g.m < uk.mr;
   plan.long_k = !row_vector_streams && !streams_past_long_k && long_k_ok &&
                 (!long_k_t_ok || long_k_step(g.m, g.n) <= long_k_step(g.n, g.m));
   plan.long_k_transposed = long_k_t_ok && !plan.long_k && !streams_past_long_k;
@@ -507,12 +469,15 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
 // writes it back transposed.
 template <typename T>
 void long_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads, bool transposed) {
-  const int64_t cell = g.m * g.n;
   const int64_t chunks =
-      std::clamp<int64_t>(ceil_div(g.k, kLongKChunk), 1, std::max<int64_t>(1, kLongKMaxPartial / cell));
+      std::clamp<int64_t>(ceil_div(g.k, kLongKChunk), 1, std::max<int64_t>(1, kLongKMaxPartial / (g.m * g.n)));
   const int64_t chunk = round_up(ceil_div(g.k, chunks), 8);
   // One chunk with nothing to add (the backward's dX, dW): the kernel writes C itself.
   const bool direct = chunks == 1 && !transposed && !g.accumulate && !g.bias && !g.step && g.c_cs == 1;
+  // Cᵀ's rows in the slots are padded to whole cache lines, which the family's transposing epilogue reads whole.
+  const int64_t rows = transposed ? g.n : g.m, cols = transposed ? g.m : g.n;
+  const int64_t ld = transposed ? round_up(cols, int64_t(64 / sizeof(T))) : cols;
+  const int64_t cell = rows * ld;
   const T* bias = nullptr;
   T* const partial = gemm_workspace(g, direct ? 0 : chunks * cell, bias);
   // The kernel's C (Cᵀ when transposed): rows x cols, and with fewer chunks than threads its columns split on whole
@@ -521,7 +486,6 @@ void long_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads, b
   // wide kernel in each), in which each output is one chain of FMAs wherever its group falls, so the bits do not
   // depend on the split. (Taller C's split too: Xeon, dW 29 x 447 -> 205 float32 on 2 threads 50 -> 30 us, 14 x 300
   // -> 100 float64 16 -> 12 us.)
-  const int64_t rows = transposed ? g.n : g.m, cols = transposed ? g.m : g.n;
   const int64_t group = (rows <= kLongKWideRows ? long_k_wide_vectors(rows) : 2) * uk.lanes;
   const int64_t col_parts = chunks < nthreads ? std::clamp<int64_t>(cols / group, 1, nthreads) : 1;
   auto part_start = [&](int64_t part) {
@@ -531,7 +495,7 @@ void long_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads, b
     const int64_t ch = task / col_parts, part = task % col_parts;
     const int64_t j0 = part_start(part), j1 = part_start(part + 1);
     const int64_t p0 = ch * chunk, kk = std::min(chunk, g.k - p0);
-    const int64_t out_rs = direct ? g.c_rs : cols;
+    const int64_t out_rs = direct ? g.c_rs : ld;
     T* const out = (direct ? g.c : partial + ch * cell) + j0;
     if (j0 >= j1) return;
     if (kk <= 0) {  // rounding the chunk up can leave the last ones empty
@@ -547,7 +511,17 @@ void long_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads, b
                 out_rs);
   });
   if (direct) return;
-  finish_partial_sums(g, bias, partial, chunks, cell, transposed ? 1 : g.n, transposed ? g.m : 1);
+  if (transposed && uk.transpose_out && g.c_cs == 1) {
+    // The slots added into the first in order (the sums finish_partial_sums forms), then the family's transposing
+    // epilogue that the transposed products use: element by element, strided across the slots, the finish took 19 of
+    // the 34 us of dW 918 x 100 -> 9 float32 (Xeon; 15.5 us in all so).
+    for (int64_t ch = 1; ch < chunks; ++ch)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < cols; ++j) partial[r * ld + j] += partial[ch * cell + r * ld + j];
+    uk.transpose_out(g.m, g.n, partial, ld, g.c, g.c_rs, g.accumulate, bias, g.step);
+    return;
+  }
+  finish_partial_sums(g, bias, partial, chunks, cell, transposed ? 1 : ld, transposed ? ld : 1);
 }
 
 // The stream-rows path (MicroKernel::stream_rows): k is cut into parts fixed by the shape alone, each summed into
