@@ -451,12 +451,14 @@ def check_against_float64(a, b, c, c0, bias, acc, step, what):
 
 
 # A C of a few rows over a B with long rows that does not stay in L2 (the weight gradient dYᵀ X of a layer with few
-# outputs): B's rows streamed into C's rows held in L1 (for 3 to 10 rows from rows of 256 bytes on where B is twice
-# L2 and more: 6 x 3001 -> 80 float32, 4 x 2100 -> 37 float64). With L2 declared as 64 KiB (in a child, as above) modest
-# shapes take that path (a row vector too): every family, A column- and row-major, C plain
+# outputs, dX = dY W of a short batch): B's rows streamed into C's rows held in L1 (up to 16 rows beside register
+# tiles of 8 rows or fewer, 10 beside AVX-512 float32's 12; for 3 to 10 rows from rows of 256 bytes on where B is
+# twice L2 and more: 6 x 3001 -> 80 float32, 4 x 2100 -> 37 float64). With L2 declared as 64 KiB (in a child, as
+# above) modest shapes take that path (a row vector too): every family, A column- and row-major, C plain
 # (written in place) and padded with accumulate, bias and step (through the workspace), k not a multiple of the
-# kernel's 4 rows, a last partial vector, k in one part (threads split the columns) and in 3 parts of 2048 rows or
-# fewer (threads take whole parts, the last one shorter), against float64 NumPy; and 2 threads bit-identical to 1.
+# kernel's 4 rows, a last partial vector, k in one part (under 128 rows: threads split the columns), in two parts
+# (128 to 2048 rows) and in 4 parts of 2048 rows or fewer (threads take whole parts, the last one shorter), against
+# float64 NumPy; and 2 threads bit-identical to 1. Past those row counts AVX-512 keeps its register tiles.
 _STREAM_ROWS_CHILD = _CHILD_PRELUDE + """
 rng = np.random.default_rng(9)
 for isa in _core.supported_isas():
@@ -464,7 +466,7 @@ for isa in _core.supported_isas():
     for dtype, shapes in ((np.float32, ((3, 203, 1100), (7, 150, 1030), (5, 64, 1031), (1, 150, 700),
                                         (5, 4500, 270), (10, 4500, 270), (9, 203, 1100), (6, 3001, 80))),
                           (np.float64, ((5, 333, 530), (2, 97, 1025), (6, 41, 515), (1, 97, 300), (7, 5001, 131),
-                                        (4, 2100, 37)))):
+                                        (4, 2100, 37), (9, 150, 700), (16, 203, 330), (12, 2500, 140)))):
         for m, k, n in shapes:
             for a_col, pad, bias_on, acc, step in ((True, 0, False, False, False), (False, 3, True, True, False),
                                                    (True, 1, True, False, True)):
@@ -487,6 +489,10 @@ for isa in _core.supported_isas():
                     results.append(c.copy())
                 assert np.array_equal(results[0], results[1]), (isa, plan, "2 threads differ from 1")
                 check_against_float64(a, b, c, c0, bias, acc, step, (isa, plan, dtype, m, k, n, acc))
+    if isa == "avx512":
+        for dtype, m in ((np.float32, 11), (np.float64, 17)):
+            plan = _core.gemm_plan(codes[np.dtype(dtype)], m, 1100, 203, 203, 1, 1100, 1, 1100, 1)
+            assert plan != "stream_rows", (dtype, m, plan)
 print("ok")
 """
 
@@ -640,9 +646,12 @@ def test_blocked_split_columns_with_a_short_last_k_block(rng, isa):
     if isa == "portable":
         pytest.skip("the SIMD families' plan")
     mr = _core.gemm_blocking()["float32"]["mr"]  # one row strip, A read in place
-    assert _plan(np.float32, mr, 4096, 1000, "row", "row") == "blocked"
+    # B row-major (dX's W), but strided where the family's tiles have at most 8 rows: a row strip of those streams a
+    # row-major B of 16 MB (stream_rows) instead.
+    b_layout = "row" if mr >= 12 else "strided"
+    assert _plan(np.float32, mr, 4096, 1000, "row", b_layout) == "blocked"
     for _ in range(40):
-        _assert_same_bits_on_1_and_2_threads(rng, mr, 4096, 1000, "row", "row")
+        _assert_same_bits_on_1_and_2_threads(rng, mr, 4096, 1000, "row", b_layout)
 
 
 # Columns split over two threads, each packing its own slivers without a barrier, over a B wider than one column block
@@ -652,8 +661,9 @@ def test_blocked_split_columns_with_a_short_last_k_block(rng, isa):
 def test_blocked_split_columns_over_a_narrower_last_column_block(rng, isa):
     if isa == "portable":
         pytest.skip("the SIMD families' plan")
-    # A read in place, B packed; 8500 and 10000 columns are wider than one block of 8192 (the most nc can be).
-    for dtype, m, n, k in [(np.float32, 14, 8500, 300), (np.float64, 14, 8500, 300), (np.float64, 50, 10000, 100)]:
+    # A read in place, B packed; 8500 and 10000 columns are wider than one block of 8192 (the most nc can be); more
+    # than 16 rows, which would stream B's rows.
+    for dtype, m, n, k in [(np.float32, 17, 8500, 300), (np.float64, 17, 8500, 300), (np.float64, 50, 10000, 100)]:
         assert _core.gemm_blocking()[np.dtype(dtype).name]["nc"] < n
         assert _plan(dtype, m, n, k, "row", "row") == "blocked"
         a, b = _matrix(rng, m, k, dtype, "row"), _matrix(rng, k, n, dtype, "row")

@@ -62,6 +62,7 @@ constexpr int64_t kLongKMaxPartial = 64 * 1024;
 // Rows of B a part of the stream-rows path (its unit of work for a thread) takes: enough that its partial sums and
 // their addition are noise next to its FMAs, few enough that a batch of a few thousand rows splits between threads.
 constexpr int64_t kStreamRowsPart = 2048;
+constexpr int64_t kStreamRowsMinPart = 64;
 
 // This thread's workspace for one product: `elems` elements after a contiguous copy of a strided bias (the
 // micro-kernels read the bias contiguously; gathering n elements is cheap). Every part starts on 64 bytes.
@@ -409,7 +410,7 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   const int64_t b_row_bytes = uk.stream_rows && g.b_cs == 1 ? g.n * int64_t(sizeof(T)) : 0;  // 0: no streaming
   const bool b_rows_streamable = b_row_bytes >= 1024 && b_bytes > (g.m == 1 ? 0.5 : 1.0) * l2;
   const bool row_vector_streams = g.m == 1 && b_rows_streamable && (l2 <= double(1 << 20) || b_bytes > l2);
-  // A C of 3 to kStreamRowsMax rows over a B of twice L2 and more (from L3 or memory), in rows of four cache lines
+  // A C of 3 to kStreamRowsPastLongKMax rows over a B of twice L2 and more (from L3 or memory), in rows of four cache lines
   // and more, streams rather than going to the long-k kernel, which reads each k chunk of B in bands (the first
   // from memory, in runs of a few lines rows apart). Xeon, dW over a large batch, against MKL, long-k -> streamed:
   // float32 5 x 31962 -> 226 0.79 -> 0.94x, 8 x 30000 -> 200 0.68 -> 0.91x, 5 x 20000 -> 100 0.95 -> 1.15x, 8 x 30000
@@ -417,7 +418,7 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // 1.08 -> 1.23x, 3 x 30000 -> 60 1.03 -> 1.17x. Alike within 2.4-3 MB of B and for one or two rows; rows of one
   // or two lines lost (4 x 30000 -> 32 float32 1.21 -> 1.11x, -> 16 1.47 -> 0.58x).
   const bool streams_past_long_k =
-      b_row_bytes >= 256 && b_bytes >= 2.0 * l2 && 3 <= g.m && g.m <= kStreamRowsMax && g.m < uk.mr;
+      b_row_bytes >= 256 && b_bytes >= 2.0 * l2 && 3 <= g.m && g.m <= kStreamRowsPastLongKMax && g.m < uk.mr;
   plan.long_k = !row_vector_streams && !streams_past_long_k && long_k_ok &&
                 (!long_k_t_ok || long_k_step(g.m, g.n) <= long_k_step(g.n, g.m));
   plan.long_k_transposed = long_k_t_ok && !plan.long_k && !streams_past_long_k;
@@ -432,9 +433,10 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // 2086 -> 1001 float64 0.67 -> 1.02x (two threads 1.39x), 7 x 12000 -> 800 1.73x. Zen 3 (512 KiB L2), against the
   // tiles, with threads on halves of rows: 2 x 30000 -> 500 float64 (4 KB rows) 1.4-1.8x, 5 x 31962 -> 226 (1.8 KB)
   // 1.45-1.5x, 5 x 20000 -> 150 1.28x, 3 x 20000 -> 300 float32 (1.2 KB) 1.03x; 5 x 20000 -> 100 float64 (800 B)
-  // 0.76x.
+  // 0.76x. Up to kStreamRowsMax rows, fewer beside register tiles of 12 rows and more (see there).
+  const int64_t stream_rows_max = uk.mr >= kStreamRowsTallTile ? kStreamRowsBesideTallTilesMax : kStreamRowsMax;
   plan.stream_rows = (b_rows_streamable || streams_past_long_k) && !plan.short_k && !plan.skinny && !plan.tall &&
-                     !plan.dot && !plan.long_k && !plan.long_k_transposed && g.m <= kStreamRowsMax && g.m < uk.mr;
+                     !plan.dot && !plan.long_k && !plan.long_k_transposed && g.m <= stream_rows_max;
   const bool a_direct = g.a_cs == 1 || g.a_rs == 1;
   const bool b_direct = g.b_cs == 1;
   // A is reused once per B sliver: pack it only when there are enough slivers to amortise the copy.
@@ -530,8 +532,8 @@ void long_k_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads, b
 // split C's columns within each part. Within a part, k goes in chunks whose rows of B (the thread's columns of them)
 // stay in half of L2, and within a chunk over column panels whose rows of C take most of half of L1. So B comes from
 // memory once, in runs of kilobytes of its rows, and C from L1. Every sum is one chain of FMAs over its part's rows
-// in order whichever way the threads split, so the bits do not depend on the thread count. A single part on one
-// thread sums into C itself where it is written plain.
+// in order whichever way the threads split, so the bits do not depend on the thread count. A single part (a k under
+// 2 kStreamRowsMinPart) on one thread sums into C itself where it is written plain.
 template <typename T>
 void stream_rows_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads) {
   const int64_t lanes = uk.lanes;
@@ -542,8 +544,15 @@ void stream_rows_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthrea
   const int64_t slot = g.m * ld;
   // Several parts come in multiples of 4, so that 2 and 4 threads take equal shares (3 x 2086 -> 1001 float32 on
   // 2 threads: 5 parts ran 0.84x as fast as 2), at most kLongKMaxPartial elements of sums in all.
+  // A k of kStreamRowsMinPart rows a part and more takes two parts at least (the backward dX = dY W of a short
+  // batch, k the layer's outputs): two threads then read whole rows of their own halves of B, which stay in their
+  // L2s between calls, where threads on halves of every row (one part) each had the prefetchers fetch the other half
+  // too and ran about as fast as one. Xeon, 2 threads, against MKL: dX 4 x 648 -> 968 float32 0.54 -> 0.86x, 4 x 407
+  // -> 716 float64 0.81 -> 1.05x, 6 x 719 -> 837 0.98 -> 1.30x; one thread alike (the second slot's sums cost little
+  // beside reading B).
   int64_t parts = ceil_div(g.k, kStreamRowsPart);
   if (parts > 1) parts = round_up(parts, 4);
+  if (g.k >= 2 * kStreamRowsMinPart) parts = std::max<int64_t>(parts, 2);
   if (parts * slot > kLongKMaxPartial) parts = std::max<int64_t>(1, kLongKMaxPartial / slot / 4 * 4);
   const int64_t part_rows = round_up(ceil_div(g.k, parts), 4);
   const bool direct = parts == 1 && nthreads == 1 && g.c_cs == 1 && !g.accumulate && !g.bias && !g.step;

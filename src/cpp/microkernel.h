@@ -72,13 +72,25 @@ constexpr int long_k_wide_vectors(int64_t rows) {
 template <typename T>
 using StreamRowsKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_t a_cs,
                                     const T* b, int64_t b_rs, T* c, int64_t c_rs);
-// The most rows of C the plan sends to it (and fewer than the register tile's rows: a whole tile of rows runs its
-// arithmetic better than this kernel, with half its loads and stores, so reading B in order pays only while the
-// tiles would compute padding rows too). Xeon, float32 against the tiles, 1 thread then 2 (threads on parts of k):
-// 8 x 45231 -> 490 1.21x, 1.59x; 10 x 30000 -> 400 1.43x, 1.76x; 9 x 30000 -> 685 1.03x; 10 x 30000 -> 700
-// 0.96x; 11 rows 0.90-1.28x on 1 thread (11 x 30038 -> 685 0.90x). (With threads on halves of rows, past 7 rows it
-// lost on two threads, 0.72-0.8x.)
-constexpr int64_t kStreamRowsMax = 10;
+// The most rows of C the plan sends to it: up to two register tiles of rows where a tile has at most 8 (AVX-512
+// float64 8 x 24, AVX2's 6-row tiles), whose tiles read such a B worse, packed a k block at a time for one or two
+// tiles (Xeon, dX = dY W of a short batch over a W beyond L2, against MKL, tiles -> streamed: float64 9 x 629 -> 467
+// 0.78 -> 1.03x, 8 x 328 -> 918 0.73 -> 0.98x, 10 x 662 -> 539 0.83 -> 1.05x, 16 x 984 -> 568 on 2 threads 0.98 ->
+// 1.09x; 40 such shapes of 3-16 rows, 1 and 2 threads: geomean 0.91 -> 1.02x, 19 -> 10 under 0.9x; dW 9 x 8000 ->
+// 300 float64 0.68 -> 0.97x, 2 threads 0.93 -> 1.34x; the AVX2 family 8 x 1005 -> 827 float64 0.56 -> 0.73x, 7 x 700 -> 900
+// float32 0.41 -> 0.64x of AVX-512 MKL).
+// Beside tiles of 12 rows and more (AVX-512 float32) fewer than a tile: a whole tile of rows runs its arithmetic
+// better than this kernel, with half its loads and stores, so reading B in order pays only while the tiles would
+// compute padding rows too. Xeon, float32 against the tiles, 1 thread then 2 (threads on parts of k): 8 x 45231 ->
+// 490 1.21x, 1.59x; 10 x 30000 -> 400 1.43x, 1.76x; 9 x 30000 -> 685 1.03x; 10 x 30000 -> 700 0.96x; 11 rows
+// 0.90-1.28x on 1 thread (11 x 30038 -> 685 0.90x); dW 12 x 30000 -> 700 1.33 -> 1.03x of MKL streamed, 14 x
+// 20000 -> 400 1.02 -> 0.83x.
+// (Shapes as C rows x k -> C columns.)
+constexpr int64_t kStreamRowsMax = 16;
+constexpr int64_t kStreamRowsTallTile = 12, kStreamRowsBesideTallTilesMax = 10;
+// A C of a few rows goes to this kernel in place of the long-k kernel (gemm.cpp's streams_past_long_k) up to
+// this many rows.
+constexpr int64_t kStreamRowsPastLongKMax = 10;
 
 // Short-k kernel: k <= kShortKMax, B's rows and C's rows contiguous (b_cs == c_cs == 1), a contiguous bias:
 //   C(i, j) = [C(i, j) if load_c] + sum_p A(i, p) B(p, j) [+ bias[j]] [then H(.)]   for i < m, j < n,
