@@ -584,6 +584,46 @@ def test_weight_gradients_with_k_in_parts_match_reference():
     _run_with_small_l2(_K_SPLIT_CHILD)
 
 
+# A column-major A that does not stay in L2 (the weight gradient's dYᵀ over a large batch) is packed column by column
+# of A, each dealt out to the row slivers (a partial last one zero-padded): by the blocked driver where few B slivers
+# or a short k leave the panel driver out, by the panel driver otherwise. With L2 declared as 128 KiB (in a child, as
+# above) modest shapes take those paths: every family (tiles of 12, 8 and 6 rows), C plain and padded with accumulate,
+# bias and step, against float64 NumPy; 2 threads bit-identical to 1; nothing written outside C.
+_PACKED_COLUMN_A_CHILD = _CHILD_PRELUDE + """
+rng = np.random.default_rng(19)
+for isa in _core.supported_isas():
+    assert _core.set_active_isa(isa)
+    for dtype, m, k, n, plan_name in ((np.float32, 37, 700, 50, "blocked"), (np.float32, 250, 300, 70, "blocked"),
+                                      (np.float64, 29, 500, 100, "blocked"), (np.float64, 130, 200, 420, "blocked"),
+                                      (np.float32, 200, 1100, 500, "panel")):
+        for pad, bias_on, acc, step in ((0, False, False, False), (3, True, True, False), (1, True, False, True)):
+            a = np.asfortranarray(rng.standard_normal((m, k)).astype(dtype))
+            b = rng.standard_normal((k, n)).astype(dtype)
+            store = rng.standard_normal((m, n + pad)).astype(dtype)
+            c = store[:, :n]
+            c0 = c.astype(np.float64).copy()
+            guard = store[:, n:].copy()
+            bias = rng.standard_normal(n).astype(dtype) if bias_on else None
+            plan = _core.gemm_plan(codes[c.dtype], m, n, k, 1, m, n, 1, n + pad, 1)
+            assert plan == plan_name or isa == "portable", (isa, dtype, m, k, n, plan)
+            results = []
+            for threads in (1, 2):
+                _core.set_num_threads(threads)
+                store[:, :n] = c0
+                _core.gemm(codes[c.dtype], m, n, k, a.ctypes.data, 1, m, b.ctypes.data, n, 1, c.ctypes.data, n + pad,
+                           1, 0 if bias is None else bias.ctypes.data, 1, acc, step)
+                results.append(store.copy())
+            assert np.array_equal(results[0], results[1]), (isa, plan, "2 threads differ from 1")
+            assert np.array_equal(store[:, n:], guard), "write outside C"
+            check_against_float64(a, b, c, c0, bias, acc, step, (isa, dtype, m, k, n, acc))
+print("ok")
+"""
+
+
+def test_column_major_a_packed_matches_reference():
+    _run_with_small_l2(_PACKED_COLUMN_A_CHILD)
+
+
 # One output column of a row-major A (a matrix-vector product: dX = dY W of a layer with one input): the dot kernel's
 # column path, W rows at a time with a partial last block, short and long k, C contiguous, strided or reversed.
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])

@@ -30,6 +30,7 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <cstring>
 #include <new>
 #include <utility>
 
@@ -87,6 +88,30 @@ T* gemm_workspace(const GemmArgs<T>& g, int64_t elems, const T*& bias) {
 template <typename T>
 void pack_a_block(int64_t mc, int64_t kc, const T* a, int64_t a_rs, int64_t a_cs, int64_t mr, T* out,
                   const MicroKernel<T>& uk) {
+  if (a_rs == 1 && a_cs != 1) {
+    // Column-major source (the weight gradient's dYᵀ): k outermost, each column of A (a row of dY) read front to
+    // back once and dealt out to the slivers, mr elements each. Sliver by sliver, every k step read mr elements a
+    // whole column apart, which the prefetchers do not follow: Xeon, dW 20000 x 1000 -> 300 float32 117 -> 108 ms,
+    // 8192 x 1024 -> 1024 141 -> 133 ms (the packing was 38 % of 868 x 15485 -> 118 packed that way).
+    const int64_t full = mc / mr * mr;
+    auto columns = [&](auto tile_rows) {
+      constexpr int64_t kRows = decltype(tile_rows)::value;
+      const int64_t rows = kRows > 0 ? kRows : mr;  // kRows 0: a tile height without its own copy loop
+      for (int64_t p = 0; p < kc; ++p) {
+        const T* src = a + p * a_cs;
+        T* dst = out + p * rows;
+        for (int64_t i0 = 0; i0 < full; i0 += rows, dst += rows * kc) std::memcpy(dst, src + i0, rows * sizeof(T));
+        if (full < mc) {
+          for (int64_t i = 0; i < mc - full; ++i) dst[i] = src[full + i];
+          for (int64_t i = mc - full; i < rows; ++i) dst[i] = T(0);
+        }
+      }
+    };
+    if (mr == 6) return columns(std::integral_constant<int64_t, 6>{});
+    if (mr == 8) return columns(std::integral_constant<int64_t, 8>{});
+    if (mr == 12) return columns(std::integral_constant<int64_t, 12>{});
+    return columns(std::integral_constant<int64_t, 0>{});
+  }
   for (int64_t i0 = 0; i0 < mc; i0 += mr) {
     const int64_t rows = std::min(mr, mc - i0);
     T* sliver = out + i0 * kc;
@@ -95,14 +120,6 @@ void pack_a_block(int64_t mc, int64_t kc, const T* a, int64_t a_rs, int64_t a_cs
       // packer as B = Wᵀ's (an A sliver is a transposed B sliver of nr = mr). Element by element it cost 13 % of
       // 3000 x 500 -> 700 float32 on Zen 5 (0.85 -> 1.00x OpenBLAS).
       uk.pack_b_transposed(kc, rows, a + i0 * a_rs, a_rs, mr, sliver);
-      continue;
-    }
-    if (a_rs == 1 && rows == mr) {  // column-major source: each k step copies mr contiguous elements
-      // An element loop, not std::copy: a library call per k step cost more than its dozen elements.
-      for (int64_t p = 0; p < kc; ++p) {
-        const T* src = a + i0 + p * a_cs;
-        for (int64_t i = 0; i < mr; ++i) sliver[p * mr + i] = src[i];
-      }
       continue;
     }
     if (a_cs == 1 && rows == mr && mr <= kMaxPackRows) {
@@ -222,6 +239,7 @@ struct Plan {
   bool short_k;  // k <= 8, n >= 2: C written row by row as whole vectors (B's few rows copied contiguous if needed)
   bool stream_rows;  // a C of few rows over a B with long rows far larger than L2: B's rows streamed in order
   bool pack_a, pack_b;
+  bool panel;  // the panel driver (both operands packed); else the blocked driver packs what pack_a / pack_b say
   int nthreads;
 };
 
@@ -450,6 +468,15 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // 500 1.07x, float64 2000 x 200 -> 600 1.03x; k 512 alike; 1024 x 1024 -> 1024 0.95x in place, so packed).
   const int64_t slivers_to_pack_a = sizeof(T) == 8 ? 16 : 4;
   plan.pack_a = !a_direct || (g.n > slivers_to_pack_a * uk.nr && g.m > uk.mr && g.k > kernel_blocking(uk).panel_kc);
+  // A column-major A that does not stay in L2 between calls (the weight gradient's dYᵀ over a large batch) is
+  // packed whatever the number of B slivers, by the blocked driver where the rule above would not pack it (its A
+  // block then sits in L2, the kc x nr B sliver in L1): read in place, each k step of a tile takes mr elements a
+  // column of A apart, an L1 miss the prefetchers do not foresee, and the first B sliver of every block reads them
+  // from memory so. Xeon, 1 thread, dW float32: 868 x 15485 -> 118 47 -> 28 ms (MKL 51), 900 x 10000 -> 64 25 ->
+  // 14 ms (2 threads 23 -> 20 ms, 12.6 -> 9.6).
+  const bool a_col_from_memory =
+      g.a_rs == 1 && g.a_cs != 1 && g.m > uk.mr && beyond_half_l2<T>(double(g.m) * double(g.k));
+
   // B is reused once per A sliver. A B read in place that does not fit in L2, in rows longer than 1 KiB, is packed
   // from a whole tile of rows on: its blocks are then read from memory row by row, in long runs, where the tiles
   // would read them in bands of nr columns, rows kilobytes apart (a new page every few rows). Xeon, 1 thread, against
@@ -461,6 +488,8 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // packed, 16 x 700 -> 700 float32, 2 MB, 0.83x; 2.4 MB 1.02-1.13x, 4 MB 1.06-1.22x.)
   const bool b_beyond_l2 = double(g.k) * double(g.n) * double(sizeof(T)) > double(cpu_caches().l2);
   plan.pack_b = !b_direct || g.m > 8 * uk.mr || (g.m >= uk.mr && b_rows_stream<T>(g) && b_beyond_l2);
+  plan.panel = plan.pack_a && plan.pack_b;  // both packed by these rules: the panel driver
+  plan.pack_a = plan.pack_a || a_col_from_memory;
   // Threads are counted on the work the chosen path does, not on the product's FLOPs alone: register tiles compute
   // their padding too (a C of 7 columns in tiles of 16), and the skinny kernel's gather of each column of A for a
   // vector of rows costs about half a vector's FMAs beside its n FMAs. Xeon, 2 threads, products of 8-18 us that
@@ -1032,7 +1061,7 @@ void run_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& plan) 
     long_k_gemm(g, uk, plan.nthreads, plan.long_k_transposed);
   else if (plan.skinny || plan.tall || plan.dot)
     unpacked_gemm(g, uk, plan);
-  else if (plan.pack_a && plan.pack_b)
+  else if (plan.panel)
     panel_gemm(g, uk, plan.nthreads);
   else
     blocked_gemm(g, uk, plan);
@@ -1292,7 +1321,7 @@ std::string gemm_plan(const GemmArgs<T>& g) {
     if (p.skinny) return "skinny";
     if (p.tall) return "tall";
     if (p.dot) return "dot";
-    return p.pack_a && p.pack_b ? "panel" : "blocked";
+    return p.panel ? "panel" : "blocked";
   };
   const MicroKernel<T>& uk = active_micro_kernel<T>();
   const Plan plan = make_plan(g, uk);
