@@ -584,18 +584,17 @@ def test_weight_gradients_with_k_in_parts_match_reference():
     _run_with_small_l2(_K_SPLIT_CHILD)
 
 
-# A column-major A that does not stay in L2 (the weight gradient's dYᵀ over a large batch) is packed column by column
-# of A, each dealt out to the row slivers (a partial last one zero-padded): by the blocked driver where few B slivers
-# or a short k leave the panel driver out, by the panel driver otherwise. With L2 declared as 128 KiB (in a child, as
-# above) modest shapes take those paths: every family (tiles of 12, 8 and 6 rows), C plain and padded with accumulate,
-# bias and step, against float64 NumPy; 2 threads bit-identical to 1; nothing written outside C.
+# A column-major A that comes from memory (the weight gradient's dYᵀ over a large batch, its columns 512 bytes apart
+# and more) is packed column by column of A, each dealt out to the row slivers (a partial last one zero-padded): by
+# the blocked driver where few B slivers or a short k leave the panel driver out, by the panel driver otherwise, and
+# in each part of a k split. With L2 declared as 128 KiB and no L3 (in a child, as above), an A from 768 KB on counts
+# as coming from memory: every family (tiles of 12, 8 and 6 rows), C plain and padded with accumulate, bias and step,
+# against float64 NumPy; 2 threads bit-identical to 1; nothing written outside C.
 _PACKED_COLUMN_A_CHILD = _CHILD_PRELUDE + """
 rng = np.random.default_rng(19)
 for isa in _core.supported_isas():
     assert _core.set_active_isa(isa)
-    for dtype, m, k, n, plan_name in ((np.float32, 37, 700, 50, "blocked"), (np.float32, 250, 300, 70, "blocked"),
-                                      (np.float64, 29, 500, 100, "blocked"), (np.float64, 130, 200, 420, "blocked"),
-                                      (np.float32, 200, 1100, 500, "panel")):
+    for dtype, m, k, n, plan_name in SHAPES:
         for pad, bias_on, acc, step in ((0, False, False, False), (3, True, True, False), (1, True, False, True)):
             a = np.asfortranarray(rng.standard_normal((m, k)).astype(dtype))
             b = rng.standard_normal((k, n)).astype(dtype)
@@ -621,7 +620,14 @@ print("ok")
 
 
 def test_column_major_a_packed_matches_reference():
-    _run_with_small_l2(_PACKED_COLUMN_A_CHILD)
+    shapes = """SHAPES = ((np.float32, 150, 1400, 50, "blocked"), (np.float32, 250, 800, 60, "blocked"),
+                         (np.float64, 70, 1500, 100, "blocked"), (np.float64, 330, 300, 420, "blocked"),
+                         (np.float32, 200, 1100, 500, "panel"))"""
+    _run_with_small_l2(_PACKED_COLUMN_A_CHILD.replace("rng = np.random", shapes + "\nrng = np.random"))
+    # Two parts of 2500 rows, each A a slice of 1.28 MB of the 2.56 MB that comes from memory (L2 declared 256 KiB).
+    shapes = """SHAPES = ((np.float32, 128, 5000, 40, "k_split"),)"""
+    _run_with_small_l2(_PACKED_COLUMN_A_CHILD.replace("rng = np.random", shapes + "\nrng = np.random"),
+                       "49152,262144,0")
 
 
 # One output column of a row-major A (a matrix-vector product: dX = dY W of a layer with one input): the dot kernel's

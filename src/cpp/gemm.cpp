@@ -88,11 +88,13 @@ T* gemm_workspace(const GemmArgs<T>& g, int64_t elems, const T*& bias) {
 template <typename T>
 void pack_a_block(int64_t mc, int64_t kc, const T* a, int64_t a_rs, int64_t a_cs, int64_t mr, T* out,
                   const MicroKernel<T>& uk) {
-  if (a_rs == 1 && a_cs != 1) {
+  if (a_rs == 1 && a_cs != 1 && mc >= mr) {
     // Column-major source (the weight gradient's dYᵀ): k outermost, each column of A (a row of dY) read front to
     // back once and dealt out to the slivers, mr elements each. Sliver by sliver, every k step read mr elements a
     // whole column apart, which the prefetchers do not follow: Xeon, dW 20000 x 1000 -> 300 float32 117 -> 108 ms,
-    // 8192 x 1024 -> 1024 141 -> 133 ms (the packing was 38 % of 868 x 15485 -> 118 packed that way).
+    // 8192 x 1024 -> 1024 141 -> 133 ms (the packing was 38 % of 868 x 15485 -> 118 packed that way). Not for the
+    // edge sliver alone, which the loop below copies row by row, each row's k elements from a block that stays in
+    // L1 after the first (dW 951 x 1234 -> 2 float64: its copy took 21 % of the product this way, 8 % so).
     const int64_t full = mc / mr * mr;
     auto columns = [&](auto tile_rows) {
       constexpr int64_t kRows = decltype(tile_rows)::value;
@@ -328,6 +330,38 @@ int threads_for(const GemmArgs<T>& g, double work_per_flop) {
   return static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), units)));
 }
 
+// The size from which a C written before (or an operand read before) is taken to come from memory, not from a cache: six times L2, or this
+// core's share of L3 where cpuid reports one a core can have (up to 64 times L2, as Zen 3's 32 MiB over 512 KiB; a
+// VM's cpuid may show the L3 of the whole socket, shared with cores it does not see: the Xeon's 480 MiB for two
+// vCPUs, which tells nothing).
+inline double c_beyond_caches_bytes() {
+  const CacheSizes& caches = cpu_caches();
+  const double l3_kept = caches.l3_share <= 64 * caches.l2 ? double(caches.l3_share) : 0.0;
+  return std::max(6.0 * double(caches.l2), l3_kept);
+}
+
+// A column-major A that comes from memory (the weight gradient's dYᵀ over a large batch) is packed whatever the
+// number of B slivers, by the blocked driver where make_plan's rule would not pack it (its A block then sits in L2,
+// the kc x nr B sliver in L1): read in place, each k step of a tile takes mr elements a column of A apart, which the
+// first B sliver of every block reads from memory as misses the prefetchers do not foresee. Xeon, 1 thread, dW
+// float32, in place -> packed: 868 x 15485 -> 118 47 -> 28 ms (MKL 51), 900 x 10000 -> 64 21.6 -> 14.1 ms, 300 x
+// 12000 -> 33 8.5 -> 4.6, 900 x 20000 -> 6 (one sliver) 21.4 -> 16.7; float64 500 x 30000 -> 10 37 -> 25 ms (A of
+// 13-120 MB), 150 x 40000 -> 64 (columns 600 bytes apart) 13.8 -> 10.9 ms, float64 100 x 40000 -> 64 (800 bytes)
+// 18.2 -> 14.1. Columns closer than 512 bytes the prefetchers follow (39 x 40462 -> 36 float64, 312 bytes: 5.8 ->
+// 7.9 ms packed), and an A that L3 keeps between calls reads as well in place: 400 x 5000 -> 33 float32 (8 MB) 1.9
+// -> 2.4 ms packed, 300 x 3000 -> 64 float64 (7 MB) 1.9 -> 2.2, 302 x 2475 -> 6 float32 (3 MB) 0.33 -> 0.59.
+// `a_bytes`: the whole of A, of which g may be a part (k_split_gemm).
+template <typename T>
+bool column_major_a_from_memory(const GemmArgs<T>& g, const MicroKernel<T>& uk, double a_bytes) {
+  constexpr int64_t kFarColumnBytes = 512;
+  return g.a_rs == 1 && g.a_cs * int64_t(sizeof(T)) >= kFarColumnBytes && g.m > uk.mr &&
+         a_bytes >= c_beyond_caches_bytes();
+}
+template <typename T>
+bool column_major_a_from_memory(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
+  return column_major_a_from_memory(g, uk, double(g.m) * double(g.k) * double(sizeof(T)));
+}
+
 template <typename T>
 Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   Plan plan;
@@ -468,14 +502,6 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // 500 1.07x, float64 2000 x 200 -> 600 1.03x; k 512 alike; 1024 x 1024 -> 1024 0.95x in place, so packed).
   const int64_t slivers_to_pack_a = sizeof(T) == 8 ? 16 : 4;
   plan.pack_a = !a_direct || (g.n > slivers_to_pack_a * uk.nr && g.m > uk.mr && g.k > kernel_blocking(uk).panel_kc);
-  // A column-major A that does not stay in L2 between calls (the weight gradient's dYᵀ over a large batch) is
-  // packed whatever the number of B slivers, by the blocked driver where the rule above would not pack it (its A
-  // block then sits in L2, the kc x nr B sliver in L1): read in place, each k step of a tile takes mr elements a
-  // column of A apart, an L1 miss the prefetchers do not foresee, and the first B sliver of every block reads them
-  // from memory so. Xeon, 1 thread, dW float32: 868 x 15485 -> 118 47 -> 28 ms (MKL 51), 900 x 10000 -> 64 25 ->
-  // 14 ms (2 threads 23 -> 20 ms, 12.6 -> 9.6).
-  const bool a_col_from_memory =
-      g.a_rs == 1 && g.a_cs != 1 && g.m > uk.mr && beyond_half_l2<T>(double(g.m) * double(g.k));
 
   // B is reused once per A sliver. A B read in place that does not fit in L2, in rows longer than 1 KiB, is packed
   // from a whole tile of rows on: its blocks are then read from memory row by row, in long runs, where the tiles
@@ -489,7 +515,7 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   const bool b_beyond_l2 = double(g.k) * double(g.n) * double(sizeof(T)) > double(cpu_caches().l2);
   plan.pack_b = !b_direct || g.m > 8 * uk.mr || (g.m >= uk.mr && b_rows_stream<T>(g) && b_beyond_l2);
   plan.panel = plan.pack_a && plan.pack_b;  // both packed by these rules: the panel driver
-  plan.pack_a = plan.pack_a || a_col_from_memory;
+  plan.pack_a = plan.pack_a || column_major_a_from_memory(g, uk);
   // Threads are counted on the work the chosen path does, not on the product's FLOPs alone: register tiles compute
   // their padding too (a C of 7 columns in tiles of 16), and the skinny kernel's gather of each column of A for a
   // vector of rows costs about half a vector's FMAs beside its n FMAs. Xeon, 2 threads, products of 8-18 us that
@@ -633,16 +659,6 @@ void stream_rows_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthrea
   });
   if (direct) return;
   finish_partial_sums(g, bias, sums, parts, slot, ld, 1);
-}
-
-// The size from which a C written before is taken to come from memory, not from a cache: six times L2, or this
-// core's share of L3 where cpuid reports one a core can have (up to 64 times L2, as Zen 3's 32 MiB over 512 KiB; a
-// VM's cpuid may show the L3 of the whole socket, shared with cores it does not see: the Xeon's 480 MiB for two
-// vCPUs, which tells nothing).
-inline double c_beyond_caches_bytes() {
-  const CacheSizes& caches = cpu_caches();
-  const double l3_kept = caches.l3_share <= 64 * caches.l2 ? double(caches.l3_share) : 0.0;
-  return std::max(6.0 * double(caches.l2), l3_kept);
 }
 
 // The short-k path: rows split between threads (on multiples of 16); B's k rows copied contiguous first where its
@@ -1260,6 +1276,7 @@ void k_split_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads, 
   T* const sums = static_cast<T*>(thread_workspace(sizeof(T) * static_cast<std::size_t>(parts * slot), 2));
   if (!sums) throw std::bad_alloc();
   const int64_t part_k = ceil_div(g.k, parts);
+  const double whole_a_bytes = double(g.m) * double(g.k) * double(sizeof(T));
   const int team_size = static_cast<int>(std::min<int64_t>(nthreads, parts));
   run_team(team_size, [&](int64_t t, int64_t team) {
     for (int64_t part = parts * t / team; part < parts * (t + 1) / team; ++part) {
@@ -1271,6 +1288,8 @@ void k_split_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads, 
       sub.c = sums + part * slot, sub.c_rs = g.n, sub.c_cs = 1;
       Plan plan = make_plan(sub, uk);
       plan.nthreads = 1;
+      // Each part's A is a slice of one that comes from memory, whatever the part's own size.
+      plan.pack_a = plan.pack_a || column_major_a_from_memory(sub, uk, whole_a_bytes);
       run_plan(sub, uk, plan);
     }
   });
