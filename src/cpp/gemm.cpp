@@ -91,8 +91,8 @@ void pack_a_block(int64_t mc, int64_t kc, const T* a, int64_t a_rs, int64_t a_cs
   if (a_rs == 1 && a_cs != 1 && mc >= mr) {
     // Column-major source (the weight gradient's dYᵀ): k outermost, each column of A (a row of dY) read front to
     // back once and dealt out to the slivers, mr elements each. Sliver by sliver, every k step read mr elements a
-    // whole column apart, which the prefetchers do not follow: Xeon, dW 20000 x 1000 -> 300 float32 117 -> 108 ms,
-    // 8192 x 1024 -> 1024 141 -> 133 ms (the packing was 38 % of 868 x 15485 -> 118 packed that way). Not for the
+    // whole column apart, which the prefetchers do not follow: Xeon, dW 1000 x 20000 -> 300 float32 117 -> 108 ms,
+    // 1024 x 8192 -> 1024 141 -> 133 ms (the packing was 38 % of 868 x 15485 -> 118 packed that way). Not for the
     // edge sliver alone, which the loop below copies row by row, each row's k elements from a block that stays in
     // L1 after the first (dW 951 x 1234 -> 2 float64: its copy took 21 % of the product this way, 8 % so).
     const int64_t full = mc / mr * mr;
@@ -330,27 +330,27 @@ int threads_for(const GemmArgs<T>& g, double work_per_flop) {
   return static_cast<int>(std::max<double>(1, std::min<double>(num_threads(), units)));
 }
 
-// The size from which a C written before (or an operand read before) is taken to come from memory, not from a cache: six times L2, or this
-// core's share of L3 where cpuid reports one a core can have (up to 64 times L2, as Zen 3's 32 MiB over 512 KiB; a
-// VM's cpuid may show the L3 of the whole socket, shared with cores it does not see: the Xeon's 480 MiB for two
-// vCPUs, which tells nothing).
+// The size from which a C written before (or an operand read before) is taken to come from memory, not from a
+// cache: six times L2, or this core's share of L3 where cpuid reports one a core can have (up to 64 times L2, as
+// Zen 3's 32 MiB over 512 KiB; a VM's cpuid may show the L3 of the whole socket, shared with cores it does not see:
+// the Xeon's 480 MiB for two vCPUs, which tells nothing).
 inline double c_beyond_caches_bytes() {
   const CacheSizes& caches = cpu_caches();
   const double l3_kept = caches.l3_share <= 64 * caches.l2 ? double(caches.l3_share) : 0.0;
   return std::max(6.0 * double(caches.l2), l3_kept);
 }
 
-// A column-major A that comes from memory (the weight gradient's dYᵀ over a large batch) is packed whatever the
-// number of B slivers, by the blocked driver where make_plan's rule would not pack it (its A block then sits in L2,
-// the kc x nr B sliver in L1): read in place, each k step of a tile takes mr elements a column of A apart, which the
-// first B sliver of every block reads from memory as misses the prefetchers do not foresee. Xeon, 1 thread, dW
-// float32, in place -> packed: 868 x 15485 -> 118 47 -> 28 ms (MKL 51), 900 x 10000 -> 64 21.6 -> 14.1 ms, 300 x
-// 12000 -> 33 8.5 -> 4.6, 900 x 20000 -> 6 (one sliver) 21.4 -> 16.7; float64 500 x 30000 -> 10 37 -> 25 ms (A of
-// 13-120 MB), 150 x 40000 -> 64 (columns 600 bytes apart) 13.8 -> 10.9 ms, float64 100 x 40000 -> 64 (800 bytes)
-// 18.2 -> 14.1. Columns closer than 512 bytes the prefetchers follow (39 x 40462 -> 36 float64, 312 bytes: 5.8 ->
-// 7.9 ms packed), and an A that L3 keeps between calls reads as well in place: 400 x 5000 -> 33 float32 (8 MB) 1.9
-// -> 2.4 ms packed, 300 x 3000 -> 64 float64 (7 MB) 1.9 -> 2.2, 302 x 2475 -> 6 float32 (3 MB) 0.33 -> 0.59.
-// `a_bytes`: the whole of A, of which g may be a part (k_split_gemm).
+// A column-major A that comes from memory (the weight gradient's dYᵀ over a large batch) is packed whatever the number
+// of B slivers, by the blocked driver where make_plan's rule would not pack it (its A block then sits in L2, the kc x
+// nr B sliver in L1): read in place, each k step of a tile takes mr elements a column of A apart, which the first B
+// sliver of every block reads from memory as misses the prefetchers do not foresee. Xeon, 1 thread, dW float32, in
+// place -> packed: 868 x 15485 -> 118 47 -> 28 ms (MKL 51), 900 x 10000 -> 64 21.6 -> 14.1 ms, 300 x 12000 -> 33 8.5 ->
+// 4.6, 900 x 20000 -> 6 (one sliver) 21.4 -> 16.7, 150 x 40000 -> 64 (columns 600 bytes apart) 13.8 -> 10.9; float64
+// 500 x 30000 -> 10 37 -> 25 ms, 100 x 40000 -> 64 (800 bytes) 18.2 -> 14.1 (A of 13-120 MB). Columns closer than 512
+// bytes the prefetchers follow (39 x 40462 -> 36 float64, 312 bytes: 5.8 -> 7.9 ms packed), and an A that L3 keeps
+// between calls reads as well in place: 400 x 5000 -> 33 float32 (8 MB) 1.9 -> 2.4 ms packed, 300 x 3000 -> 64 float64
+// (7 MB) 1.9 -> 2.2, 302 x 2475 -> 6 float32 (3 MB) 0.33 -> 0.59. `a_bytes`: the whole of A, of which g may be a part
+// (k_split_gemm).
 template <typename T>
 bool column_major_a_from_memory(const GemmArgs<T>& g, const MicroKernel<T>& uk, double a_bytes) {
   constexpr int64_t kFarColumnBytes = 512;
@@ -463,9 +463,10 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   const int64_t b_row_bytes = uk.stream_rows && g.b_cs == 1 ? g.n * int64_t(sizeof(T)) : 0;  // 0: no streaming
   const bool b_rows_streamable = b_row_bytes >= 1024 && b_bytes > (g.m == 1 ? 0.5 : 1.0) * l2;
   const bool row_vector_streams = g.m == 1 && b_rows_streamable && (l2 <= double(1 << 20) || b_bytes > l2);
-  // A C of 3 to kStreamRowsPastLongKMax rows over a B of twice L2 and more (from L3 or memory), in rows of four cache lines
-  // and more, streams rather than going to the long-k kernel, which reads each k chunk of B in bands (the first
-  // from memory, in runs of a few lines rows apart). Xeon, dW over a large batch, against MKL, long-k -> streamed:
+  // A C of 3 to kStreamRowsPastLongKMax rows over a B of twice L2 and more (from L3 or memory), in rows of four
+  // cache lines and more, streams rather than going to the long-k kernel, which reads each k chunk of B in bands (the
+  // first from memory, in runs of a few lines rows apart). Xeon, dW over a large batch, against MKL, long-k ->
+  // streamed:
   // float32 5 x 31962 -> 226 0.79 -> 0.94x, 8 x 30000 -> 200 0.68 -> 0.91x, 5 x 20000 -> 100 0.95 -> 1.15x, 8 x 30000
   // -> 64 0.97 -> 1.07x (2 threads 1.42 -> 1.64x), 8 x 5000 -> 200 (4 MB) 0.95 -> 1.13x; float64 4 x 8000 -> 120
   // 1.08 -> 1.23x, 3 x 30000 -> 60 1.03 -> 1.17x. Alike within 2.4-3 MB of B and for one or two rows; rows of one
@@ -502,7 +503,6 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // 500 1.07x, float64 2000 x 200 -> 600 1.03x; k 512 alike; 1024 x 1024 -> 1024 0.95x in place, so packed).
   const int64_t slivers_to_pack_a = sizeof(T) == 8 ? 16 : 4;
   plan.pack_a = !a_direct || (g.n > slivers_to_pack_a * uk.nr && g.m > uk.mr && g.k > kernel_blocking(uk).panel_kc);
-
   // B is reused once per A sliver. A B read in place that does not fit in L2, in rows longer than 1 KiB, is packed
   // from a whole tile of rows on: its blocks are then read from memory row by row, in long runs, where the tiles
   // would read them in bands of nr columns, rows kilobytes apart (a new page every few rows). Xeon, 1 thread, against

@@ -77,8 +77,8 @@ using StreamRowsKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a,
 // tiles (Xeon, dX = dY W of a short batch over a W beyond L2, against MKL, tiles -> streamed: float64 9 x 629 -> 467
 // 0.78 -> 1.03x, 8 x 328 -> 918 0.73 -> 0.98x, 10 x 662 -> 539 0.83 -> 1.05x, 16 x 984 -> 568 on 2 threads 0.98 ->
 // 1.09x; 40 such shapes of 3-16 rows, 1 and 2 threads: geomean 0.91 -> 1.02x, 19 -> 10 under 0.9x; dW 9 x 8000 ->
-// 300 float64 0.68 -> 0.97x, 2 threads 0.93 -> 1.34x; the AVX2 family 8 x 1005 -> 827 float64 0.56 -> 0.73x, 7 x 700 -> 900
-// float32 0.41 -> 0.64x of AVX-512 MKL).
+// 300 float64 0.68 -> 0.97x, 2 threads 0.93 -> 1.34x; the AVX2 family 8 x 1005 -> 827 float64 0.56 -> 0.73x, 7 x
+// 700 -> 900 float32 0.41 -> 0.64x of AVX-512 MKL).
 // Beside tiles of 12 rows and more (AVX-512 float32) fewer than a tile: a whole tile of rows runs its arithmetic
 // better than this kernel, with half its loads and stores, so reading B in order pays only while the tiles would
 // compute padding rows too. Xeon, float32 against the tiles, 1 thread then 2 (threads on parts of k): 8 x 45231 ->
