@@ -22,8 +22,8 @@
 // And any of these on the transposed product Cᵀ = Bᵀ Aᵀ, for a short batch through the forward's Wᵀ: W is read in
 // place instead of packed, and a transposing epilogue writes C (transposed_pays); for a batch of one, the column
 // W x written in place (row_vector_as_column). A tile product of the weight gradient's layout with a small C over a
-// long batch from memory takes k in parts fixed by the shape, each part a plan of its own on one thread, the parts'
-// sums added in order (k_split_parts).
+// long batch from memory takes k in parts fixed by the shape, each part a plan of its own on one thread (of Cᵀ where
+// that pays: k_split_transposes), the parts' sums added in order (k_split_parts).
 //
 // Threads form a tm x tn grid: each owns a contiguous, mr-aligned range of rows and a range of B slivers, so the
 // split is balanced to within one sliver. A shared B panel is packed by the whole team between two barriers.
@@ -92,9 +92,8 @@ void pack_a_block(int64_t mc, int64_t kc, const T* a, int64_t a_rs, int64_t a_cs
     // Column-major source (the weight gradient's dYᵀ): k outermost, each column of A (a row of dY) read front to
     // back once and dealt out to the slivers, mr elements each. Sliver by sliver, every k step read mr elements a
     // whole column apart, which the prefetchers do not follow: Xeon, dW 1000 x 20000 -> 300 float32 117 -> 108 ms,
-    // 1024 x 8192 -> 1024 141 -> 133 ms (the packing was 38 % of 868 x 15485 -> 118 packed that way). Not for the
-    // edge sliver alone, which the loop below copies row by row, each row's k elements from a block that stays in
-    // L1 after the first (dW 951 x 1234 -> 2 float64: its copy took 21 % of the product this way, 8 % so).
+    // 1024 x 8192 -> 1024 141 -> 133 ms (the packing was 38 % of 868 x 15485 -> 118 packed that way). The edge
+    // sliver alone takes the loop below.
     const int64_t full = mc / mr * mr;
     auto columns = [&](auto tile_rows) {
       constexpr int64_t kRows = decltype(tile_rows)::value;
@@ -113,6 +112,22 @@ void pack_a_block(int64_t mc, int64_t kc, const T* a, int64_t a_rs, int64_t a_cs
     if (mr == 8) return columns(std::integral_constant<int64_t, 8>{});
     if (mr == 12) return columns(std::integral_constant<int64_t, 12>{});
     return columns(std::integral_constant<int64_t, 0>{});
+  }
+  if (a_rs == 1 && a_cs != 1 && double(kc) * double(a_cs) * double(sizeof(T)) > 0.5 * double(cpu_caches().l1d)) {
+    // The edge sliver alone (mc < mr) of a column-major A whose block does not stay in L1: k outermost, each column's
+    // few elements and the padding written together. Row by row, every row read the whole block again from L2, a line
+    // an element (Xeon, the 11-row edge of dW 47 x 5058 -> 32 float32, kc 512: the product took 181-210 us against
+    // 115 us for 48 rows without an edge; 148-163 so). A block that L1 keeps (a few rows of A: dW 951 x 1234 -> 2
+    // float64) reads as well row by row, where this loop's short runs cost more (its copy took 21 % of that product
+    // this way, 8 % row by row).
+    for (int64_t p = 0; p < kc; ++p) {
+      const T* src = a + p * a_cs;
+      T* dst = out + p * mr;
+      int64_t i = 0;
+      for (; i < mc; ++i) dst[i] = src[i];
+      for (; i < mr; ++i) dst[i] = T(0);
+    }
+    return;
   }
   for (int64_t i0 = 0; i0 < mc; i0 += mr) {
     const int64_t rows = std::min(mr, mc - i0);
@@ -1270,32 +1285,92 @@ int64_t k_split_parts(const GemmArgs<T>& g, const Plan& plan) {
   return parts;
 }
 
+// Part `p0 .. p0 + kk` of k of a k-split product, its sums going to `sums` (a slot of m x n elements): the product
+// itself, or with `transposed` its transpose Cᵀ = Bᵀ Aᵀ (A' = X's rows as columns, B' = dY's rows), whose sums the
+// slot holds transposed (element (i, j) at j * m + i).
+template <typename T>
+GemmArgs<T> k_part(const GemmArgs<T>& g, int64_t p0, int64_t kk, T* sums, bool transposed) {
+  GemmArgs<T> sub;
+  sub.k = kk;
+  if (transposed) {
+    sub.m = g.n, sub.n = g.m;
+    sub.a = g.b + p0 * g.b_rs, sub.a_rs = g.b_cs, sub.a_cs = g.b_rs;
+    sub.b = g.a + p0 * g.a_cs, sub.b_rs = g.a_cs, sub.b_cs = g.a_rs;
+    sub.c = sums, sub.c_rs = g.m, sub.c_cs = 1;
+  } else {
+    sub.m = g.m, sub.n = g.n;
+    sub.a = g.a + p0 * g.a_cs, sub.a_rs = g.a_rs, sub.a_cs = g.a_cs;
+    sub.b = g.b + p0 * g.b_rs, sub.b_rs = g.b_rs, sub.b_cs = g.b_cs;
+    sub.c = sums, sub.c_rs = g.n, sub.c_cs = 1;
+  }
+  return sub;
+}
+
+// A part's plan, on one thread; its A is a slice of one that comes from memory, whatever the part's own size.
+template <typename T>
+Plan k_part_plan(const GemmArgs<T>& sub, const MicroKernel<T>& uk, double whole_a_bytes) {
+  Plan plan = make_plan(sub, uk);
+  plan.nthreads = 1;
+  plan.pack_a = plan.pack_a || column_major_a_from_memory(sub, uk, whole_a_bytes);
+  return plan;
+}
+
+// Whether the parts compute Cᵀ = Xᵀ dY rather than C = dYᵀ X. For few inputs (C of few columns: its transpose a
+// C' of few rows, which the stream-rows and long-k kernels take over the parts' long k, where tiles pad those
+// columns to a vector), and for tiles where the transpose costs clearly less (plan_cost with the padding of both
+// sides, plus the edge rows a column-major A read in place has copied every k block, about a cycle an element of
+// the padded edge sliver) while reading its operands well: A' (X's rows as columns) packed or its columns within
+// 512 bytes, B' (dY) packed or in rows within 512 bytes. Read in place, dY's rows of 700-1000 bytes in bands of
+// register-tile columns and X's columns 1 KB apart ran slowly enough to lose what the padding saved (dW 35267 x 68
+// -> 217 float32, 8571 x 259 -> 60 1.3x and 2.1x slower transposed). Xeon, 1 thread, against the parts untransposed:
+// dW float64 6516 x 6 -> 734 0.55x the time, 8251 x 2 -> 794 0.41x, 21062 x 5 -> 515 0.69x, 14574 x 7 -> 234 0.78x,
+// 30646 x 39 -> 199 0.71x, 21110 x 30 -> 666 0.74x; float32 40462 x 36 -> 39 0.75x, 12646 x 14 -> 964 0.56x, 59568 x
+// 20 -> 864 0.60x, 10113 x 36 -> 47 0.81x.
+template <typename T>
+bool k_split_transposes(const GemmArgs<T>& g, const MicroKernel<T>& uk, int64_t part_k) {
+  if (!uk.transpose_out) return false;  // the SIMD families' costs
+  const double a_bytes = double(g.m) * double(g.k) * double(sizeof(T));
+  const double b_bytes = double(g.n) * double(g.k) * double(sizeof(T));
+  const GemmArgs<T> sub = k_part(g, 0, part_k, static_cast<T*>(nullptr), false);
+  const GemmArgs<T> sub_t = k_part(g, 0, part_k, static_cast<T*>(nullptr), true);
+  const Plan plan = k_part_plan(sub, uk, a_bytes), plan_t = k_part_plan(sub_t, uk, b_bytes);
+  if (!costed(plan)) return false;
+  if (!costed(plan_t)) return plan_t.stream_rows || plan_t.long_k;
+  if (plan_t.dot || plan_t.tall) return false;
+  auto edge_cost = [&](const GemmArgs<T>& s, const Plan& p) {
+    const bool copied = !p.pack_a && s.a_cs != 1 && s.m % uk.mr != 0;
+    return copied ? 2.0 * double(uk.lanes) * double(uk.mr) * double(s.k) : 0.0;
+  };
+  constexpr int64_t kFollowedStrideBytes = 512;
+  const bool reads_well = (plan_t.pack_a || sub_t.a_cs * int64_t(sizeof(T)) < kFollowedStrideBytes) &&
+                          (plan_t.pack_b || sub_t.b_rs * int64_t(sizeof(T)) < kFollowedStrideBytes);
+  constexpr double kMargin = 0.85;
+  return reads_well && plan_cost(sub_t, uk, plan_t) + edge_cost(sub_t, plan_t) <
+                           kMargin * (plan_cost(sub, uk, plan) + edge_cost(sub, plan));
+}
+
 template <typename T>
 void k_split_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, int nthreads, int64_t parts) {
   const int64_t slot = g.m * g.n;
   T* const sums = static_cast<T*>(thread_workspace(sizeof(T) * static_cast<std::size_t>(parts * slot), 2));
   if (!sums) throw std::bad_alloc();
   const int64_t part_k = ceil_div(g.k, parts);
-  const double whole_a_bytes = double(g.m) * double(g.k) * double(sizeof(T));
+  const bool transposed = k_split_transposes(g, uk, part_k);
+  const double whole_a_bytes = double(transposed ? g.n : g.m) * double(g.k) * double(sizeof(T));
   const int team_size = static_cast<int>(std::min<int64_t>(nthreads, parts));
   run_team(team_size, [&](int64_t t, int64_t team) {
     for (int64_t part = parts * t / team; part < parts * (t + 1) / team; ++part) {
-      const int64_t p0 = part * part_k, kk = std::min(part_k, g.k - p0);
-      GemmArgs<T> sub;
-      sub.m = g.m, sub.n = g.n, sub.k = kk;
-      sub.a = g.a + p0 * g.a_cs, sub.a_rs = g.a_rs, sub.a_cs = g.a_cs;
-      sub.b = g.b + p0 * g.b_rs, sub.b_rs = g.b_rs, sub.b_cs = g.b_cs;
-      sub.c = sums + part * slot, sub.c_rs = g.n, sub.c_cs = 1;
-      Plan plan = make_plan(sub, uk);
-      plan.nthreads = 1;
-      // Each part's A is a slice of one that comes from memory, whatever the part's own size.
-      plan.pack_a = plan.pack_a || column_major_a_from_memory(sub, uk, whole_a_bytes);
-      run_plan(sub, uk, plan);
+      const int64_t p0 = part * part_k;
+      const GemmArgs<T> sub = k_part(g, p0, std::min(part_k, g.k - p0), sums + part * slot, transposed);
+      run_plan(sub, uk, k_part_plan(sub, uk, whole_a_bytes));
     }
   });
   const T* bias = nullptr;
   gemm_workspace(g, 0, bias);
-  finish_partial_sums(g, bias, sums, parts, slot, g.n, 1);
+  if (transposed)
+    finish_partial_sums(g, bias, sums, parts, slot, 1, g.m);
+  else
+    finish_partial_sums(g, bias, sums, parts, slot, g.n, 1);
 }
 
 }  // namespace
@@ -1348,7 +1423,9 @@ std::string gemm_plan(const GemmArgs<T>& g) {
   if (row_vector_as_column(g, plan)) return "transposed " + name(make_plan(column_product(g), uk));
   if (column_as_row_vector(g, plan)) return "transposed " + name(make_plan(row_product(g), uk));
   if (transposed_pays(g, uk, plan, plan_t)) return "transposed " + name(plan_t);
-  return k_split_parts(g, plan) > 1 ? "k_split" : name(plan);
+  if (const int64_t parts = k_split_parts(g, plan); parts > 1)
+    return k_split_transposes(g, uk, ceil_div(g.k, parts)) ? "k_split transposed" : "k_split";
+  return name(plan);
 }
 
 template void gemm<float>(const GemmArgs<float>&);
