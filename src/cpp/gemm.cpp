@@ -1317,15 +1317,16 @@ Plan k_part_plan(const GemmArgs<T>& sub, const MicroKernel<T>& uk, double whole_
 
 // Whether the parts compute Cᵀ = Xᵀ dY rather than C = dYᵀ X. For few inputs (C of few columns: its transpose a
 // C' of few rows, whose rows of dY the stream-rows kernel reads in order, where tiles pad those columns to a
-// vector; the long-k kernel on a C' of 32 rows ran 0.85x as fast as tiles on C, dW 26314 x 32 -> 40), and for tiles where the transpose costs clearly less (plan_cost with the padding of both
-// sides, plus the edge rows a column-major A read in place has copied every k block, about a cycle an element of
-// the padded edge sliver) while reading its operands well: A' (X's rows as columns) packed or its columns within
-// 512 bytes, B' (dY) packed or in rows within 512 bytes. Read in place, dY's rows of 700-1000 bytes in bands of
-// register-tile columns and X's columns 1 KB apart ran slowly enough to lose what the padding saved (dW 35267 x 68
-// -> 217 float32, 8571 x 259 -> 60 1.3x and 2.1x slower transposed). Xeon, 1 thread, against the parts untransposed:
-// dW float64 6516 x 6 -> 734 0.55x the time, 8251 x 2 -> 794 0.41x, 21062 x 5 -> 515 0.69x, 14574 x 7 -> 234 0.78x,
-// 30646 x 39 -> 199 0.71x, 21110 x 30 -> 666 0.74x; float32 40462 x 36 -> 39 0.75x, 12646 x 14 -> 964 0.56x, 59568 x
-// 20 -> 864 0.60x, 10113 x 36 -> 47 0.81x.
+// vector; the long-k kernel on a C' of 32 rows ran 0.85x as fast as tiles on C, dW 40 x 26314 -> 32), and for
+// tiles where the transpose costs clearly less (plan_cost with the padding of both sides, plus the edge rows a
+// column-major A read in place has copied every k block, about a cycle an element of the padded edge sliver) while
+// reading its operands well: A' (X's rows as columns) packed or its columns within 512 bytes, B' (dY) packed or in
+// rows within 512 bytes. Read in place, dY's rows of 700-1000 bytes in bands of register-tile columns and X's
+// columns 1 KB apart ran slowly enough to lose what the padding saved (dW 217 x 35267 -> 68 float32, 60 x 8571 ->
+// 259 1.3x and 2.1x slower transposed). Xeon, 1 thread, against the parts untransposed (outputs x batch -> inputs):
+// dW float64 734 x 6516 -> 6 0.55x the time, 794 x 8251 -> 2 0.41x, 515 x 21062 -> 5 0.69x, 234 x 14574 -> 7 0.78x,
+// 199 x 30646 -> 39 0.71x, 666 x 21110 -> 30 0.74x; float32 39 x 40462 -> 36 0.75x, 964 x 12646 -> 14 0.56x,
+// 864 x 59568 -> 20 0.60x, 47 x 10113 -> 36 0.81x.
 template <typename T>
 bool k_split_transposes(const GemmArgs<T>& g, const MicroKernel<T>& uk, int64_t part_k) {
   if (!uk.transpose_out) return false;  // the SIMD families' costs
