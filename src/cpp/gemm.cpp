@@ -88,12 +88,19 @@ T* gemm_workspace(const GemmArgs<T>& g, int64_t elems, const T*& bias) {
 template <typename T>
 void pack_a_block(int64_t mc, int64_t kc, const T* a, int64_t a_rs, int64_t a_cs, int64_t mr, T* out,
                   const MicroKernel<T>& uk) {
-  if (a_rs == 1 && a_cs != 1 && mc >= mr) {
+  // The edge sliver alone (mc < mr) of a column-major A takes the k-outermost loop below where its block does not
+  // stay in L1: row by row, every row read the whole block again from L2, a line an element (Xeon, the 11-row edge
+  // of dW 47 x 5058 -> 32 float32, kc 512: the product took 181-210 us against 115 us for 48 rows without an edge;
+  // 148-163 so). A block that L1 keeps (a few rows of A: dW 951 x 1234 -> 2 float64) reads as well row by row, in
+  // the last loop of this function, where k-outermost short runs cost more (its copy took 21 % of that product that
+  // way, 8 % row by row).
+  const bool edge_past_l1 = double(kc) * double(a_cs) * double(sizeof(T)) > 0.5 * double(cpu_caches().l1d);
+  if (a_rs == 1 && a_cs != 1 && (mc >= mr || edge_past_l1)) {
     // Column-major source (the weight gradient's dYᵀ): k outermost, each column of A (a row of dY) read front to
-    // back once and dealt out to the slivers, mr elements each. Sliver by sliver, every k step read mr elements a
-    // whole column apart, which the prefetchers do not follow: Xeon, dW 1000 x 20000 -> 300 float32 117 -> 108 ms,
-    // 1024 x 8192 -> 1024 141 -> 133 ms (the packing was 38 % of 868 x 15485 -> 118 packed that way). The edge
-    // sliver alone takes the loop below.
+    // back once and dealt out to the slivers, mr elements each, a partial last one zero-padded. Sliver by sliver,
+    // every k step read mr elements a whole column apart, which the prefetchers do not follow: Xeon, dW 1000 x 20000
+    // -> 300 float32 117 -> 108 ms, 1024 x 8192 -> 1024 141 -> 133 ms (the packing was 38 % of 868 x 15485 -> 118
+    // packed that way).
     const int64_t full = mc / mr * mr;
     auto columns = [&](auto tile_rows) {
       constexpr int64_t kRows = decltype(tile_rows)::value;
@@ -112,22 +119,6 @@ void pack_a_block(int64_t mc, int64_t kc, const T* a, int64_t a_rs, int64_t a_cs
     if (mr == 8) return columns(std::integral_constant<int64_t, 8>{});
     if (mr == 12) return columns(std::integral_constant<int64_t, 12>{});
     return columns(std::integral_constant<int64_t, 0>{});
-  }
-  if (a_rs == 1 && a_cs != 1 && double(kc) * double(a_cs) * double(sizeof(T)) > 0.5 * double(cpu_caches().l1d)) {
-    // The edge sliver alone (mc < mr) of a column-major A whose block does not stay in L1: k outermost, each column's
-    // few elements and the padding written together. Row by row, every row read the whole block again from L2, a line
-    // an element (Xeon, the 11-row edge of dW 47 x 5058 -> 32 float32, kc 512: the product took 181-210 us against
-    // 115 us for 48 rows without an edge; 148-163 so). A block that L1 keeps (a few rows of A: dW 951 x 1234 -> 2
-    // float64) reads as well row by row, where this loop's short runs cost more (its copy took 21 % of that product
-    // this way, 8 % row by row).
-    for (int64_t p = 0; p < kc; ++p) {
-      const T* src = a + p * a_cs;
-      T* dst = out + p * mr;
-      int64_t i = 0;
-      for (; i < mc; ++i) dst[i] = src[i];
-      for (; i < mr; ++i) dst[i] = T(0);
-    }
-    return;
   }
   for (int64_t i0 = 0; i0 < mc; i0 += mr) {
     const int64_t rows = std::min(mr, mc - i0);
