@@ -110,8 +110,10 @@ void pack_a_block(int64_t mc, int64_t kc, const T* a, int64_t a_rs, int64_t a_cs
         T* dst = out + p * rows;
         for (int64_t i0 = 0; i0 < full; i0 += rows, dst += rows * kc) std::memcpy(dst, src + i0, rows * sizeof(T));
         if (full < mc) {
-          for (int64_t i = 0; i < mc - full; ++i) dst[i] = src[full + i];
-          for (int64_t i = mc - full; i < rows; ++i) dst[i] = T(0);
+          // One loop with a select: a zero-fill loop of its own became `rep stos`, whose start-up of tens of cycles
+          // a column took 46 % of dW 19 x 2517 -> 19 float64 (a 3-row edge, 5 zeros a column; Xeon).
+          const int64_t valid = mc - full;
+          for (int64_t i = 0; i < rows; ++i) dst[i] = i < valid ? src[full + i] : T(0);
         }
       }
     };
