@@ -289,6 +289,26 @@ def test_few_output_products_over_a_longer_k_match_reference(rng, isa, shape, dt
     _assert_same_bits_on_1_and_2_threads(rng, m, n, k, "row", "row", dtype)
 
 
+# The rows past the skinny kernel's last whole vector are the block's last vector of rows once more, stored only in
+# its new lanes: each is the same chain of FMAs as a row inside a whole vector, so a product's first m rows carry
+# the same bits whether m ends on a vector or not, and the rows stored already are not added to C a second time.
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_skinny_rows_past_the_last_vector_are_those_of_a_whole_vector(rng, isa, dtype):
+    for m, n, k, b_layout in [(78, 2, 490, "row"), (71, 2, 30, "row"), (203, 2, 20, "row"), (69, 1, 5, "col")]:
+        assert _plan(dtype, m, n, k, "row", b_layout) == "skinny", (m, n, k)
+        a = _matrix(rng, m + 16, k, dtype, "row")
+        b = _matrix(rng, k, n, dtype, b_layout)
+        whole = np.full((m + 16, n), np.nan, dtype)
+        _gemm(a, b, whole)
+        part = np.full((m, n), np.nan, dtype)
+        _gemm(a[:m], b, part)
+        assert np.array_equal(part, whole[:m]), (m, n, k)
+        c0 = _matrix(rng, m, n, dtype, "row")
+        c = c0.copy()
+        _gemm(a[:m], b, c, accumulate=True)
+        assert np.array_equal(c, c0 + part), (m, n, k)
+
+
 # A batch of one through the forward's Wᵀ runs as the column W x (dot products summed by transposes, the skinny
 # kernel for a short k), writing C's row in place: every epilogue (the bias put in first), C contiguous, strided and
 # reversed, k below, at and past a vector, many outputs split between two threads.

@@ -215,8 +215,7 @@ void skinny_dense_k(int64_t m, int64_t n, const typename V::T* a, const typename
     }
   }
   if (m_dense < m)
-    simd::skinny_block<V>(m - m_dense, n, K, a + m_dense * K, K, 1, b, b_rs, b_cs, c + m_dense * c_rs, c_rs, c_cs,
-                          load_c, bias, bias_stride, step);
+    simd::skinny_rows<V>(m_dense, m, n, K, a, K, 1, b, b_rs, b_cs, c, c_rs, c_cs, load_c, bias, bias_stride, step);
 }
 
 template <class V>

@@ -169,9 +169,8 @@ void skinny_dense_k(int64_t m, int64_t n, const typename V::T* a, const typename
       simd::finish_column<V>(c_col + i0 * c_rs, c_rs, x, load_c, nullptr, step);  // the bias is in x already
     }
   }
-  if (m_full < m)  // the last rows, one at a time
-    simd::skinny_block<V>(m - m_full, n, K, a + m_full * K, K, 1, b, b_rs, b_cs, c + m_full * c_rs, c_rs, c_cs, load_c,
-                          bias, bias_stride, step);
+  if (m_full < m)  // the last rows: the gathering kernel's vector over the block's last W rows
+    simd::skinny_rows<V>(m_full, m, n, K, a, K, 1, b, b_rs, b_cs, c, c_rs, c_cs, load_c, bias, bias_stride, step);
 }
 
 template <class V>
