@@ -36,7 +36,7 @@ struct F32x8 {
   }
   // Lane q of the result: the sum of v[q]'s lanes, for 8 vectors at once, added in reduce's order (lanes j and j + 4,
   // then j + 2, j + 1): 15 shuffles and 7 adds for 8 sums.
-  static R sum_lanes(const R v[8]) {
+  [[gnu::always_inline]] static R sum_lanes(const R v[8]) {
     R w[4], x[2];
     for (int p = 0; p < 4; ++p)  // 128-bit halves: [v2p (4), v2p+1 (4)]
       w[p] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * p], v[2 * p + 1], 0x20),
@@ -86,7 +86,7 @@ struct F64x4 {
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
   }
   // F32x8::sum_lanes for 4 vectors of 4 lanes.
-  static R sum_lanes(const R v[4]) {
+  [[gnu::always_inline]] static R sum_lanes(const R v[4]) {
     const R w0 = _mm256_add_pd(_mm256_permute2f128_pd(v[0], v[1], 0x20), _mm256_permute2f128_pd(v[0], v[1], 0x31));
     const R w1 = _mm256_add_pd(_mm256_permute2f128_pd(v[2], v[3], 0x20), _mm256_permute2f128_pd(v[2], v[3], 0x31));
     const R z = _mm256_add_pd(_mm256_unpacklo_pd(w0, w1), _mm256_unpackhi_pd(w0, w1));  // lanes: v0 v2 v1 v3

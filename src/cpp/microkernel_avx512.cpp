@@ -26,7 +26,7 @@ struct F32x16 {
   // Lane q of the result: the sum of v[q]'s lanes, for 16 vectors at once, added in reduce's order (lanes j and j + 8,
   // then j + 4, j + 2, j + 1) so the bits are reduce's. Each level halves the vectors: 31 shuffles and 15 adds for 16
   // sums, against 64 of each for 16 reduces.
-  static R sum_lanes(const R v[16]) {
+  [[gnu::always_inline]] static R sum_lanes(const R v[16]) {
     R w[8], x[4], y[2];
     for (int p = 0; p < 8; ++p)  // 256-bit halves: [v2p lanes j + j+8 (8), v2p+1 (8)]
       w[p] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * p], v[2 * p + 1], 0x44),
@@ -75,7 +75,7 @@ struct F64x8 {
   static void store_partial(T* p, R x, int count) { _mm512_mask_storeu_pd(p, __mmask8((1u << count) - 1), x); }
   static T reduce(R x) { return _mm512_reduce_add_pd(x); }
   // F32x16::sum_lanes for 8 vectors of 8 lanes: 15 shuffles and 7 adds for 8 sums.
-  static R sum_lanes(const R v[8]) {
+  [[gnu::always_inline]] static R sum_lanes(const R v[8]) {
     R w[4], x[2];
     for (int p = 0; p < 4; ++p)  // 256-bit halves
       w[p] = _mm512_add_pd(_mm512_shuffle_f64x2(v[2 * p], v[2 * p + 1], 0x44),
