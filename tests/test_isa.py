@@ -282,7 +282,8 @@ def test_few_output_products_over_a_longer_k_match_reference(rng, isa, shape, dt
     lanes = (64 if isa == "avx512" else 32) // np.dtype(dtype).itemsize
     for b_layout in ("row", "col"):
         if isa != "portable" and b_layout == "row" and n <= min(4, lanes // 2):  # (AVX2 float64: n <= 2)
-            assert _plan(dtype, m, n, k, "row", "row") == "skinny", shape
+            # (up to k = 16 the short-k kernel's rows take them)
+            assert _plan(dtype, m, n, k, "row", "row") == ("short_k" if k <= 16 else "skinny"), shape
         _check(rng, m, n, k, dtype, "row", b_layout)
         _check(rng, m, n, k, dtype, "row", b_layout, c_layout="padded", bias="strided", accumulate=True)
         _check(rng, m, n, k, dtype, "row", b_layout, bias="plain", step=True)
@@ -392,6 +393,25 @@ def test_short_k_products_match_reference(rng, isa, shape, dtype):
         _check(rng, *shape, dtype, a_layout, b_layout, bias="plain", step=True)
     linneuron.set_num_threads(2)  # restored by conftest
     _check(rng, *shape, dtype, "row", "col", bias="plain")
+
+
+# k = 9..16 with rows of C of at most two vectors: the short-k kernel too (B's k rows kept in registers), for every
+# k, one vector and two (with tails), every epilogue, A row- and column-major, B row-major (dX's W) and strided (the
+# forward's Wᵀ, copied first), rows split between two threads; wider rows over such a k stay with the tiles.
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("k", range(9, 17))
+def test_short_k_products_of_narrow_rows_up_to_k_16_match_reference(rng, isa, k, dtype):
+    lanes = (64 if isa == "avx512" else 32) // np.dtype(dtype).itemsize
+    for m, n in [(203, 2), (77, lanes - 1), (300, lanes + 3), (64, 2 * lanes)]:
+        if isa != "portable":
+            assert _plan(dtype, m, n, k, "row", "row") == "short_k", (m, n, k)
+        for a_layout, b_layout in [("row", "row"), ("col", "row"), ("row", "col")]:
+            _check(rng, m, n, k, dtype, a_layout, b_layout)
+            _check(rng, m, n, k, dtype, a_layout, b_layout, c_layout="padded", bias="strided", accumulate=True)
+            _check(rng, m, n, k, dtype, a_layout, b_layout, bias="plain", step=True)
+    assert _plan(dtype, 300, 2 * lanes + 1, k, "row", "row") != "short_k"
+    linneuron.set_num_threads(2)  # restored by conftest
+    _check(rng, 1001, lanes + 3, k, dtype, "row", "row", bias="plain")
 
 
 # A contiguous C from six times L2 on, of rows that are mostly whole cache lines (a multiple of 64 bytes, or 640

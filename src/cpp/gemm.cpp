@@ -12,8 +12,8 @@
 //           contiguous; only partial edge slivers are copied into small padded buffers;
 //   dot     both operands contiguous along k (the forward X Wᵀ) with a short batch or few outputs: dot products;
 //   skinny  tall products with tiny k and n (65536 x 2 -> 1): vectors run along the batch;
-//   short_k k <= 8 (B's rows in L1) and n >= 2, a product that is mostly writing C: written row by row, each row
-//           one sequential stream;
+//   short_k k <= 8 (B's rows in L1), or up to 16 for rows of two vectors, and n >= 2, a product that is mostly
+//           writing C: written row by row, each row one sequential stream;
 //   long_k  a C of few rows (m <= 16) over a longer k, the weight gradient of a layer with few outputs, a row
 //           vector times a matrix, the dX = dY W of a batch of up to 4 rows: C stays in registers, k is split into
 //           chunks whose sums are added in a fixed order;
@@ -246,7 +246,8 @@ struct Plan {
   bool tall;    // few outputs, row-major A, m large: vectors along m from transposed rows of A, no packing
   bool long_k;  // small C over a long k (dW of a small layer): C in registers, k split into fixed chunks
   bool long_k_transposed;  // the same for Cᵀ = Bᵀ Aᵀ (a C of few columns)
-  bool short_k;  // k <= 8, n >= 2: C written row by row as whole vectors (B's few rows copied contiguous if needed)
+  bool short_k;  // k <= 8 (16 for narrow rows), n >= 2: C written row by row as whole vectors (B's few rows
+                 // copied contiguous if needed)
   bool stream_rows;  // a C of few rows over a B with long rows far larger than L2: B's rows streamed in order
   bool pack_a, pack_b;
   bool panel;  // the panel driver (both operands packed); else the blocked driver packs what pack_a / pack_b say
@@ -376,15 +377,26 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // The skinny kernel's gather indices are 32-bit: lane * a_rs must fit.
   constexpr int64_t kMaxGatherStride = int64_t(1) << 26;
   const bool gather_ok = -kMaxGatherStride < g.a_rs && g.a_rs < kMaxGatherStride;
-  // A short k (k <= 8) is mostly writing C, row by row. k <= 4 at any width; k = 5..8 while B's k rows fit in half
-  // of L1 (they are re-read for every row: 9000 x 8 -> 1000 float64, 64 KB of B, ran at half the tile path's rate).
+  // A short k (k <= 8, or up to 16 below) is mostly writing C, row by row. k <= 4 at any width; k = 5..8 while B's
+  // k rows fit in half of L1 (they are re-read for every row: 9000 x 8 -> 1000 float64, 64 KB of B, ran at half the
+  // tile path's rate).
   // Two or more columns only: one output column is a vector per row with one valid lane, where the skinny kernel's
   // vectors along m do W rows at once. (Measured on a Xeon with AVX-512 over m 600 and 9000, k 1..8, n 1..1000:
   // 9000 x 2 -> 8 float32 1.6x -> 12.6x torch, 9255 x 5 -> 8 float64 0.3x -> 2.1x; n = 1 stays with skinny, 0.2-0.5x
   // of it elsewhere.)
+  // k = 9..16 (kShortKMax) for rows of C of at most two vectors, whose B the kernel keeps in registers: register
+  // tiles over so short a k spend more on setting up and storing each tile than on its FMAs. Xeon, AVX-512, against
+  // the tiles, dX = dY W (batch x outputs -> inputs): 5589 x 9 -> 19 float32 1.78x, 3312 x 9 -> 7 1.7x, 25968 x
+  // 10 -> 9 (2 threads) 1.6x, 3000 x 12 -> 12 float64 1.64x, 8000 x 11 -> 15 1.66x, 60000 x 16 -> 16 float32 1.18x,
+  // forwards alike (4000 x 13 -> 5 float64 1.5x); wider rows lost (56669 x 11 -> 39 float32 0.93x, 4000 x 12 ->
+  // 64 0.91x, float64 5589 x 9 -> 19, three vectors, 0.95x, 3000 x 16 -> 20 0.86x). AVX2, rows of up to two
+  // vectors: 3312 x 9 -> 7 float64 1.86x, 3000 x 16 -> 8 1.26x, 3000 x 16 -> 16 float32 1.26x, 60000 x 16 -> 16
+  // 1.1x. And for 2 to 4 outputs in place of the skinny kernel's gathers (below): 7120 x 10 -> 3 float32 33 -> 24
+  // us, 3000 x 12 -> 4 float64 20 -> 14 us, 9000 x 13 -> 4 on 2 threads 35 -> 25 us.
+  const bool short_k_width = g.k <= 8 || g.n <= 2 * uk.lanes;
   const bool short_b_fits =
       g.k <= 4 || double(g.k) * double(g.n) * double(sizeof(T)) <= 0.5 * double(cpu_caches().l1d);
-  plan.short_k = uk.short_k && g.k <= kShortKMax && g.c_cs == 1 && g.n >= 2 && short_b_fits;
+  plan.short_k = uk.short_k && g.k <= kShortKMax && short_k_width && g.c_cs == 1 && g.n >= 2 && short_b_fits;
   plan.skinny = !plan.short_k && g.k <= 8 && g.n <= 8 && g.m >= 64 && gather_ok;
   // With a row-major A the unpacked paths compete on cost. Few outputs of a tall product (2 <= n <= 16) may take
   // the tall kernel, which reads A once with no padding of n to the tile; one output is a dot product per row,

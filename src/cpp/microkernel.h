@@ -101,7 +101,7 @@ template <typename T>
 using ShortKKernelFn = void (*)(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_t a_cs, const T* b,
                                 int64_t b_rs, T* c, int64_t c_rs, bool load_c, const T* bias, bool step,
                                 bool stream_c);
-constexpr int64_t kShortKMax = 8;
+constexpr int64_t kShortKMax = 16;
 
 template <typename T>
 struct MicroKernel {

@@ -895,7 +895,7 @@ void short_k_rows_narrow(int64_t m, int64_t n, const typename V::T* a, int64_t a
   R bv[K][NV], bias_v[NV];
 #pragma GCC unroll 2
   for (int v = 0; v < NV; ++v) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int p = 0; p < K; ++p) bv[p][v] = V::load_partial(b + p * b_rs + v * W, count[v]);
     bias_v[v] = bias ? V::load_partial(bias + v * W, count[v]) : V::zero();
   }
@@ -905,7 +905,7 @@ void short_k_rows_narrow(int64_t m, int64_t n, const typename V::T* a, int64_t a
     R x[NV];
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v) x[v] = V::zero();
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int p = 0; p < K; ++p) {
       const R ap = V::broadcast(ai + p * a_cs);
 #pragma GCC unroll 2
@@ -942,12 +942,12 @@ void short_k_rows_packed(int64_t m, int64_t n, const typename V::T* a, int64_t a
   const int last = static_cast<int>(n - int64_t(vectors - 1) * W);  // elements in the last vector, 1..W
   alignas(64) T packed[kShortKPackedVectors * K * W];
   for (int v = 0; v < vectors; ++v)
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int p = 0; p < K; ++p)
       V::store(packed + (v * K + p) * W, V::load_partial(b + p * b_rs + v * W, v + 1 < vectors ? W : last));
   for (int64_t i = 0; i < m; ++i) {
     R ai[K];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int p = 0; p < K; ++p) ai[p] = V::broadcast(a + i * a_rs + p * a_cs);
     T* row = c + i * c_rs;
     const T* bv = packed;
@@ -955,7 +955,7 @@ void short_k_rows_packed(int64_t m, int64_t n, const typename V::T* a, int64_t a
       const int count = v + 1 < vectors ? W : last;
       // The same order of operations as the register tiles: the sum over k, then [+ C], [+ bias], [H].
       R x = V::zero();
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int p = 0; p < K; ++p) x = V::fma(ai[p], V::load(bv + p * W), x);
       if (load_c) x = V::add(x, V::load_partial(row + v * W, count));
       if (bias) x = V::add(x, V::load_partial(bias + v * W, count));
@@ -991,14 +991,14 @@ void short_k_rows_k(int64_t m, int64_t n, const typename V::T* a, int64_t a_rs, 
   const bool stream = stream_c && !load_c && reinterpret_cast<uintptr_t>(c) % sizeof(T) == 0;
   for (int64_t i = 0; i < m; ++i) {
     R ai[K];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int p = 0; p < K; ++p) ai[p] = V::broadcast(a + i * a_rs + p * a_cs);
     T* row = c + i * c_rs;
     // The same order of operations as the register tiles: the sum over k, then [+ C], [+ bias], [H].
     auto vector_at = [&](int64_t j, int count, bool streamed) {
       const bool partial = count < W;
       R x = V::zero();
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int p = 0; p < K; ++p)
         x = V::fma(ai[p], partial ? V::load_partial(b + p * b_rs + j, count) : V::load(b + p * b_rs + j), x);
       if (load_c) x = V::add(x, partial ? V::load_partial(row + j, count) : V::load(row + j));
@@ -1025,21 +1025,23 @@ void short_k_rows_k(int64_t m, int64_t n, const typename V::T* a, int64_t a_rs, 
   if (stream) V::store_fence();  // streaming stores are weakly ordered: publish them before returning
 }
 
+// short_k_rows_k with K = k, from a table of the instantiations K = 1 .. sizeof...(I).
+template <class V, int... I>
+void short_k_rows_of(std::integer_sequence<int, I...>, int64_t m, int64_t n, int64_t k, const typename V::T* a,
+                     int64_t a_rs, int64_t a_cs, const typename V::T* b, int64_t b_rs, typename V::T* c, int64_t c_rs,
+                     bool load_c, const typename V::T* bias, bool step, bool stream_c) {
+  using Fn = void (*)(int64_t, int64_t, const typename V::T*, int64_t, int64_t, const typename V::T*, int64_t,
+                      typename V::T*, int64_t, bool, const typename V::T*, bool, bool);
+  static constexpr Fn kTable[] = {&short_k_rows_k<V, I + 1>...};
+  kTable[k - 1](m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step, stream_c);
+}
+
 template <class V>
 void short_k_rows(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t a_rs, int64_t a_cs,
                   const typename V::T* b, int64_t b_rs, typename V::T* c, int64_t c_rs, bool load_c,
                   const typename V::T* bias, bool step, bool stream_c) {
-  static_assert(kShortKMax == 8, "one instantiation per k");
-  switch (k) {
-    case 1: return short_k_rows_k<V, 1>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step, stream_c);
-    case 2: return short_k_rows_k<V, 2>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step, stream_c);
-    case 3: return short_k_rows_k<V, 3>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step, stream_c);
-    case 4: return short_k_rows_k<V, 4>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step, stream_c);
-    case 5: return short_k_rows_k<V, 5>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step, stream_c);
-    case 6: return short_k_rows_k<V, 6>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step, stream_c);
-    case 7: return short_k_rows_k<V, 7>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step, stream_c);
-    default: return short_k_rows_k<V, 8>(m, n, a, a_rs, a_cs, b, b_rs, c, c_rs, load_c, bias, step, stream_c);
-  }
+  short_k_rows_of<V>(std::make_integer_sequence<int, int(kShortKMax)>{}, m, n, k, a, a_rs, a_cs, b, b_rs, c, c_rs,
+                     load_c, bias, step, stream_c);
 }
 
 // The stream-rows kernel with C in registers (MicroKernel::stream_rows for a row-major A, see there): for each block
