@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "microkernel.h"
+#include "neuron_math.h"
 
 namespace linneuron {
 namespace simd {
@@ -299,7 +300,7 @@ inline void dot_tile_store(int64_t k, const typename V::T* a, int64_t a_rs, cons
       T& dst = c[r * c_rs + s * c_cs];
       if (load_c) v += dst;
       if (bias) v += bias[s * bias_stride];
-      if (step) v = v >= T(0) ? T(1) : (v != v ? v : T(0));
+      if (step) v = unit_step(v);
       dst = v;
     }
 }
@@ -488,7 +489,7 @@ inline void finish_column_lanes(typename V::T* column, int64_t c_rs, typename V:
     T v = buf[l];
     if (load_c) v += column[l * c_rs];
     if (bias) v += *bias;
-    if (step) v = v >= T(0) ? T(1) : (v != v ? v : T(0));
+    if (step) v = unit_step(v);
     column[l * c_rs] = v;
   }
 }
@@ -547,7 +548,7 @@ void skinny_rows(int64_t first, int64_t m, int64_t n, int64_t k, const typename 
       T& dst = c[i * c_rs + j * c_cs];
       if (load_c) v += dst;
       if (bias) v += bias[j * bias_stride];
-      if (step) v = v >= T(0) ? T(1) : (v != v ? v : T(0));
+      if (step) v = unit_step(v);
       dst = v;
     }
 }
@@ -662,7 +663,7 @@ void tall_block(int64_t m, int64_t n, int64_t k, const typename V::T* a, int64_t
           T& dst = c_block[i * c_rs + j * c_cs];
           if (load_c) v += dst;
           if (bias) v += bias_row[j];
-          if (step) v = v >= T(0) ? T(1) : (v != v ? v : T(0));
+          if (step) v = unit_step(v);
           dst = v;
         }
       continue;
