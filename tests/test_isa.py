@@ -272,8 +272,9 @@ def test_skinny_products_of_a_dense_a_match_reference(rng, isa, k, dtype):
 
 # Two to four outputs over a k past 8 with a row-major A (the backward dX = dY W of a layer with few inputs, the
 # forward of a few outputs where the tall kernel and dot products do not pay): the skinny kernel's gathered columns
-# of A past k = 16 and the short-k kernel's rows up to it, not tiles padded to a vector; B row-major (dX's W) and column-major (the forward's Wᵀ), C row-major and
-# padded, every epilogue, rows past the last whole vector, and two threads (rows split) bit-identical to one.
+# of A past k = 16 and the short-k kernel's rows up to it, not tiles padded to a vector; B row-major (dX's W) and
+# column-major (the forward's Wᵀ), C row-major and padded, every epilogue, rows past the last whole vector, and two
+# threads (rows split) bit-identical to one.
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("shape", [(7120, 3, 10), (1981, 4, 27), (203, 2, 20), (1001, 3, 61), (77, 4, 9)],
                          ids=_shape_id)  # fmt: skip

@@ -273,6 +273,11 @@ template <typename T>
 bool b_rows_stream(const GemmArgs<T>& g) {
   return g.b_cs == 1 && g.n * int64_t(sizeof(T)) > 1024 && beyond_half_l2<T>(double(g.k) * double(g.n));
 }
+// Whether the k x n B as a whole is larger than L2 (make_plan's pack_b and the blocked driver's streaming of B).
+template <typename T>
+bool b_beyond_l2(const GemmArgs<T>& g) {
+  return double(g.k) * double(g.n) * double(sizeof(T)) > double(cpu_caches().l2);
+}
 inline int64_t padded_cols(int64_t n, int64_t nr, int64_t lanes) { return n - n % nr + round_up(n % nr, lanes); }
 
 // Costs of the three unpacked-A paths, in FMA lanes of the register-tile kernel (lanes = its vector width, two FMAs
@@ -532,8 +537,7 @@ Plan make_plan(const GemmArgs<T>& g, const MicroKernel<T>& uk) {
   // in process, 12 x 45231 -> 490 +7 %).
   // (A B within L2 stays there between calls and reads well in place: 18 x 294 -> 527 float64, 1.2 MB, ran 0.83x
   // packed, 16 x 700 -> 700 float32, 2 MB, 0.83x; 2.4 MB 1.02-1.13x, 4 MB 1.06-1.22x.)
-  const bool b_beyond_l2 = double(g.k) * double(g.n) * double(sizeof(T)) > double(cpu_caches().l2);
-  plan.pack_b = !b_direct || g.m > 8 * uk.mr || (g.m >= uk.mr && b_rows_stream<T>(g) && b_beyond_l2);
+  plan.pack_b = !b_direct || g.m > 8 * uk.mr || (g.m >= uk.mr && b_rows_stream<T>(g) && b_beyond_l2(g));
   plan.panel = plan.pack_a && plan.pack_b;  // both packed by these rules: the panel driver
   plan.pack_a = plan.pack_a || column_major_a_from_memory(g, uk);
   // Threads are counted on the work the chosen path does, not on the product's FLOPs alone: register tiles compute
@@ -860,8 +864,7 @@ void blocked_gemm(const GemmArgs<T>& g, const MicroKernel<T>& uk, const Plan& pl
   // their instructions and fill buffers (Xeon, dX of a short batch, W of 1-1.8 MB, without / with: 14 x 630 -> 730
   // float32 on 2 threads 0.83x the time, 30 x 700 -> 700 0.86x, 16 x 700 -> 350 float64 0.88x, 25 x 800 -> 512
   // float32 0.92x); from L2 to three times it alike either way.
-  const bool b_beyond_l2 = double(g.k) * double(g.n) * double(sizeof(T)) > double(cpu_caches().l2);
-  const bool stream_b = !plan.pack_b && b_rows_stream<T>(g) && b_beyond_l2;
+  const bool stream_b = !plan.pack_b && b_rows_stream<T>(g) && b_beyond_l2(g);
 
   // One thread's share of the work; the worksharing and barrier inside are orphaned OpenMP constructs, skipped
   // entirely when a single thread runs (no parallel region is entered then).
